@@ -1,1 +1,496 @@
-//! (in progress)
+//! A variant's `metadata.json`: typed, lenient parsing, and verification of the variant's
+//! files against the digest it records.
+//!
+//! The upstream format (keys may be added over time; unknown keys are ignored):
+//!
+//! ```json
+//! {
+//!   "name": "relu", "id": "_relu_cpu_7a4e5a7", "version": 1, "license": "Apache-2.0",
+//!   "backend": { "type": "cuda", "archs": ["8.0", "9.0", "9.0+PTX"] },
+//!   "digest": { "algorithm": "sha256", "files": { "_relu_cpu_7a4e5a7.so": "<base64 sha256>" } },
+//!   "provenance": { … }
+//! }
+//! ```
+//!
+//! The digest covers every file of the variant directory except `metadata.json` itself;
+//! paths are relative and `/`-separated.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::variant::Version;
+
+/// The file name of a variant's metadata.
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// The only digest algorithm kernels-rs accepts.
+pub const DIGEST_ALGORITHM: &str = "sha256";
+
+/// A parsed `metadata.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Metadata {
+    /// Kernel name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Library identifier: the file stem of the variant's shared library.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Kernel major version.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// SPDX license expression.
+    #[serde(default)]
+    pub license: Option<String>,
+    /// Backend the code was compiled for.
+    #[serde(default)]
+    pub backend: Option<BackendMetadata>,
+    /// Per-file digests of the variant.
+    #[serde(default)]
+    pub digest: Option<DigestMetadata>,
+    /// Build provenance, kept as JSON.
+    #[serde(default)]
+    pub provenance: Option<serde_json::Value>,
+    /// Python packages the Python side needs (ignored by kernels-rs).
+    #[serde(default)]
+    pub python_depends: Vec<String>,
+}
+
+/// `backend` of `metadata.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BackendMetadata {
+    /// `cuda`, `rocm`, `cpu`, `metal`, `xpu`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// GPU architectures with code in the library (`"9.0"`, `"9.0+PTX"`, `"gfx942"`).
+    #[serde(default)]
+    pub archs: Vec<String>,
+}
+
+/// `digest` of `metadata.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DigestMetadata {
+    /// Hash algorithm; kernels-rs accepts [`DIGEST_ALGORITHM`].
+    pub algorithm: String,
+    /// Relative `/`-separated path → base64 of the file's hash.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Reading or parsing `metadata.json` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or a known key has the wrong type.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Metadata {
+    /// Parses `metadata.json` text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, MetadataError> {
+        serde_json::from_str(text).map_err(|e| MetadataError::Parse {
+            path: origin.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Reads `<variant_dir>/metadata.json`.
+    pub fn read(variant_dir: &Path) -> Result<Self, MetadataError> {
+        let path = variant_dir.join(METADATA_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| MetadataError::Read { path: path.clone(), source })?;
+        Self::parse(&text, &path)
+    }
+
+    /// The GPU architectures listed under `backend.archs`, parsed. Entries that are not
+    /// CUDA compute capabilities (e.g. `gfx942`) are returned as errors by [`CudaArch::parse`]
+    /// and skipped here.
+    pub fn cuda_archs(&self) -> Vec<CudaArch> {
+        self.backend.iter().flat_map(|b| &b.archs).filter_map(|a| CudaArch::parse(a).ok()).collect()
+    }
+
+    /// The library file the variant ships: `<id>.so` (`.dylib` on macOS, `.dll` on Windows).
+    pub fn library_file(&self, os: &crate::variant::Os) -> Option<String> {
+        let ext = match os {
+            crate::variant::Os::Darwin => "dylib",
+            crate::variant::Os::Windows => "dll",
+            _ => "so",
+        };
+        self.id.as_ref().map(|id| format!("{id}.{ext}"))
+    }
+}
+
+/// One CUDA entry of `backend.archs`: a compute capability, optionally arch-specific
+/// (`9.0a`, runs only on exactly 9.0) and optionally with PTX (`9.0+PTX`, JIT-compiles on
+/// any newer GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CudaArch {
+    /// The compute capability the code targets.
+    pub capability: Version,
+    /// `a`: architecture-specific features, no forward compatibility of the cubin.
+    pub arch_specific: bool,
+    /// `+PTX`: PTX for this capability is embedded too.
+    pub ptx: bool,
+}
+
+impl CudaArch {
+    /// Parses `"9.0"`, `"9.0a"`, `"8.0+PTX"`, `"10.0f"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (cc, ptx) = match s.strip_suffix("+PTX") {
+            Some(cc) => (cc, true),
+            None => (s, false),
+        };
+        let (cc, arch_specific) = match cc.strip_suffix('a') {
+            Some(cc) => (cc, true),
+            None => (cc.strip_suffix('f').unwrap_or(cc), false),
+        };
+        let (major, minor) = cc.split_once('.').ok_or_else(|| format!("`{s}` is not a CUDA compute capability like `9.0`"))?;
+        let parse = |d: &str| d.parse::<u32>().map_err(|_| format!("`{s}` is not a CUDA compute capability like `9.0`"));
+        Ok(CudaArch { capability: Version::new(parse(major)?, parse(minor)?), arch_specific, ptx })
+    }
+
+    /// Whether a GPU of compute capability `gpu` can run this code: a cubin runs on the same
+    /// major with an equal or higher minor (exactly equal when arch-specific); PTX runs on
+    /// any GPU at least as new.
+    pub fn runs_on(&self, gpu: Version) -> bool {
+        let cubin = if self.arch_specific {
+            gpu == self.capability
+        } else {
+            gpu.major == self.capability.major && gpu.minor >= self.capability.minor
+        };
+        cubin || (self.ptx && gpu >= self.capability)
+    }
+}
+
+impl fmt::Display for CudaArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.capability)?;
+        if self.arch_specific {
+            f.write_str("a")?;
+        }
+        if self.ptx {
+            f.write_str("+PTX")?;
+        }
+        Ok(())
+    }
+}
+
+/// One way a variant directory disagrees with its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// Listed in the digest, absent on disk.
+    Missing {
+        /// Relative path.
+        path: String,
+    },
+    /// On disk, not listed in the digest.
+    Unknown {
+        /// Relative path.
+        path: String,
+    },
+    /// Contents differ from the digest.
+    Mismatch {
+        /// Relative path.
+        path: String,
+        /// Base64 hash from `metadata.json`.
+        expected: String,
+        /// Base64 hash of the file on disk.
+        actual: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Missing { path } => write!(f, "missing file `{path}` (listed in the digest)"),
+            Violation::Unknown { path } => write!(f, "unknown file `{path}` (not listed in the digest)"),
+            Violation::Mismatch { path, expected, actual } => {
+                write!(f, "`{path}` does not match the digest (expected sha256 {expected}, found {actual})")
+            }
+        }
+    }
+}
+
+/// Verification of a variant directory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// `metadata.json` could not be read or parsed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// `metadata.json` records no digest, so nothing can be verified.
+    #[error("{dir}: metadata.json records no digest; rebuild the kernel with a kernel-builder that writes one")]
+    NoDigest {
+        /// Variant directory.
+        dir: PathBuf,
+    },
+    /// The digest uses an algorithm kernels-rs does not accept.
+    #[error("{dir}: unsupported digest algorithm `{algorithm}` (only sha256 is accepted)")]
+    Algorithm {
+        /// Variant directory.
+        dir: PathBuf,
+        /// The algorithm named.
+        algorithm: String,
+    },
+    /// Walking or hashing the directory failed.
+    #[error("cannot hash {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Files disagree with the digest; every disagreement is listed.
+    #[error("{dir} does not match its metadata.json digest:\n{}", list(.violations))]
+    Violations {
+        /// Variant directory.
+        dir: PathBuf,
+        /// Each disagreement, sorted by path.
+        violations: Vec<Violation>,
+    },
+}
+
+fn list(v: &[Violation]) -> String {
+    v.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Base64 (standard, padded) of the sha256 of `bytes`.
+pub fn sha256_base64(bytes: &[u8]) -> String {
+    BASE64.encode(Sha256::digest(bytes))
+}
+
+/// Hex sha256 of `bytes` (used for content-addressed file names and the lock).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash_file(path: &Path) -> Result<String, VerifyError> {
+    let io = |source| VerifyError::Io { path: path.to_owned(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(BASE64.encode(hasher.finalize()))
+}
+
+/// The files of a variant directory (relative `/`-separated paths, sorted), without
+/// `metadata.json` at its root and without `__pycache__` directories Python may leave.
+pub fn variant_files(dir: &Path) -> Result<Vec<String>, VerifyError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), VerifyError> {
+        let io = |source| VerifyError::Io { path: dir.to_owned(), source };
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            let ty = entry.file_type().map_err(io)?;
+            if ty.is_dir() {
+                if entry.file_name() != "__pycache__" {
+                    walk(root, &path, out)?;
+                }
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                if rel != METADATA_FILE {
+                    out.push(rel);
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Computes the `digest.files` map of a variant directory (for writing `metadata.json`).
+pub fn digest_files(dir: &Path) -> Result<BTreeMap<String, String>, VerifyError> {
+    variant_files(dir)?.into_iter().map(|rel| Ok((rel.clone(), hash_file(&dir.join(&rel))?))).collect()
+}
+
+/// Verifies every file of `dir` against `metadata.digest`: missing, unknown and mismatching
+/// files are each reported.
+pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
+    let digest = metadata.digest.as_ref().ok_or_else(|| VerifyError::NoDigest { dir: dir.to_owned() })?;
+    if digest.algorithm != DIGEST_ALGORITHM {
+        return Err(VerifyError::Algorithm { dir: dir.to_owned(), algorithm: digest.algorithm.clone() });
+    }
+    let on_disk = variant_files(dir)?;
+    let mut violations = Vec::new();
+    for (path, expected) in &digest.files {
+        let file = dir.join(path);
+        if !file.is_file() {
+            violations.push(Violation::Missing { path: path.clone() });
+            continue;
+        }
+        let actual = hash_file(&file)?;
+        if &actual != expected {
+            violations.push(Violation::Mismatch { path: path.clone(), expected: expected.clone(), actual });
+        }
+    }
+    for path in on_disk {
+        if !digest.files.contains_key(&path) {
+            violations.push(Violation::Unknown { path });
+        }
+    }
+    if violations.is_empty() {
+        return Ok(());
+    }
+    violations.sort_by(|a, b| violation_path(a).cmp(violation_path(b)));
+    Err(VerifyError::Violations { dir: dir.to_owned(), violations })
+}
+
+fn violation_path(v: &Violation) -> &str {
+    match v {
+        Violation::Missing { path } | Violation::Unknown { path } | Violation::Mismatch { path, .. } => path,
+    }
+}
+
+/// Reads `metadata.json` of `dir` and verifies the directory against it.
+pub fn read_and_verify(dir: &Path) -> Result<Metadata, VerifyError> {
+    let metadata = Metadata::read(dir)?;
+    verify_dir(dir, &metadata)?;
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, bytes) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        let files = digest_files(dir.path()).unwrap();
+        let meta = serde_json::json!({
+            "name": "relu", "id": "_relu_cpu_7a4e5a7", "version": 1, "license": "Apache-2.0",
+            "backend": { "type": "cuda", "archs": ["8.0", "9.0+PTX"] },
+            "digest": { "algorithm": "sha256", "files": files },
+            "kernels-minver": "0.17", "some-future-key": {"nested": [1, 2]},
+        });
+        std::fs::write(dir.path().join(METADATA_FILE), serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+        dir
+    }
+
+    const FILES: &[(&str, &[u8])] =
+        &[("_relu_cpu_7a4e5a7.so", b"\x7fELF fake library"), ("__init__.py", b"# init\n"), ("layers/__init__.py", b"")];
+
+    #[test]
+    fn parses_upstream_keys_and_ignores_unknown_ones() {
+        let dir = variant(FILES);
+        let m = Metadata::read(dir.path()).unwrap();
+        assert_eq!(m.id.as_deref(), Some("_relu_cpu_7a4e5a7"));
+        assert_eq!(m.version, Some(1));
+        assert_eq!(m.backend.as_ref().unwrap().kind, "cuda");
+        assert_eq!(m.library_file(&crate::variant::Os::Linux).as_deref(), Some("_relu_cpu_7a4e5a7.so"));
+        let files: Vec<_> = m.digest.as_ref().unwrap().files.keys().cloned().collect();
+        assert_eq!(files, ["__init__.py", "_relu_cpu_7a4e5a7.so", "layers/__init__.py"]);
+        assert_eq!(m.digest.unwrap().files["__init__.py"], sha256_base64(b"# init\n"));
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_column() {
+        let err = Metadata::parse("{\n  \"version\": \"one\"\n}", Path::new("x/metadata.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("x/metadata.json:2:"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+        let err = Metadata::parse("{\"digest\": {\"files\": {}}}", Path::new("m.json")).unwrap_err();
+        assert!(err.to_string().contains("missing field `algorithm`"), "{err}");
+    }
+
+    #[test]
+    fn intact_variant_verifies() {
+        let dir = variant(FILES);
+        read_and_verify(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn tampered_file_is_a_mismatch_naming_the_file() {
+        let dir = variant(FILES);
+        let lib = dir.path().join("_relu_cpu_7a4e5a7.so");
+        let mut bytes = std::fs::read(&lib).unwrap();
+        bytes[5] ^= 1;
+        std::fs::write(&lib, bytes).unwrap();
+        let err = read_and_verify(dir.path()).unwrap_err();
+        let VerifyError::Violations { violations, .. } = &err else { panic!("{err}") };
+        assert!(matches!(&violations[..], [Violation::Mismatch { path, .. }] if path == "_relu_cpu_7a4e5a7.so"), "{err}");
+        assert!(err.to_string().contains("`_relu_cpu_7a4e5a7.so` does not match the digest"), "{err}");
+    }
+
+    #[test]
+    fn missing_and_unknown_files_are_distinct() {
+        let dir = variant(FILES);
+        std::fs::remove_file(dir.path().join("layers/__init__.py")).unwrap();
+        std::fs::write(dir.path().join("extra.so"), b"x").unwrap();
+        // Caches Python writes next to the files do not count.
+        std::fs::create_dir(dir.path().join("__pycache__")).unwrap();
+        std::fs::write(dir.path().join("__pycache__/x.pyc"), b"x").unwrap();
+        let err = read_and_verify(dir.path()).unwrap_err();
+        let VerifyError::Violations { violations, .. } = &err else { panic!("{err}") };
+        assert_eq!(
+            violations,
+            &[Violation::Unknown { path: "extra.so".into() }, Violation::Missing { path: "layers/__init__.py".into() }]
+        );
+    }
+
+    #[test]
+    fn digest_is_required_and_sha256_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(METADATA_FILE), r#"{"id": "x"}"#).unwrap();
+        assert!(matches!(read_and_verify(dir.path()), Err(VerifyError::NoDigest { .. })));
+        std::fs::write(dir.path().join(METADATA_FILE), r#"{"digest": {"algorithm": "md5", "files": {}}}"#).unwrap();
+        let err = read_and_verify(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("unsupported digest algorithm `md5`"), "{err}");
+        assert!(matches!(Metadata::read(&dir.path().join("nope")), Err(MetadataError::Read { .. })));
+    }
+
+    #[test]
+    fn cuda_arch_rules() {
+        let a = |s: &str| CudaArch::parse(s).unwrap();
+        let cc = Version::new;
+        assert!(a("9.0").runs_on(cc(9, 0)));
+        assert!(!a("8.0").runs_on(cc(9, 0)), "sm_80 cubin has no code for sm_90");
+        assert!(a("8.0").runs_on(cc(8, 6)), "cubins run on newer minors of the same major");
+        assert!(!a("8.6").runs_on(cc(8, 0)));
+        assert!(a("8.0+PTX").runs_on(cc(9, 0)), "PTX JIT-compiles for newer GPUs");
+        assert!(a("9.0+PTX").runs_on(cc(12, 0)));
+        assert!(!a("9.0+PTX").runs_on(cc(8, 9)));
+        assert!(a("9.0a").runs_on(cc(9, 0)));
+        assert!(!a("9.0a").runs_on(cc(9, 1)));
+        assert!(a("10.0f").runs_on(cc(10, 3)));
+        assert_eq!(a("9.0a+PTX").to_string(), "9.0a+PTX");
+        assert!(CudaArch::parse("gfx942").is_err());
+        assert!(CudaArch::parse("9.x").is_err());
+    }
+}
