@@ -30,8 +30,11 @@ use crate::variant::Version;
 /// The file name of a variant's metadata.
 pub const METADATA_FILE: &str = "metadata.json";
 
-/// The only digest algorithm kernels-rs accepts.
+/// The digest algorithm kernels-rs writes (it also verifies `sha512`, as upstream does).
 pub const DIGEST_ALGORITHM: &str = "sha256";
+
+/// The detached signature of `metadata.json`, which the digest does not cover.
+pub const SIGNATURE_FILE: &str = "metadata.json.sigstore";
 
 /// A parsed `metadata.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -77,7 +80,7 @@ pub struct BackendMetadata {
 /// `digest` of `metadata.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DigestMetadata {
-    /// Hash algorithm; kernels-rs accepts [`DIGEST_ALGORITHM`].
+    /// Hash algorithm: `sha256` or `sha512`.
     pub algorithm: String,
     /// Relative `/`-separated path → base64 of the file's hash.
     pub files: BTreeMap<String, String>,
@@ -122,7 +125,8 @@ impl Metadata {
     /// Reads `<variant_dir>/metadata.json`.
     pub fn read(variant_dir: &Path) -> Result<Self, MetadataError> {
         let path = variant_dir.join(METADATA_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| MetadataError::Read { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| MetadataError::Read { path: path.clone(), source })?;
         Self::parse(&text, &path)
     }
 
@@ -168,8 +172,10 @@ impl CudaArch {
             Some(cc) => (cc, true),
             None => (cc.strip_suffix('f').unwrap_or(cc), false),
         };
-        let (major, minor) = cc.split_once('.').ok_or_else(|| format!("`{s}` is not a CUDA compute capability like `9.0`"))?;
-        let parse = |d: &str| d.parse::<u32>().map_err(|_| format!("`{s}` is not a CUDA compute capability like `9.0`"));
+        let (major, minor) =
+            cc.split_once('.').ok_or_else(|| format!("`{s}` is not a CUDA compute capability like `9.0`"))?;
+        let parse =
+            |d: &str| d.parse::<u32>().map_err(|_| format!("`{s}` is not a CUDA compute capability like `9.0`"));
         Ok(CudaArch { capability: Version::new(parse(major)?, parse(minor)?), arch_specific, ptx })
     }
 
@@ -229,7 +235,7 @@ impl fmt::Display for Violation {
             Violation::Missing { path } => write!(f, "missing file `{path}` (listed in the digest)"),
             Violation::Unknown { path } => write!(f, "unknown file `{path}` (not listed in the digest)"),
             Violation::Mismatch { path, expected, actual } => {
-                write!(f, "`{path}` does not match the digest (expected sha256 {expected}, found {actual})")
+                write!(f, "`{path}` does not match the digest (expected {expected}, found {actual})")
             }
         }
     }
@@ -248,7 +254,7 @@ pub enum VerifyError {
         dir: PathBuf,
     },
     /// The digest uses an algorithm kernels-rs does not accept.
-    #[error("{dir}: unsupported digest algorithm `{algorithm}` (only sha256 is accepted)")]
+    #[error("{dir}: unsupported digest algorithm `{algorithm}` (expected sha256 or sha512)")]
     Algorithm {
         /// Variant directory.
         dir: PathBuf,
@@ -287,23 +293,47 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hash_file(path: &Path) -> Result<String, VerifyError> {
-    let io = |source| VerifyError::Io { path: path.to_owned(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(BASE64.encode(hasher.finalize()))
+/// A digest algorithm `metadata.json` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    Sha256,
+    Sha512,
 }
 
-/// The files of a variant directory (relative `/`-separated paths, sorted), without
-/// `metadata.json` at its root and without `__pycache__` directories Python may leave.
+impl Algorithm {
+    fn named(name: &str) -> Option<Self> {
+        match name {
+            "sha256" => Some(Algorithm::Sha256),
+            "sha512" => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+}
+
+fn hash_file(path: &Path, algorithm: Algorithm) -> Result<String, VerifyError> {
+    fn stream<H: sha2::Digest>(mut file: std::fs::File, mut hasher: H) -> std::io::Result<String> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(BASE64.encode(hasher.finalize()));
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let io = |source| VerifyError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    match algorithm {
+        Algorithm::Sha256 => stream(file, Sha256::new()),
+        Algorithm::Sha512 => stream(file, sha2::Sha512::new()),
+    }
+    .map_err(io)
+}
+
+/// The files a digest covers (relative `/`-separated paths, sorted): every regular file
+/// (symlinks to files count, under the link's path; symlinked directories are not entered),
+/// except `metadata.json` and its `.sigstore` signature at the top level, anything under
+/// `__pycache__`, and `*.pyc` files Python may leave behind.
 pub fn variant_files(dir: &Path) -> Result<Vec<String>, VerifyError> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), VerifyError> {
         let io = |source| VerifyError::Io { path: dir.to_owned(), source };
@@ -311,16 +341,22 @@ pub fn variant_files(dir: &Path) -> Result<Vec<String>, VerifyError> {
             let entry = entry.map_err(io)?;
             let path = entry.path();
             let ty = entry.file_type().map_err(io)?;
+            let name = entry.file_name();
             if ty.is_dir() {
-                if entry.file_name() != "__pycache__" {
+                if name != "__pycache__" {
                     walk(root, &path, out)?;
                 }
-            } else {
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                if rel != METADATA_FILE {
-                    out.push(rel);
-                }
+                continue;
+            }
+            // A symlink counts when it leads to a regular file.
+            let is_file = ty.is_file() || (ty.is_symlink() && path.metadata().is_ok_and(|m| m.is_file()));
+            if !is_file || name.to_string_lossy().ends_with(".pyc") {
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            if rel != METADATA_FILE && rel != SIGNATURE_FILE {
+                out.push(rel);
             }
         }
         Ok(())
@@ -333,16 +369,18 @@ pub fn variant_files(dir: &Path) -> Result<Vec<String>, VerifyError> {
 
 /// Computes the `digest.files` map of a variant directory (for writing `metadata.json`).
 pub fn digest_files(dir: &Path) -> Result<BTreeMap<String, String>, VerifyError> {
-    variant_files(dir)?.into_iter().map(|rel| Ok((rel.clone(), hash_file(&dir.join(&rel))?))).collect()
+    variant_files(dir)?
+        .into_iter()
+        .map(|rel| Ok((rel.clone(), hash_file(&dir.join(&rel), Algorithm::Sha256)?)))
+        .collect()
 }
 
 /// Verifies every file of `dir` against `metadata.digest`: missing, unknown and mismatching
 /// files are each reported.
 pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
     let digest = metadata.digest.as_ref().ok_or_else(|| VerifyError::NoDigest { dir: dir.to_owned() })?;
-    if digest.algorithm != DIGEST_ALGORITHM {
-        return Err(VerifyError::Algorithm { dir: dir.to_owned(), algorithm: digest.algorithm.clone() });
-    }
+    let algorithm = Algorithm::named(&digest.algorithm)
+        .ok_or_else(|| VerifyError::Algorithm { dir: dir.to_owned(), algorithm: digest.algorithm.clone() })?;
     let on_disk = variant_files(dir)?;
     let mut violations = Vec::new();
     for (path, expected) in &digest.files {
@@ -351,7 +389,7 @@ pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
             violations.push(Violation::Missing { path: path.clone() });
             continue;
         }
-        let actual = hash_file(&file)?;
+        let actual = hash_file(&file, algorithm)?;
         if &actual != expected {
             violations.push(Violation::Mismatch { path: path.clone(), expected: expected.clone(), actual });
         }
@@ -417,6 +455,8 @@ mod tests {
         let files: Vec<_> = m.digest.as_ref().unwrap().files.keys().cloned().collect();
         assert_eq!(files, ["__init__.py", "_relu_cpu_7a4e5a7.so", "layers/__init__.py"]);
         assert_eq!(m.digest.unwrap().files["__init__.py"], sha256_base64(b"# init\n"));
+        // The upstream test vector.
+        assert_eq!(sha256_base64(b"hello world"), "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=");
     }
 
     #[test]
@@ -444,7 +484,10 @@ mod tests {
         std::fs::write(&lib, bytes).unwrap();
         let err = read_and_verify(dir.path()).unwrap_err();
         let VerifyError::Violations { violations, .. } = &err else { panic!("{err}") };
-        assert!(matches!(&violations[..], [Violation::Mismatch { path, .. }] if path == "_relu_cpu_7a4e5a7.so"), "{err}");
+        assert!(
+            matches!(&violations[..], [Violation::Mismatch { path, .. }] if path == "_relu_cpu_7a4e5a7.so"),
+            "{err}"
+        );
         assert!(err.to_string().contains("`_relu_cpu_7a4e5a7.so` does not match the digest"), "{err}");
     }
 
@@ -453,9 +496,11 @@ mod tests {
         let dir = variant(FILES);
         std::fs::remove_file(dir.path().join("layers/__init__.py")).unwrap();
         std::fs::write(dir.path().join("extra.so"), b"x").unwrap();
-        // Caches Python writes next to the files do not count.
+        // Caches Python writes next to the files, and the signature, do not count.
         std::fs::create_dir(dir.path().join("__pycache__")).unwrap();
         std::fs::write(dir.path().join("__pycache__/x.pyc"), b"x").unwrap();
+        std::fs::write(dir.path().join("layers/mod.pyc"), b"x").unwrap();
+        std::fs::write(dir.path().join(SIGNATURE_FILE), b"sig").unwrap();
         let err = read_and_verify(dir.path()).unwrap_err();
         let VerifyError::Violations { violations, .. } = &err else { panic!("{err}") };
         assert_eq!(
@@ -465,13 +510,20 @@ mod tests {
     }
 
     #[test]
-    fn digest_is_required_and_sha256_only() {
+    fn digest_is_required_and_its_algorithm_checked() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(METADATA_FILE), r#"{"id": "x"}"#).unwrap();
         assert!(matches!(read_and_verify(dir.path()), Err(VerifyError::NoDigest { .. })));
         std::fs::write(dir.path().join(METADATA_FILE), r#"{"digest": {"algorithm": "md5", "files": {}}}"#).unwrap();
         let err = read_and_verify(dir.path()).unwrap_err();
         assert!(err.to_string().contains("unsupported digest algorithm `md5`"), "{err}");
+        // sha512 digests, which upstream also accepts, verify.
+        let bytes = b"hello world";
+        std::fs::write(dir.path().join("a.so"), bytes).unwrap();
+        let h = BASE64.encode(sha2::Sha512::digest(bytes));
+        let meta = format!(r#"{{"digest": {{"algorithm": "sha512", "files": {{"a.so": "{h}"}}}}}}"#);
+        std::fs::write(dir.path().join(METADATA_FILE), meta).unwrap();
+        read_and_verify(dir.path()).unwrap();
         assert!(matches!(Metadata::read(&dir.path().join("nope")), Err(MetadataError::Read { .. })));
     }
 

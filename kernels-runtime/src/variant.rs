@@ -174,12 +174,9 @@ impl fmt::Display for BackendKind {
 impl FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        BackendKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown backend `{s}` (expected one of: cuda, rocm, xpu, cann, cpu, metal, neuron, tpu)")
-            })
+        BackendKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            format!("unknown backend `{s}` (expected one of: cuda, rocm, xpu, cann, cpu, metal, neuron, tpu)")
+        })
     }
 }
 
@@ -214,17 +211,17 @@ impl Backend {
             "tpu" => return Ok(Backend::Tpu),
             _ => {}
         }
-        let versioned: [(&str, fn(Version) -> Backend); 4] = [
-            ("rocm", Backend::Rocm),
-            ("xpu", Backend::Xpu),
-            ("cann", Backend::Cann),
-            ("cu", Backend::Cuda),
-        ];
+        type MakeBackend = fn(Version) -> Backend;
+        let versioned: [(&str, MakeBackend); 4] =
+            [("rocm", Backend::Rocm), ("xpu", Backend::Xpu), ("cann", Backend::Cann), ("cu", Backend::Cuda)];
         for (prefix, make) in versioned {
             if let Some(digits) = s.strip_prefix(prefix) {
-                return backend_version(digits)
-                    .map(make)
-                    .ok_or_else(|| format!("backend `{s}` needs `{prefix}` followed by at least two digits (e.g. `{prefix}{}`)", example_digits(prefix)));
+                return backend_version(digits).map(make).ok_or_else(|| {
+                    format!(
+                        "backend `{s}` needs `{prefix}` followed by at least two digits (e.g. `{prefix}{}`)",
+                        example_digits(prefix)
+                    )
+                });
             }
         }
         Err(format!(
@@ -463,8 +460,9 @@ fn parse_variant(name: &str) -> Result<VariantName, String> {
     // Framework prefix, then the arch components that follow it.
     let (framework, rest) = if let Some(rest) = name.strip_prefix("tvm-ffi") {
         let (digits, rest) = rest.split_once('-').unwrap_or((rest, ""));
-        let v = framework_version(digits)
-            .ok_or_else(|| format!("`tvm-ffi` must be followed by its version digits (e.g. `tvm-ffi01`), found `tvm-ffi{digits}`"))?;
+        let v = framework_version(digits).ok_or_else(|| {
+            format!("`tvm-ffi` must be followed by its version digits (e.g. `tvm-ffi01`), found `tvm-ffi{digits}`")
+        })?;
         (Framework::TvmFfi(v), rest)
     } else if let Some(rest) = name.strip_prefix("torch-stable-abi") {
         let (digits, rest) = rest.split_once('-').unwrap_or((rest, ""));
@@ -503,9 +501,7 @@ fn parse_variant(name: &str) -> Result<VariantName, String> {
         parts.remove(0);
     }
     let [backend, cpu, os] = parts[..] else {
-        return Err(format!(
-            "expected `{framework}-[cxx11-]<backend>-<cpu>-<os>` after the framework, found `{rest}`"
-        ));
+        return Err(format!("expected `{framework}-[cxx11-]<backend>-<cpu>-<os>` after the framework, found `{rest}`"));
     };
     let backend = Backend::parse(backend)?;
     let cpu = match cpu {
@@ -587,7 +583,12 @@ mod tests {
     #[test]
     fn only_tvm_ffi_is_loadable_without_pytorch() {
         assert!(!VariantName::parse("tvm-ffi01-cpu-x86_64-linux").unwrap().needs_pytorch());
-        for name in ["torch212-cxx11-cpu-x86_64-linux", "torch-stable-abi211-cu126-x86_64-linux", "torch-cuda", "torch-universal"] {
+        for name in [
+            "torch212-cxx11-cpu-x86_64-linux",
+            "torch-stable-abi211-cu126-x86_64-linux",
+            "torch-cuda",
+            "torch-universal",
+        ] {
             assert!(VariantName::parse(name).unwrap().needs_pytorch(), "{name}");
         }
     }

@@ -68,8 +68,9 @@ fn probe_inner() -> Result<CudaInfo, String> {
     macro_rules! sym {
         ($name:literal, $ty:ty) => {{
             // SAFETY: the signature is the documented driver API signature of this symbol.
-            let s: libloading::Symbol<'static, $ty> = unsafe { lib.get($name) }
-                .map_err(|e| format!("libcuda.so.1 lacks {}: {e}", String::from_utf8_lossy(&$name[..$name.len() - 1])))?;
+            let s: libloading::Symbol<'static, $ty> = unsafe { lib.get($name) }.map_err(|e| {
+                format!("libcuda.so.1 lacks {}: {e}", String::from_utf8_lossy(&$name[..$name.len() - 1]))
+            })?;
             *s
         }};
     }
@@ -86,7 +87,8 @@ fn probe_inner() -> Result<CudaInfo, String> {
     unsafe {
         let mut version = 0;
         check("cuDriverGetVersion", cu_driver_get_version(&mut version))?;
-        check("cuInit", cu_init(0)).map_err(|e| format!("{e} (driver {} present, no usable GPU?)", decode_driver_version(version)))?;
+        check("cuInit", cu_init(0))
+            .map_err(|e| format!("{e} (driver {} present, no usable GPU?)", decode_driver_version(version)))?;
         let mut count = 0;
         check("cuDeviceGetCount", cu_device_get_count(&mut count))?;
         let mut devices = Vec::new();
@@ -94,8 +96,14 @@ fn probe_inner() -> Result<CudaInfo, String> {
             let mut dev = 0;
             check("cuDeviceGet", cu_device_get(&mut dev, ordinal))?;
             let (mut major, mut minor) = (0, 0);
-            check("cuDeviceGetAttribute", cu_device_get_attribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev))?;
-            check("cuDeviceGetAttribute", cu_device_get_attribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev))?;
+            check(
+                "cuDeviceGetAttribute",
+                cu_device_get_attribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev),
+            )?;
+            check(
+                "cuDeviceGetAttribute",
+                cu_device_get_attribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev),
+            )?;
             let mut name = [0 as c_char; 256];
             check("cuDeviceGetName", cu_device_get_name(name.as_mut_ptr(), name.len() as c_int, dev))?;
             name[name.len() - 1] = 0;

@@ -6,10 +6,10 @@
 //! build a platform from parts, so selection can be tested without hardware.
 
 mod cuda;
-mod rocm;
-mod xpu;
 #[cfg(target_os = "macos")]
 mod metal;
+mod rocm;
+mod xpu;
 
 use std::fmt;
 

@@ -58,7 +58,8 @@ fn hip_version() -> Result<Version, String> {
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     // SAFETY: documented HIP runtime signature.
     let get: libloading::Symbol<'static, unsafe extern "C" fn(*mut c_int) -> c_int> =
-        unsafe { lib.get(b"hipRuntimeGetVersion\0") }.map_err(|e| format!("libamdhip64 lacks hipRuntimeGetVersion: {e}"))?;
+        unsafe { lib.get(b"hipRuntimeGetVersion\0") }
+            .map_err(|e| format!("libamdhip64 lacks hipRuntimeGetVersion: {e}"))?;
     let mut v = 0;
     // SAFETY: valid out-pointer.
     let r = unsafe { get(&mut v) };
@@ -104,7 +105,11 @@ mod tests {
     #[test]
     fn kfd_topology_parsing() {
         let dir = tempfile::tempdir().unwrap();
-        for (n, props) in [("0", "cpu_cores_count 64\ngfx_target_version 0\n"), ("1", "simd_count 304\ngfx_target_version 90402\n"), ("2", "gfx_target_version 100300\n")] {
+        for (n, props) in [
+            ("0", "cpu_cores_count 64\ngfx_target_version 0\n"),
+            ("1", "simd_count 304\ngfx_target_version 90402\n"),
+            ("2", "gfx_target_version 100300\n"),
+        ] {
             std::fs::create_dir(dir.path().join(n)).unwrap();
             std::fs::write(dir.path().join(n).join("properties"), props).unwrap();
         }

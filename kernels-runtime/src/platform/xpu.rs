@@ -41,7 +41,8 @@ fn probe_inner() -> Result<XpuInfo, String> {
     type ZeDeviceGet = unsafe extern "C" fn(*mut c_void, *mut u32, *mut *mut c_void) -> c_int;
     // SAFETY: documented Level Zero signatures.
     let (init, driver_get, device_get) = unsafe {
-        let init: libloading::Symbol<'static, ZeInit> = lib.get(b"zeInit\0").map_err(|e| format!("libze_loader lacks zeInit: {e}"))?;
+        let init: libloading::Symbol<'static, ZeInit> =
+            lib.get(b"zeInit\0").map_err(|e| format!("libze_loader lacks zeInit: {e}"))?;
         let dg: libloading::Symbol<'static, ZeDriverGet> =
             lib.get(b"zeDriverGet\0").map_err(|e| format!("libze_loader lacks zeDriverGet: {e}"))?;
         let dv: libloading::Symbol<'static, ZeDeviceGet> =
