@@ -116,7 +116,10 @@ rm -f "$hub_pid_file" "$hub_endpoint_file"
 started_ns="$(date +%s%N)"
 (
     cd "$hub_dir"
-    exec setsid "$hub_venv/bin/olah-cli" -c "$hub_dir/olah.toml" --log-path "$hub_dir/logs" \
+    # Own session: a Ctrl-C meant for the caller's shell does not reach the server.
+    setsid=()
+    command -v setsid >/dev/null && setsid=(setsid)
+    exec "${setsid[@]}" "$hub_venv/bin/olah-cli" -c "$hub_dir/olah.toml" --log-path "$hub_dir/logs" \
         </dev/null >"$hub_dir/logs/server.log" 2>&1
 ) &
 pid=$!
