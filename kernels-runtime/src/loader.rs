@@ -1,1 +1,417 @@
-//! (in progress)
+//! Loading kernel variants: from a directory, from bytes embedded in the binary, or from a
+//! `LOCAL_KERNELS` override; verified before `dlopen`, never unloaded.
+//!
+//! Embedded libraries are written once to a content-addressed file (named by sha256) under
+//! `$KERNELS_CACHE`, else `$XDG_CACHE_HOME/kernels-rs`, else `$HOME/.cache/kernels-rs`, else
+//! the temp dir. Writing goes through a temp file in the same directory, `fsync` and an atomic
+//! `rename`, so many threads and processes can unpack the same kernel at once; the file is
+//! hashed again through the very descriptor that is then handed to `dlopen`
+//! (`/proc/self/fd/N` on Linux), so what is loaded is what was verified.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use libloading::Library;
+
+use crate::ffi::{KernelFunction, ResolveError};
+use crate::metadata::{self, Metadata, VerifyError};
+use crate::platform::Platform;
+use crate::select::{Candidate, DecisionTrace, Request, select};
+use crate::variant::VariantName;
+
+/// Where a loaded kernel came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Bytes embedded in the binary, unpacked to the kernels cache.
+    Embedded,
+    /// The Hugging Face cache, pinned by the lock.
+    Cached,
+    /// A directory named by `LOCAL_KERNELS` or given explicitly.
+    Local,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Embedded => "embedded",
+            Source::Cached => "cached",
+            Source::Local => "local",
+        })
+    }
+}
+
+/// Loading a kernel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The variant's files disagree with its digest, or it has none.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// Embedded bytes, or the unpacked file, do not hash to what the build recorded.
+    #[error(
+        "{path}: sha256 is {actual}, expected {expected}; the file was modified or truncated (it is rewritten on the next load)"
+    )]
+    DigestMismatch {
+        /// The file checked.
+        path: PathBuf,
+        /// Recorded hex sha256.
+        expected: String,
+        /// Hex sha256 found.
+        actual: String,
+    },
+    /// `metadata.json` has no `id`, so the library file is unknown.
+    #[error("{dir}: metadata.json has no `id`, so the library file name is unknown")]
+    NoLibraryId {
+        /// Variant directory.
+        dir: PathBuf,
+    },
+    /// `dlopen` refused the library.
+    #[error("cannot load {path}: {message}")]
+    Dlopen {
+        /// The library.
+        path: PathBuf,
+        /// The dynamic loader's message.
+        message: String,
+    },
+    /// The library needs `libtvm_ffi.so` and it could not be found or loaded.
+    #[error("{path} needs libtvm_ffi.so: {message}")]
+    TvmFfiRuntime {
+        /// The kernel library.
+        path: PathBuf,
+        /// Why the tvm-ffi runtime is unavailable.
+        message: String,
+    },
+    /// A function is not exported by the library.
+    #[error(transparent)]
+    MissingSymbol(#[from] ResolveError),
+    /// No variant of the kernel fits this machine.
+    #[error("no usable variant of {kernel}:\n{trace}")]
+    NoUsableVariant {
+        /// Kernel repo or name.
+        kernel: String,
+        /// Why each candidate was rejected.
+        trace: Box<DecisionTrace>,
+    },
+    /// Reading or writing files failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A `LOCAL_KERNELS` entry is malformed.
+    #[error("LOCAL_KERNELS: {0}")]
+    LocalKernels(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io { path: path.to_owned(), source }
+}
+
+/// A loaded kernel library (never unloaded) and what is known about it.
+#[derive(Debug, Clone)]
+pub struct LoadedKernel {
+    library: &'static Library,
+    path: PathBuf,
+    variant: String,
+    source: Source,
+}
+
+impl LoadedKernel {
+    /// Resolves `__tvm_ffi_<name>`.
+    pub fn function(&self, name: &str) -> Result<KernelFunction, LoadError> {
+        // SAFETY: the library was loaded by this module from verified bytes and is never
+        // unloaded; the symbol is a TVM-FFI safe-call export by the ABI's naming rule.
+        Ok(unsafe { KernelFunction::resolve(self.library, &self.path, name) }?)
+    }
+
+    /// The file `dlopen` loaded.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The variant name (`tvm-ffi01-cpu-x86_64-linux`).
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+
+    /// Where it came from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+}
+
+/// Loads a verified library, keeping one handle per path for the life of the process.
+fn open(path: &Path, display_path: &Path) -> Result<&'static Library, LoadError> {
+    static OPENED: OnceLock<Mutex<BTreeMap<PathBuf, &'static Library>>> = OnceLock::new();
+    let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(lib) = opened.get(display_path) {
+        return Ok(lib);
+    }
+    let needs = crate::ffi::needs_tvm_ffi(path).map_err(io_err(display_path))?;
+    if needs {
+        crate::ffi::preload_tvm_ffi()
+            .map_err(|e| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message: e.to_string() })?;
+    }
+    // SAFETY: the bytes were verified against the digest recorded at build time or in the
+    // variant's metadata; loading runs the library's initialisers, which is the point.
+    let lib = unsafe { libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL) }
+        .map_err(|e| LoadError::Dlopen { path: display_path.to_owned(), message: e.to_string() })?;
+    let lib: &'static Library = Box::leak(Box::new(Library::from(lib)));
+    opened.insert(display_path.to_owned(), lib);
+    Ok(lib)
+}
+
+/// Loads a Hub-layout variant directory (`build/<variant>/`), verifying every file against
+/// its `metadata.json` first.
+pub fn load_variant_dir(dir: &Path) -> Result<LoadedKernel, LoadError> {
+    let meta = metadata::read_and_verify(dir)?;
+    let os = crate::variant::Os::current();
+    let file = meta.library_file(&os).ok_or_else(|| LoadError::NoLibraryId { dir: dir.to_owned() })?;
+    let path = dir.join(file);
+    let library = open(&path, &path)?;
+    let variant = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(LoadedKernel { library, path, variant, source: Source::Local })
+}
+
+/// The variant directories of a Hub-layout kernel directory (`<root>/build/*`), or the
+/// directory itself when it is one variant (holds `metadata.json`).
+pub fn variant_dirs(root: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    if root.join(metadata::METADATA_FILE).is_file() {
+        return Ok(vec![root.to_owned()]);
+    }
+    let build = root.join("build");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&build)
+        .map_err(io_err(&build))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Selects among the variants of a Hub-layout directory and loads the chosen one.
+pub fn load_from_dir(
+    kernel: &str,
+    root: &Path,
+    platform: &Platform,
+    request: Request,
+) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
+    let dirs = variant_dirs(root)?;
+    let candidates: Vec<Candidate> = dirs
+        .iter()
+        .map(|d| {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let archs = Metadata::read(d).ok().and_then(|m| m.backend).map(|b| b.archs);
+            Candidate { name, archs }
+        })
+        .collect();
+    let selection = select(platform, request, &candidates);
+    let Some(i) = selection.chosen else {
+        return Err(LoadError::NoUsableVariant { kernel: kernel.to_owned(), trace: Box::new(selection.trace) });
+    };
+    let loaded = load_variant_dir(&dirs[i])?;
+    Ok((loaded, selection.trace))
+}
+
+/// Parses `LOCAL_KERNELS` (`org/repo=path:org/repo2=path2`) into repo → path.
+pub fn parse_local_kernels(value: &str) -> Result<BTreeMap<String, PathBuf>, LoadError> {
+    let mut out = BTreeMap::new();
+    for entry in value.split(':').filter(|e| !e.trim().is_empty()) {
+        let (repo, path) = entry
+            .split_once('=')
+            .ok_or_else(|| LoadError::LocalKernels(format!("`{entry}` is not `org/repo=path`")))?;
+        let (repo, path) = (repo.trim(), path.trim());
+        if repo.is_empty() || path.is_empty() {
+            return Err(LoadError::LocalKernels(format!("`{entry}` is not `org/repo=path`")));
+        }
+        out.insert(repo.to_owned(), PathBuf::from(path));
+    }
+    Ok(out)
+}
+
+/// The `LOCAL_KERNELS` override for `repo`, if the variable names it.
+pub fn local_override(repo: &str) -> Result<Option<PathBuf>, LoadError> {
+    match std::env::var("LOCAL_KERNELS") {
+        Ok(v) => Ok(parse_local_kernels(&v)?.remove(repo)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// One file of a variant embedded in the binary by kernels-build.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedFile {
+    /// Path relative to the variant directory.
+    pub path: &'static str,
+    /// Hex sha256 recorded at build time.
+    pub sha256: &'static str,
+    /// The bytes.
+    pub bytes: &'static [u8],
+}
+
+/// A variant embedded in the binary: its name, its `backend.archs`, and its library.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedVariant {
+    /// Variant directory name.
+    pub variant: &'static str,
+    /// `backend.archs` from its `metadata.json`.
+    pub archs: &'static [&'static str],
+    /// The shared library.
+    pub library: EmbeddedFile,
+}
+
+/// The directory embedded libraries are unpacked into (see the module docs).
+pub fn kernels_cache_dir() -> PathBuf {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = nonempty("KERNELS_CACHE") {
+        return dir;
+    }
+    if let Some(dir) = nonempty("XDG_CACHE_HOME") {
+        return dir.join("kernels-rs");
+    }
+    if let Some(home) = nonempty("HOME") {
+        return home.join(".cache").join("kernels-rs");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("kernels-rs-{uid}"))
+}
+
+fn hash_reader(mut r: impl Read) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Writes `file` to `<cache>/<sha256>.so` unless an intact copy is already there, then
+/// opens it and checks its hash through the descriptor that will be loaded.
+pub fn unpack(file: &EmbeddedFile, cache: &Path) -> Result<(std::fs::File, PathBuf), LoadError> {
+    let actual = metadata::sha256_hex(file.bytes);
+    if actual != file.sha256 {
+        return Err(LoadError::DigestMismatch {
+            path: PathBuf::from(format!("<embedded {}>", file.path)),
+            expected: file.sha256.to_owned(),
+            actual,
+        });
+    }
+    let ext = Path::new(file.path).extension().and_then(|e| e.to_str()).unwrap_or("so");
+    let target = cache.join(format!("{}.{ext}", file.sha256));
+    // Two attempts: an existing but damaged file is replaced once.
+    for _ in 0..2 {
+        if let Ok(f) = std::fs::File::open(&target) {
+            let found = hash_reader(&f).map_err(io_err(&target))?;
+            if found == file.sha256 {
+                return Ok((f, target));
+            }
+        }
+        std::fs::create_dir_all(cache).map_err(io_err(cache))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", file.sha256))
+            .suffix(".tmp")
+            .tempfile_in(cache)
+            .map_err(io_err(cache))?;
+        tmp.write_all(file.bytes).map_err(io_err(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        tmp.persist(&target).map_err(|e| LoadError::Io { path: target.clone(), source: e.error })?;
+        if let Ok(dir) = std::fs::File::open(cache) {
+            let _ = dir.sync_all();
+        }
+    }
+    let f = std::fs::File::open(&target).map_err(io_err(&target))?;
+    let found = hash_reader(&f).map_err(io_err(&target))?;
+    Err(LoadError::DigestMismatch { path: target, expected: file.sha256.to_owned(), actual: found })
+}
+
+/// Unpacks (if needed), verifies and loads an embedded variant.
+pub fn load_embedded(variant: &EmbeddedVariant) -> Result<LoadedKernel, LoadError> {
+    let cache = kernels_cache_dir();
+    let (file, path) = unpack(&variant.library, &cache)?;
+    // Load through the descriptor that was just hashed, so a file swapped in between
+    // cannot be what runs.
+    #[cfg(target_os = "linux")]
+    let load_path = {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    };
+    #[cfg(not(target_os = "linux"))]
+    let load_path = path.clone();
+    let library = open(&load_path, &path)?;
+    drop(file);
+    Ok(LoadedKernel { library, path, variant: variant.variant.to_owned(), source: Source::Embedded })
+}
+
+/// Selects among embedded variants and loads the chosen one.
+pub fn select_embedded(
+    kernel: &str,
+    variants: &[EmbeddedVariant],
+    platform: &Platform,
+    request: Request,
+) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
+    let candidates: Vec<Candidate> =
+        variants.iter().map(|v| Candidate::new(v.variant).with_archs(v.archs.iter().copied())).collect();
+    let selection = select(platform, request, &candidates);
+    let Some(i) = selection.chosen else {
+        return Err(LoadError::NoUsableVariant { kernel: kernel.to_owned(), trace: Box::new(selection.trace) });
+    };
+    Ok((load_embedded(&variants[i])?, selection.trace))
+}
+
+/// Whether `name` parses as a loadable (tvm-ffi) variant: used to skip others early.
+pub fn is_loadable_variant(name: &str) -> bool {
+    VariantName::parse(name).is_ok_and(|v| !v.needs_pytorch())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_kernels_syntax() {
+        let m = parse_local_kernels("org/a=/x/a:org/b=rel/b").unwrap();
+        assert_eq!(m["org/a"], PathBuf::from("/x/a"));
+        assert_eq!(m["org/b"], PathBuf::from("rel/b"));
+        assert!(parse_local_kernels("").unwrap().is_empty());
+        let err = parse_local_kernels("org/a").unwrap_err().to_string();
+        assert!(err.contains("`org/a` is not `org/repo=path`"), "{err}");
+        assert!(parse_local_kernels("=x").is_err());
+    }
+
+    #[test]
+    fn unpack_writes_once_and_repairs_damage() {
+        static BYTES: &[u8] = b"pretend library bytes";
+        let sha = metadata::sha256_hex(BYTES);
+        let sha: &'static str = Box::leak(sha.into_boxed_str());
+        let file = EmbeddedFile { path: "_k.so", sha256: sha, bytes: BYTES };
+        let cache = tempfile::tempdir().unwrap();
+        let (_, path) = unpack(&file, cache.path()).unwrap();
+        assert_eq!(path, cache.path().join(format!("{sha}.so")));
+        assert_eq!(std::fs::read(&path).unwrap(), BYTES);
+        // Damage it: the next unpack rewrites it.
+        std::fs::write(&path, b"pretend library bytes, truncated?").unwrap();
+        unpack(&file, cache.path()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), BYTES);
+        // No temp files are left behind.
+        let names: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn embedded_bytes_that_do_not_match_are_refused() {
+        let file = EmbeddedFile { path: "_k.so", sha256: "00", bytes: b"x" };
+        let cache = tempfile::tempdir().unwrap();
+        let err = unpack(&file, cache.path()).unwrap_err();
+        assert!(matches!(err, LoadError::DigestMismatch { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "nothing is written");
+    }
+}

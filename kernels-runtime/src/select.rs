@@ -248,7 +248,8 @@ impl fmt::Display for DecisionTrace {
                 }
                 Verdict::Rejected(r) => ("rejected", r.to_string()),
             };
-            writeln!(f, "  {:<width$}  {word:<8}  {detail}", row.variant)?;
+            let line = format!("  {:<width$}  {word:<8}  {detail}", row.variant);
+            writeln!(f, "{}", line.trim_end())?;
         }
         match self.chosen() {
             Some(v) => write!(f, "  => {v}"),
@@ -535,7 +536,7 @@ mod tests {
         let shown = select(&p, Request::cuda(0), &c).trace.to_string();
         let expected = "\
 variant selection for cuda device 0 on x86_64-linux, tvm-ffi 0.1, CUDA driver 12.9, GPU GPU sm_90
-  tvm-ffi01-cu128-x86_64-linux       chosen    
+  tvm-ffi01-cu128-x86_64-linux       chosen
   tvm-ffi01-cu130-x86_64-linux       rejected  built for CUDA 13.0, the driver supports CUDA 12.9: the major version must match
   torch212-cxx11-cu128-x86_64-linux  rejected  needs PyTorch (torch extension module); only tvm-ffi variants load without it
   => tvm-ffi01-cu128-x86_64-linux";

@@ -232,7 +232,7 @@ impl fmt::Display for Platform {
 fn open_library(name: &str) -> Result<libloading::Library, String> {
     // SAFETY: loading a system driver library runs its initialisers; these are the vendor's
     // own driver entry points, loaded the same way every GPU runtime loads them.
-    unsafe { libloading::Library::new(name) }.map_err(|e| format!("cannot load {name}: {e}"))
+    unsafe { libloading::Library::new(name) }.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
