@@ -1,0 +1,13 @@
+//! kernels-build: the build-time half of kernels-rs.
+//!
+//! A crate with a `kernels.toml` and this `build.rs` gets the kernel variants its target can
+//! run, verified and embedded:
+//!
+//! ```ignore
+//! fn main() {
+//!     kernels_build::build().unwrap();
+//! }
+//! ```
+
+pub mod env;
+pub mod fetch;

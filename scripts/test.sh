@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it: prepares what the tests need (idempotent), starts the
+# loopback Hub, runs `cargo test --workspace`, stops the Hub.
+#
+#   scripts/test.sh [extra cargo test args...]
+#
+# Needs: cargo, python3 (>= 3.10, with venv), g++, git, and PyPI on the first run (the
+# pinned apache-tvm-ffi wheel and olah are installed into git-ignored virtualenvs).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+# tvm-ffi: headers, tvm-ffi-config and libtvm_ffi.so from the pinned wheel.
+# shellcheck source=scripts/tvm-ffi-env.sh
+source scripts/tvm-ffi-env.sh
+export KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB"
+
+# The C++ example kernel, in the Hub layout the tests load.
+scripts/build-cpp-kernel.sh >/dev/null
+
+# The loopback Hub.
+export KERNELS_HUB_DIR="${KERNELS_HUB_DIR:-$repo/target/loopback-hub}"
+endpoint="$(scripts/hub/start-olah.sh)"
+export "${endpoint?}"
+trap 'scripts/hub/stop-olah.sh >/dev/null 2>&1 || true' EXIT
+export KERNELS_TEST_HF_ENDPOINT="$HF_ENDPOINT"
+unset HF_ENDPOINT
+
+cargo test --workspace --locked "$@"
