@@ -11,3 +11,4 @@
 
 pub mod env;
 pub mod fetch;
+pub mod local;
