@@ -3,10 +3,18 @@
 //! It names variants ([`variant`]), detects the platform ([`platform`]), selects the variant a
 //! machine can run and explains why ([`select`]), reads and verifies a variant's
 //! `metadata.json` ([`metadata`]), and loads and calls TVM-FFI kernels ([`ffi`], [`loader`]).
+//!
+//! Features: `runtime` (default) is everything above; without it only [`ffi`]'s ABI types
+//! remain, and `kernel-abi` adds [`ffi::kernel`] for writing kernels in Rust.
 
 pub mod ffi;
+#[cfg(feature = "runtime")]
 pub mod loader;
+#[cfg(feature = "runtime")]
 pub mod metadata;
+#[cfg(feature = "runtime")]
 pub mod platform;
+#[cfg(feature = "runtime")]
 pub mod select;
+#[cfg(feature = "runtime")]
 pub mod variant;
