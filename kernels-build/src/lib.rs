@@ -9,6 +9,7 @@
 //! }
 //! ```
 
+pub mod codegen;
 pub mod env;
 pub mod fetch;
 pub mod local;
