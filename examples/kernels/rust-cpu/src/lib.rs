@@ -12,8 +12,9 @@
 //! `kernels_runtime::ffi::kernel`). Arithmetic is in `f32` (16-lane sums of squares, a
 //! vectorisable `exp`), each result rounded once to the tensor's dtype; `add_rms_norm`
 //! normalises the rounded `residual_out`, as fused kernels elsewhere do. Loops are compiled
-//! twice, for the baseline CPU and for AVX2+FMA (picked at run time). Inputs of more than
-//! 64Ki elements are split by rows over threads.
+//! twice, for the baseline CPU and for AVX2+FMA (picked at run time). Large inputs (from 64Ki
+//! elements for `silu_and_mul`, 256Ki for the normalisations) are split by rows over a rayon
+//! thread pool.
 //!
 //! Every argument is checked before use: count, kind, dtype (all tensors of a call share one),
 //! device (CPU), layout (contiguous), shapes, overlap between outputs and other tensors, and
@@ -276,7 +277,7 @@ pub fn silu_and_mul(args: KernelArgs<'_>) -> Result<(), KernelFailure> {
         // SAFETY: the caller passes live host tensors (ABI contract); `out` does not overlap
         // `x` (checked), so the mutable slice is the only reference to its memory.
         let (out, x) = unsafe { (out.as_mut_slice::<T>()?, x.as_slice::<T>()?) };
-        let per = parallel::rows_per_task(x.len(), out.len() / d);
+        let per = parallel::rows_per_task(x.len(), out.len() / d, parallel::PARALLEL_MIN_ELEMENTS_ACTIVATION);
         parallel::run(out.chunks_mut(per * d).zip(x.chunks(per * 2 * d)), |(out, x)| silu_and_mul_rows::<T>(out, x, d));
         Ok(())
     }
@@ -302,7 +303,7 @@ pub fn rms_norm(args: KernelArgs<'_>) -> Result<(), KernelFailure> {
         // SAFETY: live host tensors (ABI contract); `out` overlaps no other tensor (checked).
         let (out, x, w) = unsafe { (out.as_mut_slice::<T>()?, x.as_slice::<T>()?, w.as_slice::<T>()?) };
         let d = w.len();
-        let per = parallel::rows_per_task(x.len(), x.len() / d);
+        let per = parallel::rows_per_task(x.len(), x.len() / d, parallel::PARALLEL_MIN_ELEMENTS_NORM);
         parallel::run(out.chunks_mut(per * d).zip(x.chunks(per * d)), |(out, x)| rms_norm_rows::<T>(out, x, w, eps));
         Ok(())
     }
@@ -344,7 +345,7 @@ pub fn add_rms_norm(args: KernelArgs<'_>) -> Result<(), KernelFailure> {
             )
         };
         let d = w.len();
-        let per = parallel::rows_per_task(x.len(), x.len() / d) * d;
+        let per = parallel::rows_per_task(x.len(), x.len() / d, parallel::PARALLEL_MIN_ELEMENTS_NORM) * d;
         let tasks = out.chunks_mut(per).zip(residual_out.chunks_mut(per)).zip(x.chunks(per)).zip(residual.chunks(per));
         parallel::run(tasks, |(((out, residual_out), x), residual)| {
             add_rms_norm_rows::<T>(out, residual_out, x, residual, w, eps)

@@ -137,7 +137,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 1.5·2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    // t = ROUND + n exactly, so n also sits in the low mantissa bits of t.
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -146,8 +148,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    // n is in [-126, 127] after the clamp, so 2^n is a normal float.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from its biased exponent n + 127, taken from t's bits (an integer conversion of n
+    // would not vectorise). n is in [-126, 127] after the clamp, so 2^n is a normal float.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
     y * scale
 }
 
