@@ -16,13 +16,13 @@ source scripts/tvm-ffi-env.sh
 export KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB"
 
 # The C++ example kernel, in the Hub layout the tests load.
-scripts/build-cpp-kernel.sh >/dev/null
+bash scripts/build-cpp-kernel.sh >/dev/null
 
 # The loopback Hub.
 export KERNELS_HUB_DIR="${KERNELS_HUB_DIR:-$repo/target/loopback-hub}"
-endpoint="$(scripts/hub/start-olah.sh)"
+endpoint="$(bash scripts/hub/start-olah.sh)"
 export "${endpoint?}"
-trap 'scripts/hub/stop-olah.sh >/dev/null 2>&1 || true' EXIT
+trap 'bash scripts/hub/stop-olah.sh >/dev/null 2>&1 || true' EXIT
 export KERNELS_TEST_HF_ENDPOINT="$HF_ENDPOINT"
 unset HF_ENDPOINT
 

@@ -15,6 +15,8 @@ pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod platform;
 #[cfg(feature = "runtime")]
+pub mod registry;
+#[cfg(feature = "runtime")]
 pub mod select;
 #[cfg(feature = "runtime")]
 pub mod variant;

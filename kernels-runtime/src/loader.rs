@@ -153,8 +153,7 @@ fn open(path: &Path, display_path: &Path) -> Result<&'static Library, LoadError>
     }
     let needs = crate::ffi::needs_tvm_ffi(path).map_err(io_err(display_path))?;
     if needs {
-        crate::ffi::preload_tvm_ffi()
-            .map_err(|e| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message: e.to_string() })?;
+        ensure_tvm_ffi().map_err(|message| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message })?;
     }
     // SAFETY: the bytes were verified against the digest recorded at build time or in the
     // variant's metadata; loading runs the library's initialisers, which is the point.
@@ -163,6 +162,28 @@ fn open(path: &Path, display_path: &Path) -> Result<&'static Library, LoadError>
     let lib: &'static Library = Box::leak(Box::new(Library::from(lib)));
     opened.insert(display_path.to_owned(), lib);
     Ok(lib)
+}
+
+static EMBEDDED_TVM_FFI: OnceLock<EmbeddedFile> = OnceLock::new();
+
+/// Hands over the `libtvm_ffi.so` the build embedded, to be used when a kernel needs it and
+/// `KERNELS_TVM_FFI_LIB` does not name one. The first call wins.
+pub fn provide_tvm_ffi(file: EmbeddedFile) {
+    let _ = EMBEDDED_TVM_FFI.set(file);
+}
+
+/// Makes sure `libtvm_ffi.so` is loaded: already preloaded; else `KERNELS_TVM_FFI_LIB`; else
+/// the copy the build embedded (unpacked like kernels, verified); else `tvm-ffi-config`.
+fn ensure_tvm_ffi() -> Result<(), String> {
+    if crate::ffi::preloaded_tvm_ffi().is_some() {
+        return Ok(());
+    }
+    let env_override = std::env::var_os(crate::ffi::TVM_FFI_LIB_ENV).is_some_and(|v| !v.is_empty());
+    if let (false, Some(file)) = (env_override, EMBEDDED_TVM_FFI.get()) {
+        let (_file, path) = unpack(file, &kernels_cache_dir()).map_err(|e| e.to_string())?;
+        return crate::ffi::preload_tvm_ffi_from(&path).map(|_| ()).map_err(|e| e.to_string());
+    }
+    crate::ffi::preload_tvm_ffi().map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Loads a Hub-layout variant directory (`build/<variant>/`), verifying every file against

@@ -1,0 +1,102 @@
+//! Support for the end-to-end tests: building the example kernels into Hub layouts and
+//! finding the pieces the test script prepares.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use kernels_build::env::{CargoOutput, Env};
+use kernels_build::local;
+
+/// The workspace root.
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate sits in the workspace")
+}
+
+/// The target triple these tests were built for.
+pub fn target() -> &'static str {
+    env!("KERNELS_TESTS_TARGET")
+}
+
+/// The example Rust CPU kernel crate, compiled (release) and laid out as a Hub kernel repo;
+/// returns the repo root (holding `build/<variant>/`). Built once per test process.
+pub fn rust_cpu_kernel() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let target_dir = workspace().join("target").join("kernels-tests");
+        let env = Env::process();
+        let mut out = CargoOutput::default();
+        let lib = local::build_crate(&workspace().join("examples/kernels/rust-cpu"), target(), &target_dir, &env, &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let root = target_dir.join("hub").join("rust-cpu");
+        let variant = local::cpu_variant_for(target()).unwrap_or_else(|e| panic!("{e}"));
+        local::lay_out(&lib, "rust-cpu-ops", "Apache-2.0", &variant, &root).unwrap_or_else(|e| panic!("{e}"));
+        root
+    })
+}
+
+/// The C++ example kernel in Hub layout, as `scripts/build-cpp-kernel.sh` leaves it.
+pub fn cpp_cpu_kernel() -> PathBuf {
+    let root = workspace().join("build-out").join("cpp-cpu");
+    assert!(
+        root.join("build").is_dir(),
+        "{} is missing: run `scripts/build-cpp-kernel.sh` (scripts/test.sh does) before these tests",
+        root.display()
+    );
+    root
+}
+
+/// Copies a directory tree (files only), for tests that damage a copy.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Deterministic test values in [-2, 2).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// `silu(x[..d]) * x[d..]` per row, in f64.
+pub fn silu_and_mul_ref(x: &[f32], d: usize) -> Vec<f32> {
+    x.chunks(2 * d)
+        .flat_map(|row| {
+            (0..d).map(move |i| {
+                let a = f64::from(row[i]);
+                let b = f64::from(row[d + i]);
+                (a / (1.0 + (-a).exp()) * b) as f32
+            })
+        })
+        .collect()
+}
+
+/// RMSNorm per row over the last dim, in f64.
+pub fn rms_norm_ref(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
+    let d = w.len();
+    x.chunks(d)
+        .flat_map(|row| {
+            let ms = row.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / d as f64;
+            let inv = 1.0 / (ms + eps).sqrt();
+            row.iter().zip(w).map(move |(v, w)| (f64::from(*v) * inv * f64::from(*w)) as f32)
+        })
+        .collect()
+}
+
+/// Largest relative difference `|a-b| / max(|b|, 1e-3)`.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(a, b)| (a - b).abs() / b.abs().max(1e-3)).fold(0.0, f32::max)
+}
