@@ -460,3 +460,28 @@ unsafe extern "C" fn receive_rust_error(
         *slot = Some((read(kind), read(message)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_functions_and_views_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<KernelFunction>();
+        shared::<TensorView<'static>>();
+        shared::<Arg<'static>>();
+        shared::<Stream>();
+    }
+
+    #[test]
+    fn arguments_convert_from_rust_values() {
+        assert!(matches!(Arg::from(3i32), Arg::Int(3)));
+        assert!(matches!(Arg::from(-3i64), Arg::Int(-3)));
+        assert!(matches!(Arg::from(0.5f32), Arg::Float(v) if v == 0.5));
+        assert!(matches!(Arg::from(true), Arg::Bool(true)));
+        let data = [1f32; 2];
+        let view = TensorView::from_slice(&data, &[2]).unwrap();
+        assert!(matches!(Arg::from(&view), Arg::Tensor(t) if t.shape() == [2]));
+    }
+}
