@@ -14,6 +14,7 @@ cd "$repo"
 # shellcheck source=scripts/tvm-ffi-env.sh
 source scripts/tvm-ffi-env.sh
 export KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB"
+export KERNELS_TEST_REQUIRE_TVM_FFI=1
 
 # The C++ example kernel, in the Hub layout the tests load.
 bash scripts/build-cpp-kernel.sh >/dev/null
