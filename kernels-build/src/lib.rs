@@ -13,3 +13,4 @@ pub mod codegen;
 pub mod env;
 pub mod fetch;
 pub mod local;
+pub mod target;

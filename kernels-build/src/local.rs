@@ -8,9 +8,10 @@ use std::process::Command;
 
 use kernels_runtime::metadata::{self, METADATA_FILE};
 use kernels_runtime::platform::TVM_FFI_ABI_VERSION;
-use kernels_runtime::variant::{Backend, CpuArch, Framework, Os, VariantName};
+use kernels_runtime::variant::{Backend, Framework, Os, VariantName};
 
 use crate::env::{CargoOutput, Env};
+use crate::target::target_parts;
 
 /// Building or laying out a local kernel failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,28 +56,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
     move |source| LocalError::Io { path: path.to_owned(), source }
 }
 
-/// The CPU arch and OS of a target triple (`x86_64-unknown-linux-gnu` → x86_64, linux).
-pub fn target_parts(target: &str) -> Result<(CpuArch, Os), LocalError> {
-    let cpu = match target.split('-').next() {
-        Some("x86_64") => CpuArch::X86_64,
-        Some("aarch64" | "arm64") => CpuArch::Aarch64,
-        _ => return Err(LocalError::Target(target.to_owned())),
-    };
-    let os = if target.contains("-linux") {
-        Os::Linux
-    } else if target.contains("-apple-darwin") {
-        Os::Darwin
-    } else if target.contains("-windows") {
-        Os::Windows
-    } else {
-        return Err(LocalError::Target(target.to_owned()));
-    };
-    Ok((cpu, os))
-}
-
 /// The CPU variant name a kernel crate built for `target` gets.
 pub fn cpu_variant_for(target: &str) -> Result<VariantName, LocalError> {
-    let (cpu, os) = target_parts(target)?;
+    let (cpu, os) = target_parts(target).map_err(|e| LocalError::Target(e.0))?;
     Ok(VariantName::Arch { framework: Framework::TvmFfi(TVM_FFI_ABI_VERSION), cxx_abi: None, backend: Backend::Cpu, cpu, os })
 }
 
@@ -141,7 +123,7 @@ pub fn build_crate(
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let manifest_canon = std::fs::canonicalize(&manifest).unwrap_or(manifest.clone());
-    let ext = match target_parts(target)?.1 {
+    let ext = match target_parts(target).map_err(|e| LocalError::Target(e.0))?.1 {
         Os::Darwin => ".dylib",
         Os::Windows => ".dll",
         _ => ".so",

@@ -1,0 +1,105 @@
+//! The build target (from `TARGET`, never from `cfg!` in the build script) and which variants
+//! it can run: tvm-ffi variants of the runtime's tvm-ffi version, for the target's CPU arch and
+//! OS, for the declared (or default) backends.
+
+use kernels_runtime::platform::TVM_FFI_ABI_VERSION;
+use kernels_runtime::variant::{BackendKind, CpuArch, Framework, Os, VariantName};
+
+/// What the variants to embed must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// The target triple.
+    pub triple: String,
+    /// CPU arch of the triple.
+    pub cpu: CpuArch,
+    /// OS of the triple.
+    pub os: Os,
+    /// Backends whose variants are fetched and embedded.
+    pub backends: Vec<BackendKind>,
+}
+
+/// The target triple names no CPU arch or OS that kernel variants exist for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("target `{0}` has no kernel variants (supported: x86_64 or aarch64 on linux, darwin or windows)")]
+pub struct UnsupportedTarget(pub String);
+
+/// The CPU arch and OS of a target triple (`x86_64-unknown-linux-gnu` → x86_64, linux).
+pub fn target_parts(triple: &str) -> Result<(CpuArch, Os), UnsupportedTarget> {
+    let cpu = match triple.split('-').next() {
+        Some("x86_64") => CpuArch::X86_64,
+        Some("aarch64" | "arm64") => CpuArch::Aarch64,
+        _ => return Err(UnsupportedTarget(triple.to_owned())),
+    };
+    let os = if triple.contains("-linux") {
+        Os::Linux
+    } else if triple.contains("-apple-darwin") {
+        Os::Darwin
+    } else if triple.contains("-windows") {
+        Os::Windows
+    } else {
+        return Err(UnsupportedTarget(triple.to_owned()));
+    };
+    Ok((cpu, os))
+}
+
+/// The backends a target's binaries could meet at run time, when `[build] backends` is not set.
+pub fn default_backends(os: &Os) -> Vec<BackendKind> {
+    match os {
+        Os::Linux => vec![BackendKind::Cpu, BackendKind::Cuda, BackendKind::Rocm, BackendKind::Xpu],
+        Os::Darwin => vec![BackendKind::Cpu, BackendKind::Metal],
+        Os::Windows => vec![BackendKind::Cpu, BackendKind::Cuda, BackendKind::Xpu],
+        Os::Other(_) => vec![BackendKind::Cpu],
+    }
+}
+
+impl TargetSpec {
+    /// The spec for `triple` with `backends` (or the target's defaults).
+    pub fn new(triple: &str, backends: Option<&[BackendKind]>) -> Result<Self, UnsupportedTarget> {
+        let (cpu, os) = target_parts(triple)?;
+        let backends = backends.map(<[_]>::to_vec).unwrap_or_else(|| default_backends(&os));
+        Ok(TargetSpec { triple: triple.to_owned(), cpu, os, backends })
+    }
+
+    /// Whether a variant is one to fetch and embed for this target, or why not.
+    pub fn wants(&self, variant: &str) -> Result<(), String> {
+        let name = VariantName::parse(variant).map_err(|e| e.reason)?;
+        let VariantName::Arch { framework, backend, cpu, os, .. } = name else {
+            return Err("needs PyTorch".into());
+        };
+        match framework {
+            Framework::TvmFfi(v) if v == TVM_FFI_ABI_VERSION => {}
+            Framework::TvmFfi(v) => return Err(format!("built for tvm-ffi {v}, the runtime speaks {TVM_FFI_ABI_VERSION}")),
+            Framework::Torch(_) | Framework::TorchStableAbi(_) => return Err("needs PyTorch".into()),
+        }
+        if cpu != self.cpu || os != self.os {
+            return Err(format!("built for {cpu}-{os}, the target is {}-{}", self.cpu, self.os));
+        }
+        if !self.backends.contains(&backend.kind()) {
+            let list: Vec<_> = self.backends.iter().map(|b| b.as_str()).collect();
+            return Err(format!("backend {} is not among the build's backends ({})", backend.kind(), list.join(", ")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_decides_which_variants_are_embedded() {
+        let t = TargetSpec::new("x86_64-unknown-linux-gnu", None).unwrap();
+        assert!(t.wants("tvm-ffi01-cpu-x86_64-linux").is_ok());
+        assert!(t.wants("tvm-ffi01-cu126-x86_64-linux").is_ok());
+        assert!(t.wants("tvm-ffi01-cu130-x86_64-linux").is_ok());
+        assert!(t.wants("tvm-ffi01-cpu-aarch64-linux").unwrap_err().contains("aarch64-linux"));
+        assert!(t.wants("tvm-ffi01-metal-aarch64-darwin").is_err());
+        assert_eq!(t.wants("torch212-cxx11-cu130-x86_64-linux").unwrap_err(), "needs PyTorch");
+        assert!(t.wants("tvm-ffi02-cpu-x86_64-linux").unwrap_err().contains("tvm-ffi 0.2"));
+        let cpu_only = TargetSpec::new("x86_64-unknown-linux-gnu", Some(&[BackendKind::Cpu])).unwrap();
+        assert!(cpu_only.wants("tvm-ffi01-cu130-x86_64-linux").unwrap_err().contains("not among the build's backends (cpu)"));
+        let mac = TargetSpec::new("aarch64-apple-darwin", None).unwrap();
+        assert!(mac.wants("tvm-ffi01-metal-aarch64-darwin").is_ok());
+        assert!(TargetSpec::new("wasm32-unknown-unknown", None).is_err());
+    }
+}
