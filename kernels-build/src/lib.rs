@@ -13,4 +13,5 @@ pub mod codegen;
 pub mod env;
 pub mod fetch;
 pub mod local;
+pub mod resolve;
 pub mod target;
