@@ -100,3 +100,39 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(a, b)| (a - b).abs() / b.abs().max(1e-3)).fold(0.0, f32::max)
 }
+
+/// The loopback Hub the test script started (`KERNELS_TEST_HF_ENDPOINT`).
+pub fn hub_endpoint() -> String {
+    std::env::var("KERNELS_TEST_HF_ENDPOINT").unwrap_or_else(|_| {
+        panic!("KERNELS_TEST_HF_ENDPOINT is not set: run the tests with `scripts/test.sh`, which starts the loopback Hub")
+    })
+}
+
+/// Publishes a Hub-layout directory as kernel repo `repo` on the loopback Hub (branches
+/// `main` and `v1` unless `refs` names others); returns the commit sha.
+pub fn publish(repo: &str, dir: &Path, refs: &[&str]) -> String {
+    let out = std::process::Command::new("bash")
+        .arg(workspace().join("scripts/hub/make-repo.sh"))
+        .arg(repo)
+        .arg(dir)
+        .args(refs)
+        .output()
+        .expect("run make-repo.sh");
+    assert!(out.status.success(), "make-repo.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A Hub repo made of the Rust CPU kernel plus a torch variant kernels-rs must skip.
+pub fn rust_cpu_repo_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = workspace().join("target").join("kernels-tests").join("repo-rust-cpu");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(rust_cpu_kernel(), &dir);
+        let torch = dir.join("build").join("torch212-cxx11-cpu-x86_64-linux");
+        std::fs::create_dir_all(&torch).unwrap();
+        std::fs::write(torch.join("__init__.py"), "# a PyTorch extension kernels-rs cannot load\n").unwrap();
+        std::fs::write(dir.join("README.md"), "# rust-cpu-ops\n\nExample kernels for kernels-rs tests.\n").unwrap();
+        dir
+    })
+}

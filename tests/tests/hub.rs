@@ -1,0 +1,68 @@
+//! Resolution and fetching through the real `hf-hub` crate against the loopback Hub (olah),
+//! serving kernel repos built from this repository's example kernels.
+
+use kernels_build::fetch::{Hub, HubSettings};
+use kernels_build::resolve::{self, Requested};
+use kernels_runtime::metadata::sha256_hex;
+use kernels_runtime::variant::Os;
+use kernels_tests::*;
+
+fn hub(cache: &std::path::Path, offline: bool) -> Hub {
+    Hub::new(HubSettings { endpoint: hub_endpoint(), cache_dir: cache.to_owned(), token: None, offline })
+}
+
+#[test]
+fn a_version_resolves_to_its_branch_and_pins_every_loadable_file() {
+    let commit = publish("kernels-test/resolve-rust-cpu", rust_cpu_repo_dir(), &["main", "v1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut hub = hub(cache.path(), false);
+    let kernel = resolve::resolve(&mut hub, "ops", "kernels-test/resolve-rust-cpu", &Requested::Version(1)).unwrap();
+    assert_eq!(kernel.commit, commit);
+    let names: Vec<_> = kernel.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["tvm-ffi01-cpu-x86_64-linux"], "the torch variant is not pinned");
+    let local = rust_cpu_kernel().join("build/tvm-ffi01-cpu-x86_64-linux");
+    for file in &kernel.variants[0].files {
+        let bytes = std::fs::read(local.join(&file.path)).unwrap();
+        assert_eq!(file.sha256, sha256_hex(&bytes), "{}", file.path);
+        assert_eq!(file.size, bytes.len() as u64, "{}", file.path);
+    }
+    // Only metadata.json was downloaded to lock: the library's hash came from the digest.
+    let lib = kernel.variants[0].files.iter().find(|f| f.path.ends_with(".so")).unwrap();
+    assert!(!hub.cache_path("kernels-test/resolve-rust-cpu", &commit, &format!("build/tvm-ffi01-cpu-x86_64-linux/{}", lib.path)).exists());
+
+    // Fetching pins every byte; a second, offline, fetch is served from the cache alone.
+    let fetched = resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    assert_eq!(fetched.library, std::fs::read(local.join(&fetched.library_file)).unwrap());
+    assert!(fetched.dir.starts_with(cache.path().join("kernels--kernels-test--resolve-rust-cpu/snapshots").join(&commit)));
+    let mut offline = self::hub(cache.path(), true);
+    let again = resolve::fetch_variant(&mut offline, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    assert_eq!(again.library, fetched.library);
+}
+
+#[test]
+fn revisions_and_missing_versions() {
+    let commit = publish("kernels-test/revisions", rust_cpu_repo_dir(), &["main", "v1", "refs/tags/v1.0.0"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut hub = hub(cache.path(), false);
+    for rev in ["main", "v1.0.0", commit.as_str()] {
+        let k = resolve::resolve(&mut hub, "ops", "kernels-test/revisions", &Requested::Revision(rev.into())).unwrap();
+        assert_eq!(k.commit, commit, "{rev}");
+    }
+    let err = resolve::resolve(&mut hub, "ops", "kernels-test/revisions", &Requested::Version(2)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("no branch `v2`") && msg.contains("main, v1"), "{msg}");
+}
+
+#[test]
+fn a_file_that_differs_from_the_lock_is_refused_and_not_kept() {
+    let commit = publish("kernels-test/tampered-lock", rust_cpu_repo_dir(), &["main", "v1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut hub = hub(cache.path(), false);
+    let mut kernel = resolve::resolve(&mut hub, "ops", "kernels-test/tampered-lock", &Requested::Version(1)).unwrap();
+    let lib = kernel.variants[0].files.iter_mut().find(|f| f.path.ends_with(".so")).unwrap();
+    lib.sha256 = sha256_hex(b"something else");
+    let path = format!("build/tvm-ffi01-cpu-x86_64-linux/{}", lib.path);
+    let err = resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap_err();
+    assert!(err.to_string().contains("expected") && err.to_string().contains(&path), "{err}");
+    assert!(!hub.cache_path("kernels-test/tampered-lock", &commit, &path).exists(), "the refused file stays out of the cache");
+}
