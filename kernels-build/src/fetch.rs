@@ -135,6 +135,8 @@ pub struct RemoteFile {
 pub struct Hub {
     settings: HubSettings,
     client: Option<HFClientSync>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
 }
 
 fn split_repo(repo: &str) -> Result<(&str, &str), FetchError> {
@@ -147,7 +149,17 @@ fn split_repo(repo: &str) -> Result<(&str, &str), FetchError> {
 impl Hub {
     /// A client with these settings. No network is used until a call needs it.
     pub fn new(settings: HubSettings) -> Self {
-        Hub { settings, client: None }
+        Hub { settings, client: None, connect_timeout: Duration::from_secs(20), read_timeout: Duration::from_secs(60) }
+    }
+
+    /// Replaces the HTTP timeouts (default: 20 s to connect, 60 s for each wait for data).
+    /// hf-hub sends its metadata `HEAD` requests through a client of its own, which these do
+    /// not reach.
+    pub fn with_timeouts(mut self, connect: Duration, read: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.read_timeout = read;
+        self.client = None;
+        self
     }
 
     /// The settings in use.
@@ -171,8 +183,8 @@ impl Hub {
                 source: Box::new(source),
             };
             let http = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(20))
-                .read_timeout(Duration::from_secs(60))
+                .connect_timeout(self.connect_timeout)
+                .read_timeout(self.read_timeout)
                 .user_agent(concat!("kernels-rs/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| hub_err(HFError::from(e)))?;
@@ -266,8 +278,7 @@ impl Hub {
 
     /// Where `path` of `repo` at `commit` lives in the Hub cache.
     pub fn cache_path(&self, repo: &str, commit: &str, path: &str) -> PathBuf {
-        let folder = format!("kernels--{}", repo.replace('/', "--"));
-        self.settings.cache_dir.join(folder).join("snapshots").join(commit).join(path)
+        self.settings.cache_dir.join(folder_name(repo)).join("snapshots").join(commit).join(path)
     }
 
     /// The bytes of `path` at `commit`, from the cache when an intact copy is there, else
@@ -295,6 +306,7 @@ impl Hub {
             Ok(p) => p,
             Err(e) => {
                 remove_cached(&cached);
+                remove_partial_downloads(&self.settings.cache_dir, &folder_name(repo));
                 return Err(self.hub_err(what)(e));
             }
         };
@@ -316,12 +328,38 @@ impl Hub {
     }
 }
 
+/// The cache folder of a kernel repo: `kernels--<org>--<name>`.
+fn folder_name(repo: &str) -> String {
+    format!("kernels--{}", repo.replace('/', "--"))
+}
+
+/// Removes the partial downloads (`blobs/<etag>.incomplete`) that hf-hub leaves when a transfer
+/// breaks off. Each is removed only while holding hf-hub's lock for that blob
+/// (`.locks/<folder>/<etag>.lock`, also used by huggingface_hub), so a download in progress in
+/// another process is left alone.
+// `File::try_lock` is newer than the declared MSRV, but hf-hub already needs it (`File::lock`).
+#[allow(clippy::incompatible_msrv)]
+fn remove_partial_downloads(cache_dir: &Path, folder: &str) {
+    let Ok(entries) = std::fs::read_dir(cache_dir.join(folder).join("blobs")) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(etag) = name.to_str().and_then(|n| n.strip_suffix(".incomplete")) else { continue };
+        let lock_path = cache_dir.join(".locks").join(folder).join(format!("{etag}.lock"));
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path);
+        if let Ok(lock) = lock
+            && lock.try_lock().is_ok()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Removes a cached file: the blob a snapshot link points to, and the link.
 fn remove_cached(path: &Path) {
-    if let Ok(blob) = std::fs::canonicalize(path) {
-        if blob != path {
-            let _ = std::fs::remove_file(&blob);
-        }
+    if let Ok(blob) = std::fs::canonicalize(path)
+        && blob != path
+    {
+        let _ = std::fs::remove_file(&blob);
     }
     let _ = std::fs::remove_file(path);
 }
