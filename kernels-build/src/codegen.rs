@@ -311,7 +311,8 @@ mod tests {
         write(dir.path(), &reg).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before, "unchanged file rewritten");
         assert!(!stale.exists());
-        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let blobs: Vec<_> =
+            std::fs::read_dir(dir.path().join("blobs")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(blobs.len(), 3, "{blobs:?}");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(&format!("include_bytes!(\"blobs/{}.so\")", sha256_hex(b"cpu"))), "{text}");

@@ -72,7 +72,7 @@ pub enum FetchError {
         why: &'static str,
     },
     /// The Hub answered with an error or could not be reached.
-    #[error("{what}: {source} (endpoint {endpoint})")]
+    #[error("{what}: {} (endpoint {endpoint})", error_chain(.source))]
     Hub {
         /// What was being done.
         what: String,
@@ -95,7 +95,9 @@ pub enum FetchError {
         available: String,
     },
     /// A downloaded (or cached) file does not have the expected hash.
-    #[error("{repo}@{commit}: {path} has sha256 {actual}, expected {expected}; the damaged copy was removed from the cache")]
+    #[error(
+        "{repo}@{commit}: {path} has sha256 {actual}, expected {expected}; the damaged copy was removed from the cache"
+    )]
     Mismatch {
         /// Repo.
         repo: String,
@@ -108,6 +110,22 @@ pub enum FetchError {
         /// Found hex sha256.
         actual: String,
     },
+    /// A downloaded file does not have the size the Hub lists for it.
+    #[error(
+        "{repo}@{commit}: {path} arrived with {actual} bytes, the Hub lists {expected}; the copy was removed from the cache"
+    )]
+    Size {
+        /// Repo.
+        repo: String,
+        /// Commit.
+        commit: String,
+        /// Path in the repo.
+        path: String,
+        /// Listed size.
+        expected: u64,
+        /// Received size.
+        actual: u64,
+    },
     /// Reading a cached file failed.
     #[error("{path}: {source}")]
     Io {
@@ -119,6 +137,21 @@ pub enum FetchError {
     /// A repo id is not `org/name`.
     #[error("`{0}` is not a Hub repo id of the form `org/name`")]
     RepoId(String),
+}
+
+/// An error and its causes, `: `-separated (hf-hub's top line alone often hides the cause).
+fn error_chain(e: &HFError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let line = s.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A file in a variant directory on the Hub.
@@ -236,8 +269,7 @@ impl Hub {
     pub fn list_variants(&mut self, repo: &str, commit: &str) -> Result<Vec<String>, FetchError> {
         let what = format!("{repo}@{commit}: listing build/");
         let handle = self.repo(repo, &what)?;
-        let entries =
-            handle.list_tree().revision(commit).path_in_repo("build").send().map_err(self.hub_err(what))?;
+        let entries = handle.list_tree().revision(commit).path_in_repo("build").send().map_err(self.hub_err(what))?;
         let mut out: Vec<String> = entries
             .into_iter()
             .filter_map(|e| match e {
@@ -274,6 +306,11 @@ impl Hub {
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    /// Removes a cached file (snapshot link and blob) that turned out to be wrong.
+    pub fn forget(&self, cached: &Path) {
+        remove_cached(cached);
     }
 
     /// Where `path` of `repo` at `commit` lives in the Hub cache.
@@ -377,7 +414,8 @@ mod tests {
         assert!(!s.offline);
         assert!(env.read_vars().contains(&"HF_HUB_OFFLINE".to_owned()));
 
-        let env = Env::fixed([("HF_HOME", "/hf"), ("HF_ENDPOINT", "http://127.0.0.1:1/"), ("CARGO_NET_OFFLINE", "true")]);
+        let env =
+            Env::fixed([("HF_HOME", "/hf"), ("HF_ENDPOINT", "http://127.0.0.1:1/"), ("CARGO_NET_OFFLINE", "true")]);
         let s = HubSettings::from_env(&env);
         assert_eq!(s.cache_dir, PathBuf::from("/hf/hub"));
         assert_eq!(s.endpoint, "http://127.0.0.1:1");

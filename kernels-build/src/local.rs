@@ -59,7 +59,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
 /// The CPU variant name a kernel crate built for `target` gets.
 pub fn cpu_variant_for(target: &str) -> Result<VariantName, LocalError> {
     let (cpu, os) = target_parts(target).map_err(|e| LocalError::Target(e.0))?;
-    Ok(VariantName::Arch { framework: Framework::TvmFfi(TVM_FFI_ABI_VERSION), cxx_abi: None, backend: Backend::Cpu, cpu, os })
+    Ok(VariantName::Arch {
+        framework: Framework::TvmFfi(TVM_FFI_ABI_VERSION),
+        cxx_abi: None,
+        backend: Backend::Cpu,
+        cpu,
+        os,
+    })
 }
 
 /// What a `path` kernel turned out to be.
@@ -109,7 +115,9 @@ pub fn build_crate(
         cmd.arg("--offline");
     }
     // What the outer build gives its build script must not redirect the inner build.
-    for key in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_PRIMARY_PACKAGE"] {
+    for key in
+        ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_PRIMARY_PACKAGE"]
+    {
         cmd.env_remove(key);
     }
     let output = cmd.output().map_err(io(crate_dir))?;
@@ -138,7 +146,9 @@ pub fn build_crate(
         if !(same && cdylib) {
             continue;
         }
-        if let Some(file) = msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).find(|f| f.ends_with(ext)) {
+        if let Some(file) =
+            msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).find(|f| f.ends_with(ext))
+        {
             return Ok(PathBuf::from(file));
         }
     }
@@ -165,7 +175,13 @@ pub fn metadata_json(name: &str, id: &str, license: &str, files: &BTreeMap<Strin
 /// Hub's kernel-builder does for a CPU `tvm-ffi` variant. The id is
 /// `_<name>_cpu_<first 7 hex of the library's sha256>`, so the same bytes give the same id.
 /// Returns the variant directory.
-pub fn lay_out(library: &Path, name: &str, license: &str, variant: &VariantName, root: &Path) -> Result<PathBuf, LocalError> {
+pub fn lay_out(
+    library: &Path,
+    name: &str,
+    license: &str,
+    variant: &VariantName,
+    root: &Path,
+) -> Result<PathBuf, LocalError> {
     let bytes = std::fs::read(library).map_err(io(library))?;
     let python_name = name.replace('-', "_");
     let id = format!("_{python_name}_cpu_{}", &metadata::sha256_hex(&bytes)[..7]);

@@ -125,6 +125,29 @@ pub fn resolve(hub: &mut Hub, name: &str, repo: &str, requested: &Requested) -> 
     Ok(ResolvedKernel { name: name.to_owned(), repo: repo.to_owned(), requested: requested.clone(), commit, variants })
 }
 
+/// Fetches a file that no lock pins yet. Without a hash to check, the size the Hub's tree
+/// listing gives is checked instead, so an error page stored in place of the file (hf-hub does
+/// not check a download's status) is never pinned.
+fn fetch_sized(
+    hub: &mut Hub,
+    repo: &str,
+    commit: &str,
+    remote: &crate::fetch::RemoteFile,
+) -> Result<Vec<u8>, FetchError> {
+    let (path, bytes) = hub.fetch(repo, commit, &remote.path, None)?;
+    if bytes.len() as u64 != remote.size {
+        hub.forget(&path);
+        return Err(FetchError::Size {
+            repo: repo.to_owned(),
+            commit: commit.to_owned(),
+            path: remote.path.clone(),
+            expected: remote.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
 fn resolve_variant(hub: &mut Hub, repo: &str, commit: &str, variant: &str) -> Result<ResolvedVariant, ResolveError> {
     let prefix = format!("build/{variant}/");
     let listed = hub.list_variant_files(repo, commit, variant)?;
@@ -136,7 +159,9 @@ fn resolve_variant(hub: &mut Hub, repo: &str, commit: &str, variant: &str) -> Re
     };
     let mut digest = std::collections::BTreeMap::new();
     if listed.iter().any(|f| f.path == format!("{prefix}{METADATA_FILE}")) {
-        let (path, bytes) = hub.fetch(repo, commit, &format!("{prefix}{METADATA_FILE}"), None)?;
+        let meta_remote = listed.iter().find(|f| f.path == format!("{prefix}{METADATA_FILE}")).expect("checked above");
+        let bytes = fetch_sized(hub, repo, commit, meta_remote)?;
+        let path = hub.cache_path(repo, commit, &meta_remote.path);
         let text = String::from_utf8(bytes).map_err(|_| meta_err("not UTF-8".into()))?;
         let meta = Metadata::parse(&text, &path).map_err(|e| meta_err(e.to_string()))?;
         if let Some(d) = meta.digest.filter(|d| d.algorithm == "sha256") {
@@ -149,7 +174,7 @@ fn resolve_variant(hub: &mut Hub, repo: &str, commit: &str, variant: &str) -> Re
         let from_digest = digest.get(&rel).and_then(|b64| BASE64.decode(b64).ok()).filter(|raw| raw.len() == 32);
         let sha256 = match from_digest {
             Some(raw) => raw.iter().map(|b| format!("{b:02x}")).collect(),
-            None => sha256_hex(&hub.fetch(repo, commit, &remote.path, None)?.1),
+            None => sha256_hex(&fetch_sized(hub, repo, commit, &remote)?),
         };
         files.push(ResolvedFile { path: rel, sha256, size: remote.size });
     }
@@ -180,7 +205,9 @@ pub enum VariantError {
     #[error(transparent)]
     Verify(#[from] kernels_runtime::metadata::VerifyError),
     /// The variant has no `metadata.json` or no `id`, so its library is unknown.
-    #[error("{repo}@{commit}: build/{variant} has no metadata.json with an `id`; kernels-rs cannot tell which file is the library")]
+    #[error(
+        "{repo}@{commit}: build/{variant} has no metadata.json with an `id`; kernels-rs cannot tell which file is the library"
+    )]
     NoLibrary {
         /// Repo.
         repo: String,
@@ -214,7 +241,8 @@ pub fn fetch_variant(
     }
     let (Some(dir), Some(meta_bytes)) = (dir, meta_bytes) else { return Err(no_library()) };
     let text = String::from_utf8_lossy(&meta_bytes);
-    let metadata = Metadata::parse(&text, &dir.join(METADATA_FILE)).map_err(kernels_runtime::metadata::VerifyError::from)?;
+    let metadata =
+        Metadata::parse(&text, &dir.join(METADATA_FILE)).map_err(kernels_runtime::metadata::VerifyError::from)?;
     kernels_runtime::metadata::verify_dir(&dir, &metadata)?;
     let library_file = metadata.library_file(os).ok_or_else(no_library)?;
     let library_path = dir.join(&library_file);

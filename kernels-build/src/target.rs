@@ -68,7 +68,9 @@ impl TargetSpec {
         };
         match framework {
             Framework::TvmFfi(v) if v == TVM_FFI_ABI_VERSION => {}
-            Framework::TvmFfi(v) => return Err(format!("built for tvm-ffi {v}, the runtime speaks {TVM_FFI_ABI_VERSION}")),
+            Framework::TvmFfi(v) => {
+                return Err(format!("built for tvm-ffi {v}, the runtime speaks {TVM_FFI_ABI_VERSION}"));
+            }
             Framework::Torch(_) | Framework::TorchStableAbi(_) => return Err("needs PyTorch".into()),
         }
         if cpu != self.cpu || os != self.os {
@@ -97,7 +99,12 @@ mod tests {
         assert_eq!(t.wants("torch212-cxx11-cu130-x86_64-linux").unwrap_err(), "needs PyTorch");
         assert!(t.wants("tvm-ffi02-cpu-x86_64-linux").unwrap_err().contains("tvm-ffi 0.2"));
         let cpu_only = TargetSpec::new("x86_64-unknown-linux-gnu", Some(&[BackendKind::Cpu])).unwrap();
-        assert!(cpu_only.wants("tvm-ffi01-cu130-x86_64-linux").unwrap_err().contains("not among the build's backends (cpu)"));
+        assert!(
+            cpu_only
+                .wants("tvm-ffi01-cu130-x86_64-linux")
+                .unwrap_err()
+                .contains("not among the build's backends (cpu)")
+        );
         let mac = TargetSpec::new("aarch64-apple-darwin", None).unwrap();
         assert!(mac.wants("tvm-ffi01-metal-aarch64-darwin").is_ok());
         assert!(TargetSpec::new("wasm32-unknown-unknown", None).is_err());

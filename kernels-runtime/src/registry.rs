@@ -28,7 +28,11 @@ impl Registry {
     }
 
     /// The mappings of `layer` for `device`, in declaration order.
-    pub fn mappings<'a>(&'a self, layer: &'a str, device: BackendKind) -> impl Iterator<Item = &'static LayerEntry> + 'a {
+    pub fn mappings<'a>(
+        &'a self,
+        layer: &'a str,
+        device: BackendKind,
+    ) -> impl Iterator<Item = &'static LayerEntry> + 'a {
         self.layers.iter().filter(move |m| m.layer == layer && m.device == device)
     }
 }

@@ -25,8 +25,9 @@ pub fn rust_cpu_kernel() -> &'static Path {
         let target_dir = workspace().join("target").join("kernels-tests");
         let env = Env::process();
         let mut out = CargoOutput::default();
-        let lib = local::build_crate(&workspace().join("examples/kernels/rust-cpu"), target(), &target_dir, &env, &mut out)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let lib =
+            local::build_crate(&workspace().join("examples/kernels/rust-cpu"), target(), &target_dir, &env, &mut out)
+                .unwrap_or_else(|e| panic!("{e}"));
         let root = target_dir.join("hub").join("rust-cpu");
         let variant = local::cpu_variant_for(target()).unwrap_or_else(|e| panic!("{e}"));
         local::lay_out(&lib, "rust-cpu-ops", "Apache-2.0", &variant, &root).unwrap_or_else(|e| panic!("{e}"));
@@ -104,7 +105,9 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The loopback Hub the test script started (`KERNELS_TEST_HF_ENDPOINT`).
 pub fn hub_endpoint() -> String {
     std::env::var("KERNELS_TEST_HF_ENDPOINT").unwrap_or_else(|_| {
-        panic!("KERNELS_TEST_HF_ENDPOINT is not set: run the tests with `scripts/test.sh`, which starts the loopback Hub")
+        panic!(
+            "KERNELS_TEST_HF_ENDPOINT is not set: run the tests with `scripts/test.sh`, which starts the loopback Hub"
+        )
     })
 }
 

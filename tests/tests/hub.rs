@@ -28,14 +28,25 @@ fn a_version_resolves_to_its_branch_and_pins_every_loadable_file() {
     }
     // Only metadata.json was downloaded to lock: the library's hash came from the digest.
     let lib = kernel.variants[0].files.iter().find(|f| f.path.ends_with(".so")).unwrap();
-    assert!(!hub.cache_path("kernels-test/resolve-rust-cpu", &commit, &format!("build/tvm-ffi01-cpu-x86_64-linux/{}", lib.path)).exists());
+    assert!(
+        !hub.cache_path(
+            "kernels-test/resolve-rust-cpu",
+            &commit,
+            &format!("build/tvm-ffi01-cpu-x86_64-linux/{}", lib.path)
+        )
+        .exists()
+    );
 
     // Fetching pins every byte; a second, offline, fetch is served from the cache alone.
-    let fetched = resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    let fetched =
+        resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
     assert_eq!(fetched.library, std::fs::read(local.join(&fetched.library_file)).unwrap());
-    assert!(fetched.dir.starts_with(cache.path().join("kernels--kernels-test--resolve-rust-cpu/snapshots").join(&commit)));
+    assert!(
+        fetched.dir.starts_with(cache.path().join("kernels--kernels-test--resolve-rust-cpu/snapshots").join(&commit))
+    );
     let mut offline = self::hub(cache.path(), true);
-    let again = resolve::fetch_variant(&mut offline, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    let again =
+        resolve::fetch_variant(&mut offline, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
     assert_eq!(again.library, fetched.library);
 }
 
@@ -62,7 +73,11 @@ fn a_file_that_differs_from_the_lock_is_refused_and_not_kept() {
     let lib = kernel.variants[0].files.iter_mut().find(|f| f.path.ends_with(".so")).unwrap();
     lib.sha256 = sha256_hex(b"something else");
     let path = format!("build/tvm-ffi01-cpu-x86_64-linux/{}", lib.path);
-    let err = resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap_err();
+    let err =
+        resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap_err();
     assert!(err.to_string().contains("expected") && err.to_string().contains(&path), "{err}");
-    assert!(!hub.cache_path("kernels-test/tampered-lock", &commit, &path).exists(), "the refused file stays out of the cache");
+    assert!(
+        !hub.cache_path("kernels-test/tampered-lock", &commit, &path).exists(),
+        "the refused file stays out of the cache"
+    );
 }

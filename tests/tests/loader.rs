@@ -8,7 +8,7 @@ use std::process::Command;
 
 use kernels_runtime::ffi::{Arg, KernelError, TensorView};
 use kernels_runtime::loader::{self, EmbeddedFile, EmbeddedVariant, LoadError, Source};
-use kernels_runtime::metadata::{Violation, VerifyError, sha256_hex};
+use kernels_runtime::metadata::{VerifyError, Violation, sha256_hex};
 use kernels_runtime::platform::Platform;
 use kernels_runtime::select::Request;
 use kernels_tests::*;
@@ -61,7 +61,10 @@ fn rust_kernel_loads_from_a_hub_layout_and_matches_the_reference() {
     assert_eq!(kernel.source(), Source::Local);
     check_rms_and_silu(&kernel);
     let err = wrong_dtype(&kernel);
-    assert!(matches!(&err, KernelError::Raised { kind, message, .. } if kind == "TypeError" && message.contains("int64")), "{err}");
+    assert!(
+        matches!(&err, KernelError::Raised { kind, message, .. } if kind == "TypeError" && message.contains("int64")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -94,7 +97,11 @@ fn only_variant(root: &Path) -> std::path::PathBuf {
 }
 
 fn library_in(dir: &Path) -> std::path::PathBuf {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "so")).unwrap()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "so"))
+        .unwrap()
 }
 
 #[test]
