@@ -13,5 +13,6 @@ pub mod codegen;
 pub mod env;
 pub mod fetch;
 pub mod local;
+pub mod manifest;
 pub mod resolve;
 pub mod target;
