@@ -13,6 +13,7 @@ pub mod codegen;
 pub mod env;
 pub mod fetch;
 pub mod local;
+pub mod lock;
 pub mod manifest;
 pub mod resolve;
 pub mod target;
