@@ -174,7 +174,9 @@ impl Lock {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LockError { path: path.to_owned(), line: 0, column: 0, message: format!("cannot read: {e}") }),
+            Err(e) => {
+                Err(LockError { path: path.to_owned(), line: 0, column: 0, message: format!("cannot read: {e}") })
+            }
         }
     }
 
@@ -185,13 +187,19 @@ impl Lock {
             LockError { path: path.to_owned(), line, column, message }
         };
         let raw: RawLock = toml::from_str(text).map_err(|e| {
-            err(e.span().map_or(0, |s| s.start), format!("{} (run `cargo kernels lock` to rewrite it)", e.message().trim_end()))
+            err(
+                e.span().map_or(0, |s| s.start),
+                format!("{} (run `cargo kernels lock` to rewrite it)", e.message().trim_end()),
+            )
         })?;
         let find = |needle: &str| text.find(needle).unwrap_or(0);
         if raw.version != LOCK_VERSION {
             return Err(err(
                 find("version"),
-                format!("lock format version {} is not supported (expected {LOCK_VERSION}); run `cargo kernels lock`", raw.version),
+                format!(
+                    "lock format version {} is not supported (expected {LOCK_VERSION}); run `cargo kernels lock`",
+                    raw.version
+                ),
             ));
         }
         let mut kernels = Vec::new();
@@ -203,7 +211,10 @@ impl Lock {
                 _ => {
                     return Err(err(
                         at,
-                        format!("kernel `{}`: needs exactly one of `requested-version` and `requested-revision`", k.name),
+                        format!(
+                            "kernel `{}`: needs exactly one of `requested-version` and `requested-revision`",
+                            k.name
+                        ),
                     ));
                 }
             };
@@ -214,7 +225,10 @@ impl Lock {
                     if !is_sha256(&f.sha256) {
                         return Err(err(
                             find(&f.sha256),
-                            format!("kernel `{}`, variant `{}`, file `{}`: `{}` is not a hex sha256", k.name, v.name, f.path, f.sha256),
+                            format!(
+                                "kernel `{}`, variant `{}`, file `{}`: `{}` is not a hex sha256",
+                                k.name, v.name, f.path, f.sha256
+                            ),
                         ));
                     }
                     files.push(ResolvedFile { path: f.path, sha256: f.sha256, size: f.size });
@@ -226,7 +240,8 @@ impl Lock {
             kernels.push(ResolvedKernel { name: k.name, repo: k.repo, requested, commit: k.commit, variants });
         }
         kernels.sort_by(|a, b| a.name.cmp(&b.name));
-        let tvm_ffi = raw.tvm_ffi.map(|p| RuntimePin { file: p.file, sha256: p.sha256, size: p.size, source: p.source });
+        let tvm_ffi =
+            raw.tvm_ffi.map(|p| RuntimePin { file: p.file, sha256: p.sha256, size: p.size, source: p.source });
         Ok(Lock { kernels, tvm_ffi })
     }
 
@@ -258,7 +273,13 @@ impl Lock {
                 let mut files = v.files.clone();
                 files.sort_by(|a, b| a.path.cmp(&b.path));
                 for f in &files {
-                    let _ = writeln!(s, "    {{ path = {}, sha256 = {}, size = {} }},", quote(&f.path), quote(&f.sha256), f.size);
+                    let _ = writeln!(
+                        s,
+                        "    {{ path = {}, sha256 = {}, size = {} }},",
+                        quote(&f.path),
+                        quote(&f.sha256),
+                        f.size
+                    );
                 }
                 s.push_str("]\n");
             }
@@ -328,8 +349,14 @@ mod tests {
                     requested: Requested::Version(1),
                     commit: "d".repeat(40),
                     variants: vec![
-                        ResolvedVariant { name: "tvm-ffi01-cu130-x86_64-linux".into(), files: vec![file("x.so", 'e', 1)] },
-                        ResolvedVariant { name: "tvm-ffi01-cpu-x86_64-linux".into(), files: vec![file("y.so", 'f', 2)] },
+                        ResolvedVariant {
+                            name: "tvm-ffi01-cu130-x86_64-linux".into(),
+                            files: vec![file("x.so", 'e', 1)],
+                        },
+                        ResolvedVariant {
+                            name: "tvm-ffi01-cpu-x86_64-linux".into(),
+                            files: vec![file("y.so", 'f', 2)],
+                        },
                     ],
                 },
             ],
@@ -359,7 +386,10 @@ mod tests {
     fn errors_name_file_line_and_column() {
         let path = Path::new("kernels.lock");
         let cases: &[(&str, &str)] = &[
-            ("version = 2\n", "kernels.lock:1:1: lock format version 2 is not supported (expected 1); run `cargo kernels lock`"),
+            (
+                "version = 2\n",
+                "kernels.lock:1:1: lock format version 2 is not supported (expected 1); run `cargo kernels lock`",
+            ),
             ("version = 1\nextra = 1\n", "kernels.lock:2:1: unknown field `extra`"),
             (
                 "version = 1\n[[kernel]]\nname = \"a\"\nrepo = \"o/a\"\ncommit = \"c\"\n",

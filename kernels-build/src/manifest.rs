@@ -258,7 +258,10 @@ impl Manifest {
                         continue;
                     }
                     if *v.get_ref() < 0 {
-                        ctx.err(v.span(), format!("{key}.version: must be a non-negative major version, got {}", v.get_ref()));
+                        ctx.err(
+                            v.span(),
+                            format!("{key}.version: must be a non-negative major version, got {}", v.get_ref()),
+                        );
                         continue;
                     }
                     KernelSource::Hub { repo: repo.into_inner(), requested: Requested::Version(*v.get_ref() as u64) }
@@ -330,24 +333,43 @@ impl Manifest {
                         Ok(r) => r,
                         Err(e) => {
                             let msg = e.message().trim_end().to_owned();
-                            ctx.err(span.clone(), format!("{key}: {msg} (expected a table like {{ kernel = \"name\", function = \"fn\" }})"));
+                            ctx.err(
+                                span.clone(),
+                                format!(
+                                    "{key}: {msg} (expected a table like {{ kernel = \"name\", function = \"fn\" }})"
+                                ),
+                            );
                             continue;
                         }
                     };
                     if !kernels.contains_key(&raw.kernel) {
                         let known: Vec<&str> = kernels.keys().map(String::as_str).collect();
                         let known = if known.is_empty() { "none declared".to_owned() } else { known.join(", ") };
-                        ctx.err(span.clone(), format!("{key}.kernel: unknown kernel `{}` (declared in [kernels]: {known})", raw.kernel));
+                        ctx.err(
+                            span.clone(),
+                            format!("{key}.kernel: unknown kernel `{}` (declared in [kernels]: {known})", raw.kernel),
+                        );
                         continue;
                     }
-                    if raw.function.trim().is_empty() || !raw.function.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        ctx.err(span.clone(), format!("{key}.function: `{}` is not an exported function name (letters, digits, `_`)", raw.function));
+                    if raw.function.trim().is_empty()
+                        || !raw.function.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        ctx.err(
+                            span.clone(),
+                            format!(
+                                "{key}.function: `{}` is not an exported function name (letters, digits, `_`)",
+                                raw.function
+                            ),
+                        );
                         continue;
                     }
                     let capability = match raw.capability.as_deref() {
                         None => None,
                         Some(_) if device != BackendKind::Cuda => {
-                            ctx.err(span.clone(), format!("{key}.capability: only CUDA mappings have a capability range"));
+                            ctx.err(
+                                span.clone(),
+                                format!("{key}.capability: only CUDA mappings have a capability range"),
+                            );
                             continue;
                         }
                         Some(c) => match parse_capability(c) {
@@ -362,7 +384,10 @@ impl Manifest {
                         None | Some("inference") => ModeSupport::Inference,
                         Some("training") => ModeSupport::Training,
                         Some(other) => {
-                            ctx.err(span.clone(), format!("{key}.mode: unknown mode `{other}` (expected \"inference\" or \"training\")"));
+                            ctx.err(
+                                span.clone(),
+                                format!("{key}.mode: unknown mode `{other}` (expected \"inference\" or \"training\")"),
+                            );
                             continue;
                         }
                     };
@@ -455,12 +480,18 @@ embed = false
         );
         assert_eq!(
             m.kernels["norm"].source,
-            KernelSource::Hub { repo: "kernels-community/rmsnorm".into(), requested: Requested::Revision("main".into()) }
+            KernelSource::Hub {
+                repo: "kernels-community/rmsnorm".into(),
+                requested: Requested::Revision("main".into())
+            }
         );
         assert_eq!(m.kernels["local"].source, KernelSource::Path("../kernels/ops".into()));
         assert_eq!(m.layers.len(), 3);
         let cuda: Vec<_> = m.layers.iter().filter(|l| l.device == BackendKind::Cuda).collect();
-        assert_eq!(cuda[0].capability, Some(CapabilityRange { min: Some(Version::new(9, 0)), max: Some(Version::new(9, 0)) }));
+        assert_eq!(
+            cuda[0].capability,
+            Some(CapabilityRange { min: Some(Version::new(9, 0)), max: Some(Version::new(9, 0)) })
+        );
         assert_eq!(cuda[1].mode, ModeSupport::Training);
         assert_eq!(m.build, BuildOptions { backends: Some(vec![BackendKind::Cpu, BackendKind::Cuda]), embed: false });
     }
@@ -468,23 +499,74 @@ embed = false
     #[test]
     fn every_error_names_file_line_column_and_key() {
         let cases: &[(&str, &str)] = &[
-            ("[kernels.a]\nrepo = \"o/a\"\nversion = 1\ncolour = 2\n", "kernels.toml:4:1: unknown field `colour`, expected one of `repo`, `version`, `revision`, `path`"),
-            ("[kernel.a]\nrepo = \"o/a\"\n", "kernels.toml:1:2: unknown field `kernel`, expected one of `kernels`, `layers`, `build`"),
-            ("[kernels.a]\nrepo = \"o/a\"\n", "kernels.toml:2:8: [kernels.a]: `repo` needs `version = <major>` or `revision = \"<ref>\"`"),
-            ("[kernels.a]\nrepo = \"o/a\"\nversion = 1\nrevision = \"x\"\n", "kernels.toml:3:11: [kernels.a]: give `version` or `revision`, not both"),
-            ("[kernels.a]\nrepo = \"no-slash\"\nversion = 1\n", "kernels.toml:2:8: [kernels.a].repo: `no-slash` is not a Hub repo id of the form `org/name`"),
-            ("[kernels.a]\npath = \"x\"\nrepo = \"o/a\"\n", "kernels.toml:2:8: [kernels.a]: `path` cannot be combined with `repo`, `version` or `revision`"),
-            ("[kernels.a]\nversion = 1\n", "kernels.toml:2:11: [kernels.a]: needs `repo` (with `version` or `revision`) or `path`"),
-            ("[kernels.a]\nrepo = \"o/a\"\nversion = -1\n", "kernels.toml:3:11: [kernels.a].version: must be a non-negative major version, got -1"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"b\", function = \"f\" }\n", "kernels.toml:4:7: [layers.L].cpu.kernel: unknown kernel `b` (declared in [kernels]: a)"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncuda = [{ kernel = \"a\", function = \"f\", capability = \"8.0..x\" }]\n", "kernels.toml:4:8: [layers.L].cuda[0].capability: bad capability range `8.0..x` (expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional)"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncuda = { kernel = \"a\", function = \"f\", capability = \"9.0..8.0\" }\n", "kernels.toml:4:8: [layers.L].cuda.capability: empty capability range `9.0..8.0`: 9.0 is above 8.0"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", capability = \"8.0..\" }\n", "kernels.toml:4:7: [layers.L].cpu.capability: only CUDA mappings have a capability range"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", mode = \"train\" }\n", "kernels.toml:4:7: [layers.L].cpu.mode: unknown mode `train` (expected \"inference\" or \"training\")"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", fn = 1 }\n", "kernels.toml:4:7: [layers.L].cpu: unknown field `fn`, expected one of `kernel`, `function`, `capability`, `mode`"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"bad-name\" }\n", "kernels.toml:4:7: [layers.L].cpu.function: `bad-name` is not an exported function name (letters, digits, `_`)"),
-            ("[kernels.a]\npath = \"k\"\n[layers.L]\ngpu = { kernel = \"a\", function = \"f\" }\n", "kernels.toml:4:1: unknown field `gpu`, expected one of `cuda`, `rocm`, `metal`, `xpu`, `cpu`"),
-            ("[build]\nbackends = [\"cpu\", \"vulkan\"]\n", "kernels.toml:2:12: [build].backends: unknown backend `vulkan`"),
+            (
+                "[kernels.a]\nrepo = \"o/a\"\nversion = 1\ncolour = 2\n",
+                "kernels.toml:4:1: unknown field `colour`, expected one of `repo`, `version`, `revision`, `path`",
+            ),
+            (
+                "[kernel.a]\nrepo = \"o/a\"\n",
+                "kernels.toml:1:2: unknown field `kernel`, expected one of `kernels`, `layers`, `build`",
+            ),
+            (
+                "[kernels.a]\nrepo = \"o/a\"\n",
+                "kernels.toml:2:8: [kernels.a]: `repo` needs `version = <major>` or `revision = \"<ref>\"`",
+            ),
+            (
+                "[kernels.a]\nrepo = \"o/a\"\nversion = 1\nrevision = \"x\"\n",
+                "kernels.toml:3:11: [kernels.a]: give `version` or `revision`, not both",
+            ),
+            (
+                "[kernels.a]\nrepo = \"no-slash\"\nversion = 1\n",
+                "kernels.toml:2:8: [kernels.a].repo: `no-slash` is not a Hub repo id of the form `org/name`",
+            ),
+            (
+                "[kernels.a]\npath = \"x\"\nrepo = \"o/a\"\n",
+                "kernels.toml:2:8: [kernels.a]: `path` cannot be combined with `repo`, `version` or `revision`",
+            ),
+            (
+                "[kernels.a]\nversion = 1\n",
+                "kernels.toml:2:11: [kernels.a]: needs `repo` (with `version` or `revision`) or `path`",
+            ),
+            (
+                "[kernels.a]\nrepo = \"o/a\"\nversion = -1\n",
+                "kernels.toml:3:11: [kernels.a].version: must be a non-negative major version, got -1",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"b\", function = \"f\" }\n",
+                "kernels.toml:4:7: [layers.L].cpu.kernel: unknown kernel `b` (declared in [kernels]: a)",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncuda = [{ kernel = \"a\", function = \"f\", capability = \"8.0..x\" }]\n",
+                "kernels.toml:4:8: [layers.L].cuda[0].capability: bad capability range `8.0..x` (expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional)",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncuda = { kernel = \"a\", function = \"f\", capability = \"9.0..8.0\" }\n",
+                "kernels.toml:4:8: [layers.L].cuda.capability: empty capability range `9.0..8.0`: 9.0 is above 8.0",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", capability = \"8.0..\" }\n",
+                "kernels.toml:4:7: [layers.L].cpu.capability: only CUDA mappings have a capability range",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", mode = \"train\" }\n",
+                "kernels.toml:4:7: [layers.L].cpu.mode: unknown mode `train` (expected \"inference\" or \"training\")",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", fn = 1 }\n",
+                "kernels.toml:4:7: [layers.L].cpu: unknown field `fn`, expected one of `kernel`, `function`, `capability`, `mode`",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"bad-name\" }\n",
+                "kernels.toml:4:7: [layers.L].cpu.function: `bad-name` is not an exported function name (letters, digits, `_`)",
+            ),
+            (
+                "[kernels.a]\npath = \"k\"\n[layers.L]\ngpu = { kernel = \"a\", function = \"f\" }\n",
+                "kernels.toml:4:1: unknown field `gpu`, expected one of `cuda`, `rocm`, `metal`, `xpu`, `cpu`",
+            ),
+            (
+                "[build]\nbackends = [\"cpu\", \"vulkan\"]\n",
+                "kernels.toml:2:12: [build].backends: unknown backend `vulkan`",
+            ),
             ("[build]\nembed = \"yes\"\n", "kernels.toml:2:9: invalid type: string \"yes\", expected a boolean"),
             ("[kernels.a\n", "kernels.toml:1:11: "),
         ];
