@@ -1,11 +1,21 @@
 //! `cargo kernels`: the command-line face of kernels-rs.
 //!
 //! ```text
-//! cargo kernels platform [VARIANT...]   detected platform + selection trace per device
+//! cargo kernels lock [--manifest-path PATH] [--update]   pin kernels.toml's Hub kernels in kernels.lock
+//! cargo kernels download [--manifest-path PATH] [--target TRIPLE]   prefetch the pinned variants
+//! cargo kernels verify [--manifest-path PATH] [--target TRIPLE]     check cached variants against the lock
+//! cargo kernels platform [VARIANT[:ARCHS]...]             what this machine offers, and what would be chosen
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use kernels_build::env::Env;
+use kernels_build::fetch::{Hub, HubSettings};
+use kernels_build::lock::{LOCK_FILE, Lock, RuntimePin};
+use kernels_build::manifest::{KernelSource, MANIFEST_FILE, Manifest};
+use kernels_build::resolve;
+use kernels_build::target::TargetSpec;
 use kernels_runtime::platform::Platform;
 use kernels_runtime::select::{Candidate, Request, select};
 use kernels_runtime::variant::BackendKind;
@@ -27,12 +37,59 @@ const SAMPLE_VARIANTS: &[&str] = &[
 ];
 
 const USAGE: &str = "\
-usage: cargo kernels <command>
+usage: cargo kernels <command> [options]
 
 commands:
-  platform [VARIANT[:ARCHS]...]  print the detected platform and, for each device kind present,
-                                 which of the given variant names would be selected and why
-                                 (ARCHS: comma-separated backend.archs, e.g. 8.0,9.0+PTX)";
+  lock      resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
+            --update re-resolves every kernel)
+  download  fetch the pinned variants the target can run into the Hugging Face cache
+  verify    check that the cached variants match kernels.lock, byte for byte
+  platform [VARIANT[:ARCHS]...]
+            print the detected platform and, for each device present, which of the given
+            variant names would be selected and why (ARCHS: backend.archs, e.g. 8.0,9.0+PTX)
+
+options:
+  --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
+  --target TRIPLE       target to download/verify for (default: this machine's)
+
+environment: HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE";
+
+struct Options {
+    manifest: PathBuf,
+    target: String,
+    update: bool,
+    rest: Vec<String>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        manifest: PathBuf::from(MANIFEST_FILE),
+        target: host_triple(),
+        update: false,
+        rest: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
+            "--target" => o.target = it.next().ok_or("--target needs a triple")?.clone(),
+            "--update" => o.update = true,
+            s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
+            s => o.rest.push(s.to_owned()),
+        }
+    }
+    Ok(o)
+}
+
+fn host_triple() -> String {
+    let arch = std::env::consts::ARCH;
+    match std::env::consts::OS {
+        "linux" => format!("{arch}-unknown-linux-gnu"),
+        "macos" => format!("{arch}-apple-darwin"),
+        "windows" => format!("{arch}-pc-windows-msvc"),
+        other => format!("{arch}-unknown-{other}"),
+    }
+}
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,24 +97,130 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("kernels") {
         args.remove(0);
     }
-    match args.first().map(String::as_str) {
-        Some("platform") => platform(&args[1..]),
-        Some("-h" | "--help" | "help") => {
+    let Some(command) = args.first().cloned() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let options = match parse_options(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command.as_str() {
+        "lock" => lock(&options),
+        "download" => download(&options, false),
+        "verify" => download(&options, true),
+        "platform" => {
+            platform(&options.rest);
+            Ok(())
+        }
+        "-h" | "--help" | "help" => {
             println!("{USAGE}");
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Some(other) => {
-            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        None => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn platform(names: &[String]) -> ExitCode {
+fn read_manifest(path: &Path) -> Result<Manifest, String> {
+    Manifest::from_path(path).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+}
+
+fn lock_path(manifest: &Path) -> PathBuf {
+    manifest.parent().unwrap_or(Path::new(".")).join(LOCK_FILE)
+}
+
+fn hub() -> Hub {
+    Hub::new(HubSettings::from_env(&Env::process()))
+}
+
+fn lock(o: &Options) -> Result<(), String> {
+    let manifest = read_manifest(&o.manifest)?;
+    let path = lock_path(&o.manifest);
+    let old = Lock::read(&path).map_err(|e| e.to_string())?;
+    let mut hub = hub();
+    let mut new = Lock { kernels: Vec::new(), tvm_ffi: old.as_ref().and_then(|l| l.tvm_ffi.clone()) };
+    for decl in manifest.kernels.values() {
+        let KernelSource::Hub { repo, requested } = &decl.source else { continue };
+        let kept = old
+            .as_ref()
+            .and_then(|l| l.kernel(&decl.name))
+            .filter(|k| !o.update && &k.repo == repo && &k.requested == requested);
+        let pinned = match kept {
+            Some(k) => k.clone(),
+            None => {
+                let k = resolve::resolve(&mut hub, &decl.name, repo, requested)
+                    .map_err(|e| format!("kernel `{}`: {e}", decl.name))?;
+                eprintln!("  locked {} ({repo} @ {requested}) at {}", decl.name, k.commit);
+                k
+            }
+        };
+        new.kernels.push(pinned);
+    }
+    // Pin the tvm-ffi runtime library this machine builds against, when there is one.
+    if let Ok(lib) = kernels_runtime::ffi::locate_tvm_ffi() {
+        let bytes = std::fs::read(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+        let source = std::process::Command::new(kernels_runtime::ffi::TVM_FFI_CONFIG)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|v| format!("apache-tvm-ffi=={}", v.trim()))
+            .unwrap_or_else(|| lib.display().to_string());
+        new.tvm_ffi = Some(RuntimePin {
+            file: kernels_runtime::ffi::TVM_FFI_LIBRARY.to_owned(),
+            sha256: kernels_runtime::metadata::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            source,
+        });
+    }
+    let text = new.render();
+    let unchanged = std::fs::read_to_string(&path).is_ok_and(|t| t == text);
+    if !unchanged {
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    eprintln!("{} {}", if unchanged { "unchanged" } else { "wrote" }, path.display());
+    Ok(())
+}
+
+fn download(o: &Options, verify_only: bool) -> Result<(), String> {
+    let manifest = read_manifest(&o.manifest)?;
+    let path = lock_path(&o.manifest);
+    let lock = Lock::read(&path)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} is missing: run `cargo kernels lock` first", path.display()))?;
+    let stale = lock.staleness(&manifest);
+    if !stale.is_empty() {
+        let list: Vec<String> = stale.iter().map(|s| format!("  {s}")).collect();
+        return Err(format!("{} is out of date:\n{}\nrun `cargo kernels lock`", path.display(), list.join("\n")));
+    }
+    let spec = TargetSpec::new(&o.target, manifest.build.backends.as_deref()).map_err(|e| e.to_string())?;
+    let mut settings = HubSettings::from_env(&Env::process());
+    settings.offline |= verify_only;
+    let mut hub = Hub::new(settings);
+    let mut count = 0;
+    for k in &lock.kernels {
+        for v in k.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
+            resolve::fetch_variant(&mut hub, &k.repo, &k.commit, v, &spec.os)
+                .map_err(|e| format!("kernel `{}`, variant {}: {e}", k.name, v.name))?;
+            eprintln!("  {} {} {}", if verify_only { "verified" } else { "cached" }, k.name, v.name);
+            count += 1;
+        }
+    }
+    eprintln!("{count} variant(s) for {} in {}", spec.triple, hub.settings().cache_dir.display());
+    Ok(())
+}
+
+fn platform(names: &[String]) {
     let platform = Platform::detect();
     println!("{platform}\n");
     let candidates: Vec<Candidate> = if names.is_empty() {
@@ -83,5 +246,4 @@ fn platform(names: &[String]) -> ExitCode {
     for request in requests {
         println!("{}\n", select(&platform, request, &candidates).trace);
     }
-    ExitCode::SUCCESS
 }
