@@ -1,0 +1,62 @@
+struct Scale<'a, T: Copy>(
+    f32,
+    &'a [T],
+)
+where
+    T: Default;
+#[automatically_derived]
+impl<'a, T: Copy> Scale<'a, T>
+where
+    T: Default,
+{
+    /// Runs layer `Scale` through the kernel function `kernels.toml` maps it to on the device of its inputs, or through `apply` when none is available there; see `kernels_runtime::dispatch`.
+    #[inline]
+    fn kernel_apply(
+        &self,
+        x: &[T],
+    ) -> Result<Vec<T>, Box<dyn std::error::Error + Send + Sync>> {
+        static __KERNELS_LAYER: ::kernels_runtime::__private::Layer = ::kernels_runtime::__private::Layer::new(
+            "Scale",
+            "Scale",
+            ::core::module_path!(),
+            &["output", "x", "self.0 as f64 * 2.0", "self.1.len()"],
+            &crate::__KERNELS_REGISTRY,
+        );
+        let __kernels_error = match __KERNELS_LAYER
+            .kernel(::kernels_runtime::__private::KernelArg::device(&x))
+        {
+            ::core::result::Result::Ok(
+                ::core::option::Option::Some(__kernels_kernel),
+            ) => {
+                let mut __kernels_output = x.to_vec();
+                match ::kernels_runtime::__private::call(
+                    __kernels_kernel,
+                    &[
+                        ::kernels_runtime::__private::KernelOutput::kernel_output(
+                            &mut __kernels_output,
+                        ),
+                        ::kernels_runtime::__private::KernelArg::kernel_arg(&x),
+                        ::kernels_runtime::__private::KernelArg::kernel_arg(
+                            &(self.0 as f64 * 2.0),
+                        ),
+                        ::kernels_runtime::__private::KernelArg::kernel_arg(
+                            &self.1.len(),
+                        ),
+                    ],
+                ) {
+                    ::core::result::Result::Ok(()) => {
+                        return ::core::result::Result::Ok(__kernels_output);
+                    }
+                    ::core::result::Result::Err(__kernels_error) => __kernels_error,
+                }
+            }
+            ::core::result::Result::Ok(::core::option::Option::None) => {
+                return self.apply(x);
+            }
+            ::core::result::Result::Err(__kernels_error) => __kernels_error,
+        };
+        ::core::result::Result::Err(
+            ::kernels_runtime::__private::layer_error(__kernels_error),
+        )
+    }
+}

@@ -1,0 +1,63 @@
+pub struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+#[automatically_derived]
+impl RmsNorm {
+    /// Runs layer `RMSNorm` through the kernel function `kernels.toml` maps it to on the device of its inputs, or through `forward` when none is available there; see `kernels_runtime::dispatch`.
+    #[inline]
+    pub fn kernel_forward(
+        &self,
+        x: &HostTensor<f32>,
+    ) -> Result<HostTensor<f32>, DispatchError> {
+        static __KERNELS_LAYER: ::kernels_runtime::__private::Layer = ::kernels_runtime::__private::Layer::new(
+            "RMSNorm",
+            "RmsNorm",
+            ::core::module_path!(),
+            &["output", "x", "self.weight", "self.eps"],
+            &crate::__KERNELS_REGISTRY,
+        );
+        let __kernels_error = match __KERNELS_LAYER
+            .kernel(
+                ::kernels_runtime::__private::KernelArg::device(&x)
+                    .or_else(|| ::kernels_runtime::__private::KernelArg::device(
+                        &self.weight,
+                    ))
+                    .or_else(|| ::kernels_runtime::__private::KernelArg::device(
+                        &self.eps,
+                    )),
+            )
+        {
+            ::core::result::Result::Ok(
+                ::core::option::Option::Some(__kernels_kernel),
+            ) => {
+                let mut __kernels_output = HostTensor::zeros(x.shape());
+                match ::kernels_runtime::__private::call(
+                    __kernels_kernel,
+                    &[
+                        ::kernels_runtime::__private::KernelOutput::kernel_output(
+                            &mut __kernels_output,
+                        ),
+                        ::kernels_runtime::__private::KernelArg::kernel_arg(&x),
+                        ::kernels_runtime::__private::KernelArg::kernel_arg(
+                            &self.weight,
+                        ),
+                        ::kernels_runtime::__private::KernelArg::kernel_arg(&self.eps),
+                    ],
+                ) {
+                    ::core::result::Result::Ok(()) => {
+                        return ::core::result::Result::Ok(__kernels_output);
+                    }
+                    ::core::result::Result::Err(__kernels_error) => __kernels_error,
+                }
+            }
+            ::core::result::Result::Ok(::core::option::Option::None) => {
+                return self.forward(x);
+            }
+            ::core::result::Result::Err(__kernels_error) => __kernels_error,
+        };
+        ::core::result::Result::Err(
+            ::kernels_runtime::__private::layer_error(__kernels_error),
+        )
+    }
+}
