@@ -78,7 +78,7 @@ fn parse_list(input: ParseStream<'_>, options: &mut Options, errors: &mut Errors
             return malformed(input, options, errors);
         };
         if input.is_empty() || input.peek(Token![,]) {
-            errors.at(&eq, messages::missing_value(&name.to_string()));
+            errors.at(eq, messages::missing_value(&name.to_string()));
         } else {
             parse_value(input, &name, options, errors);
         }
@@ -117,12 +117,12 @@ fn parse_value(input: ParseStream<'_>, name: &Ident, options: &mut Options, erro
         return;
     }
     match key.as_str() {
-        "layer" => options.layer = value(input, errors, |s| s.parse::<LitStr>(), || messages::layer_not_a_string()),
+        "layer" => options.layer = value(input, errors, |s| s.parse::<LitStr>(), messages::layer_not_a_string),
         "forward" => {
-            options.forward = value(input, errors, |s| s.parse::<Signature>(), || messages::forward_not_a_signature())
+            options.forward = value(input, errors, |s| s.parse::<Signature>(), messages::forward_not_a_signature)
         }
         "output" => options.output = expression(input, errors),
-        _ => options.args = value(input, errors, parse_arg_list, || messages::args_not_a_list()),
+        _ => options.args = value(input, errors, parse_arg_list, messages::args_not_a_list),
     }
 }
 

@@ -7,6 +7,8 @@
 //! Features: `runtime` (default) is everything above; without it only [`ffi`]'s ABI types
 //! remain, and `kernel-abi` adds [`ffi::kernel`] for writing kernels in Rust.
 
+#[cfg(feature = "runtime")]
+pub mod dispatch;
 pub mod ffi;
 #[cfg(feature = "runtime")]
 pub mod loader;
@@ -20,3 +22,10 @@ pub mod registry;
 pub mod select;
 #[cfg(feature = "runtime")]
 pub mod variant;
+
+#[cfg(feature = "runtime")]
+#[doc(hidden)]
+pub use dispatch::__private;
+/// Marks a layer as replaceable by a Hub kernel: see [`dispatch`] (feature `macros`).
+#[cfg(feature = "macros")]
+pub use kernels_macros::kernelize;

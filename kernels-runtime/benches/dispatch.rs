@@ -1,0 +1,2 @@
+//! A kernelized call against a direct call of the same kernel function.
+fn main() {}

@@ -1,0 +1,1 @@
+//! `#[kernelize]` layers dispatching to the example CPU kernels or falling back.
