@@ -5,8 +5,11 @@
 //! `metadata.json` ([`metadata`]), and loads and calls TVM-FFI kernels ([`ffi`], [`loader`]).
 //!
 //! Features: `runtime` (default) is everything above; without it only [`ffi`]'s ABI types
-//! remain, and `kernel-abi` adds [`ffi::kernel`] for writing kernels in Rust.
+//! remain, and `kernel-abi` adds [`ffi::kernel`] for writing kernels in Rust. `candle` adds
+//! kernel calls on candle tensors (`candle`; `candle-cuda` for CUDA tensors).
 
+#[cfg(feature = "candle")]
+pub mod candle;
 #[cfg(feature = "runtime")]
 pub mod dispatch;
 pub mod ffi;
