@@ -1,1 +1,618 @@
-//! `#[kernelize]` layers dispatching to the example CPU kernels or falling back.
+//! `#[kernelize]` layers against the example CPU kernels of this repository (built here with
+//! cargo and laid out as a Hub kernel repo), and every fallback with its recorded and logged
+//! reason.
+//!
+//! Each test runs in a process of its own (the test binary re-runs itself for that one test):
+//! decisions are cached for the life of a process and read environment variables, so every
+//! scenario starts fresh with exactly the environment it names.
+//!
+//! Kernel results must equal the Rust forward (computed in f64, rounded to f32) within
+//! `|kernel - forward| <= 1e-5 * max(1, |forward|)`: the kernels sum in f32.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use kernels_runtime::dispatch::{
+    self, Choice, DispatchError, FallbackReason, HostTensor, Mode, Target, report, report_with, with_mode,
+};
+use kernels_runtime::ffi::TensorView;
+use kernels_runtime::kernelize;
+use kernels_runtime::loader::Source;
+use kernels_runtime::registry::{KernelEntry, LayerEntry, ModeSupport, Registry};
+use kernels_runtime::variant::{BackendKind, CpuArch, Os};
+
+// ---- the registry a build script would generate -------------------------------------------
+
+const RUST_CPU: &str = "kernels-test/rust-cpu";
+const DAMAGED: &str = "kernels-test/damaged";
+const FOREIGN: &str = "kernels-test/foreign";
+
+const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str, mode: ModeSupport) -> LayerEntry {
+    LayerEntry { layer, device: BackendKind::Cpu, kernel, function, capability: None, mode }
+}
+
+static __KERNELS_REGISTRY: Registry = Registry {
+    kernels: &[
+        KernelEntry { name: "damaged", repo: DAMAGED, commit: None, variants: &[] },
+        KernelEntry { name: "foreign", repo: FOREIGN, commit: None, variants: &[] },
+        KernelEntry { name: "ops", repo: RUST_CPU, commit: None, variants: &[] },
+    ],
+    layers: &[
+        cpu("AddRMSNorm", "ops", "add_rms_norm", ModeSupport::Inference),
+        cpu("Damaged", "damaged", "rms_norm", ModeSupport::Inference),
+        cpu("Foreign", "foreign", "rms_norm", ModeSupport::Inference),
+        cpu("Misnamed", "ops", "rms_norm_v2", ModeSupport::Inference),
+        cpu("RMSNorm", "ops", "rms_norm", ModeSupport::Inference),
+        cpu("SiluAndMul", "ops", "silu_and_mul", ModeSupport::Training),
+    ],
+    tvm_ffi: None,
+};
+
+// ---- layers -------------------------------------------------------------------------------
+
+/// RMSNorm over the last dimension, in f64.
+fn rms_norm_ref(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    x.chunks(weight.len())
+        .flat_map(|row| {
+            let mean_sq = row.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / row.len() as f64;
+            let scale = 1.0 / (mean_sq + f64::from(eps)).sqrt();
+            row.iter().zip(weight).map(move |(v, w)| (f64::from(*v) * scale * f64::from(*w)) as f32)
+        })
+        .collect()
+}
+
+/// Defines an RMSNorm layer type served by layer `$layer` of the registry.
+macro_rules! rms_norm_layer {
+    ($ty:ident, $layer:literal) => {
+        #[kernelize(
+                    layer = $layer,
+                    forward = fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
+                    output = HostTensor::zeros(x.shape()),
+                    args = (output, x, self.weight, self.eps),
+                )]
+        struct $ty {
+            weight: Vec<f32>,
+            eps: f32,
+            forward_calls: AtomicUsize,
+        }
+
+        impl $ty {
+            fn new(d: usize) -> Self {
+                let weight = (0..d).map(|i| 0.5 + i as f32 / d as f32).collect();
+                $ty { weight, eps: 1e-6, forward_calls: AtomicUsize::new(0) }
+            }
+
+            fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError> {
+                self.forward_calls.fetch_add(1, Ordering::Relaxed);
+                let out = rms_norm_ref(x.data(), &self.weight, self.eps);
+                Ok(HostTensor::new(out, x.shape()).expect("same shape as x"))
+            }
+
+            fn forward_calls(&self) -> usize {
+                self.forward_calls.load(Ordering::Relaxed)
+            }
+        }
+    };
+}
+
+rms_norm_layer!(RmsNorm, "RMSNorm");
+rms_norm_layer!(Unmapped, "Unmapped");
+rms_norm_layer!(Misnamed, "Misnamed");
+rms_norm_layer!(Damaged, "Damaged");
+rms_norm_layer!(Foreign, "Foreign");
+
+/// `silu(x[..d]) * x[d..]` on a flat slice, with a `Vec` output and a boxed error type.
+#[kernelize(
+    layer = "SiluAndMul",
+    forward = fn forward(&self, x: &[f32]) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>>,
+    output = vec![0f32; x.len() / 2],
+    args = (output, x),
+)]
+struct SiluAndMul;
+
+impl SiluAndMul {
+    fn forward(&self, x: &[f32]) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>> {
+        let (a, b) = x.split_at(x.len() / 2);
+        Ok(a.iter()
+            .zip(b)
+            .map(|(a, b)| {
+                let (a, b) = (f64::from(*a), f64::from(*b));
+                (a / (1.0 + (-a).exp()) * b) as f32
+            })
+            .collect())
+    }
+}
+
+/// Two outputs: `residual_out = x + residual`, `out = rms_norm(residual_out) * weight`.
+#[kernelize(
+    layer = "AddRMSNorm",
+    forward = fn forward(&self, x: &HostTensor<f32>, residual: &HostTensor<f32>)
+        -> Result<(HostTensor<f32>, HostTensor<f32>), DispatchError>,
+    output = (HostTensor::zeros(x.shape()), HostTensor::zeros(x.shape())),
+    args = (output.0, output.1, x, residual, self.weight, self.eps),
+)]
+struct AddRmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+impl AddRmsNorm {
+    fn forward(
+        &self,
+        x: &HostTensor<f32>,
+        residual: &HostTensor<f32>,
+    ) -> Result<(HostTensor<f32>, HostTensor<f32>), DispatchError> {
+        let sum: Vec<f32> = x.data().iter().zip(residual.data()).map(|(a, b)| a + b).collect();
+        let out = rms_norm_ref(&sum, &self.weight, self.eps);
+        Ok((HostTensor::new(out, x.shape()).unwrap(), HostTensor::new(sum, x.shape()).unwrap()))
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/// Deterministic values in [-2, 2).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn assert_close(kernel: &[f32], forward: &[f32]) {
+    assert_eq!(kernel.len(), forward.len());
+    for (i, (k, f)) in kernel.iter().zip(forward).enumerate() {
+        assert!((k - f).abs() <= 1e-5 * f.abs().max(1.0), "element {i}: kernel {k}, forward {f}");
+    }
+}
+
+const CPU: Target = Target::Device(BackendKind::Cpu, 0);
+
+fn resolution(layer: &str, mode: Mode) -> &'static dispatch::Resolution {
+    report().find(layer, CPU, mode).unwrap_or_else(|| panic!("no decision for {layer} in {mode} mode:\n{}", report()))
+}
+
+fn fallback_of(layer: &str, mode: Mode) -> FallbackReason {
+    match resolution(layer, mode).choice() {
+        Choice::Fallback(reason) => reason.clone(),
+        Choice::Kernel(k) => panic!("{layer} uses kernel {k:?}"),
+    }
+}
+
+/// Log lines written through `tracing` in this process.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+/// The log lines that mention `needle`.
+fn log_lines(needle: &str) -> Vec<String> {
+    logs().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+}
+
+const CHILD: &str = "KERNELS_DISPATCH_TEST_CHILD";
+
+/// Runs `body` in a fresh process of this test binary with `env` set (and the dispatch
+/// variables not named in `env` unset); logs are captured there.
+fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
+    if std::env::var(CHILD).as_deref() == Ok(test) {
+        let subscriber = tracing_subscriber::fmt().with_writer(|| Capture).with_ansi(false).finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
+        body();
+        return;
+    }
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD, test);
+    for var in [dispatch::DISABLE_ENV, dispatch::STRICT_ENV, dispatch::LOCAL_KERNELS_ENV] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let out = cmd.output().expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{test} failed in its own process:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{test} did not run in its own process:\n{stdout}\n{stderr}");
+}
+
+// ---- the example kernels in a Hub layout --------------------------------------------------
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("kernels-runtime sits in the workspace")
+}
+
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = Command::new(rustc).arg("-vV").output().expect("rustc runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc -vV names the host").to_owned()
+}
+
+/// Builds `kernels-example-cpu` (release) and returns its shared library.
+fn build_example_kernel() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+    let manifest = workspace().join("examples/kernels/rust-cpu/Cargo.toml");
+    // A target dir of its own (shared with the end-to-end tests, built the same way): the
+    // outer cargo may hold the workspace's.
+    let target_dir = workspace().join("target").join("kernels-tests");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--lib", "--message-format=json-render-diagnostics", "--target"])
+        .arg(host_triple())
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for key in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(key);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(out.status.success(), "building the example kernel failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != "kernels_example_cpu" {
+            continue;
+        }
+        let libs = msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
+        if let Some(lib) = libs.map(PathBuf::from).find(|f| f.extension().is_some_and(|e| e == "so" || e == "dylib")) {
+            return lib;
+        }
+    }
+    panic!("cargo reported no shared library for kernels-example-cpu:\n{stdout}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    kernels_runtime::metadata::sha256_hex(bytes)
+}
+
+/// Lays `library` out as `<root>/build/<variant>/<id>.so` + `metadata.json`, as
+/// kernel-builder does for a CPU tvm-ffi variant.
+fn lay_out(library: &[u8], variant: &str, root: &Path) {
+    let id = format!("_rust_cpu_ops_{}", &sha256_hex(library)[..7]);
+    let dir = root.join("build").join(variant);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{id}.so")), library).unwrap();
+    let files = kernels_runtime::metadata::digest_files(&dir).unwrap();
+    let metadata = serde_json::json!({
+        "name": "rust-cpu-ops",
+        "id": id,
+        "version": 1,
+        "license": "Apache-2.0",
+        "backend": { "type": "cpu" },
+        "digest": { "algorithm": "sha256", "files": files },
+    });
+    std::fs::write(dir.join("metadata.json"), serde_json::to_string_pretty(&metadata).unwrap()).unwrap();
+}
+
+/// The Hub layouts the tests point `LOCAL_KERNELS` at: intact, damaged after its digest was
+/// recorded, and built for another CPU. Made once per parent process, keyed by the library's
+/// hash so concurrent runs share them.
+struct Hubs {
+    intact: PathBuf,
+    damaged: PathBuf,
+    foreign: PathBuf,
+}
+
+fn hubs() -> &'static Hubs {
+    static HUBS: OnceLock<Hubs> = OnceLock::new();
+    HUBS.get_or_init(|| {
+        let library = std::fs::read(build_example_kernel()).unwrap();
+        let root =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dispatch-hubs-{}", &sha256_hex(&library)[..12]));
+        let this = format!("tvm-ffi01-cpu-{}-{}", CpuArch::current(), Os::current());
+        let other = if CpuArch::current() == CpuArch::X86_64 { "aarch64" } else { "x86_64" };
+        let hubs = Hubs { intact: root.join("intact"), damaged: root.join("damaged"), foreign: root.join("foreign") };
+        if !root.join("complete").is_file() {
+            let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            lay_out(&library, &this, &tmp.path().join("intact"));
+            lay_out(&library, &this, &tmp.path().join("damaged"));
+            lay_out(&library, &format!("tvm-ffi01-cpu-{other}-{}", Os::current()), &tmp.path().join("foreign"));
+            // Damage the library after its digest was written.
+            let lib = std::fs::read_dir(tmp.path().join("damaged/build").join(&this))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|e| e == "so"))
+                .unwrap();
+            std::fs::OpenOptions::new().append(true).open(lib).unwrap().write_all(b"tampered").unwrap();
+            std::fs::write(tmp.path().join("complete"), b"").unwrap();
+            // Another process may have finished first; either copy is the same.
+            let _ = std::fs::rename(tmp.keep(), &root);
+        }
+        assert!(root.join("complete").is_file(), "{} was not laid out", root.display());
+        hubs
+    })
+}
+
+fn local_kernels() -> (&'static str, String) {
+    let h = hubs();
+    let value = format!(
+        "{RUST_CPU}={}:{DAMAGED}={}:{FOREIGN}={}",
+        h.intact.display(),
+        h.damaged.display(),
+        h.foreign.display()
+    );
+    (dispatch::LOCAL_KERNELS_ENV, value)
+}
+
+// ---- tests --------------------------------------------------------------------------------
+
+#[test]
+fn mapped_layers_run_the_example_kernels() {
+    in_own_process("mapped_layers_run_the_example_kernels", &[local_kernels()], || {
+        let norm = RmsNorm::new(64);
+        let x = HostTensor::new(values(4 * 64, 1), &[4, 64]).unwrap();
+        let by_kernel = norm.kernel_forward(&x).unwrap();
+        assert_eq!(norm.forward_calls(), 0, "the Rust forward was not called");
+        assert_eq!(by_kernel.shape(), [4, 64]);
+        assert_close(by_kernel.data(), norm.forward(&x).unwrap().data());
+
+        let Choice::Kernel(k) = resolution("RMSNorm", Mode::Inference).choice() else { panic!("{}", report()) };
+        assert_eq!((k.kernel.as_str(), k.function.as_str(), k.source), ("ops", "rms_norm", Source::Local));
+        assert_eq!(k.variant, format!("tvm-ffi01-cpu-{}-{}", CpuArch::current(), Os::current()));
+        assert_eq!(k.trace.chosen(), Some(k.variant.as_str()));
+
+        let x = values(2 * 32, 2);
+        assert_close(&SiluAndMul.kernel_forward(&x).unwrap(), &SiluAndMul.forward(&x).unwrap());
+
+        let add = AddRmsNorm { weight: values(48, 3), eps: 1e-5 };
+        let (x, r) = (
+            HostTensor::new(values(3 * 48, 4), &[3, 48]).unwrap(),
+            HostTensor::new(values(3 * 48, 5), &[3, 48]).unwrap(),
+        );
+        let (out, sum) = add.kernel_forward(&x, &r).unwrap();
+        let (out_ref, sum_ref) = add.forward(&x, &r).unwrap();
+        assert_close(sum.data(), sum_ref.data());
+        assert_close(out.data(), out_ref.data());
+
+        let lines = log_lines("uses kernel ops::rms_norm");
+        assert_eq!(lines.len(), 1, "{}", logs());
+        assert!(lines[0].contains("INFO"), "{}", lines[0]);
+    });
+}
+
+#[test]
+fn decisions_are_made_once_and_shared_by_threads() {
+    in_own_process("decisions_are_made_once_and_shared_by_threads", &[local_kernels()], || {
+        let norm = RmsNorm::new(32);
+        let x = HostTensor::new(values(2 * 32, 6), &[2, 32]).unwrap();
+        let expected = norm.forward(&x).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        assert_close(norm.kernel_forward(&x).unwrap().data(), expected.data());
+                    }
+                });
+            }
+        });
+        assert_eq!(norm.forward_calls(), 1, "only the reference call above");
+        let report = report();
+        let layer = report.layers.iter().find(|l| l.layer == "RMSNorm").unwrap();
+        assert_eq!(layer.resolutions.len(), 1, "{report}");
+        assert_eq!(log_lines("RMSNorm").len(), 1, "{}", logs());
+    });
+}
+
+#[test]
+fn kernel_errors_are_errors_not_fallbacks() {
+    in_own_process("kernel_errors_are_errors_not_fallbacks", &[local_kernels()], || {
+        // The weight does not match the last dimension: the kernel refuses with a ValueError.
+        let mut norm = RmsNorm::new(8);
+        norm.weight.pop();
+        let x = HostTensor::new(values(16, 7), &[2, 8]).unwrap();
+        let err = norm.kernel_forward(&x).unwrap_err();
+        let DispatchError::Kernel { layer, source } = &err else { panic!("{err}") };
+        assert_eq!(*layer, "RMSNorm");
+        let (kind, message) = source.raised().expect("the kernel raised");
+        assert_eq!(kind, "ValueError");
+        assert!(message.contains("weight"), "{message}");
+        assert_eq!(norm.forward_calls(), 0, "no silent fallback");
+
+        // A tensor the ABI cannot describe is reported with its place in `args`.
+        let norm = RmsNorm::new(1);
+        let too_deep = HostTensor::<f32>::zeros(&[1; 9]);
+        let err = norm.kernel_forward(&too_deep).unwrap_err();
+        assert!(matches!(err, DispatchError::Argument { index: 0, name: "output", .. }), "{err}");
+        assert!(err.to_string().contains("at most 8 dimensions"), "{err}");
+    });
+}
+
+#[test]
+fn unmapped_layers_use_their_forward() {
+    in_own_process("unmapped_layers_use_their_forward", &[local_kernels()], || {
+        let layer = Unmapped::new(16);
+        let x = HostTensor::new(values(16, 8), &[1, 16]).unwrap();
+        assert_eq!(layer.kernel_forward(&x).unwrap(), layer.forward(&x).unwrap());
+        assert_eq!(layer.forward_calls(), 2);
+        let reason = fallback_of("Unmapped", Mode::Inference);
+        assert!(matches!(reason, FallbackReason::NoMapping { device: BackendKind::Cpu, .. }), "{reason:?}");
+        let lines = log_lines("layer `Unmapped`");
+        assert_eq!(lines.len(), 1, "{}", logs());
+        assert!(lines[0].contains("INFO") && lines[0].contains("maps it to no kernel"), "{}", lines[0]);
+    });
+}
+
+#[test]
+fn disable_kernel_mapping_uses_every_forward() {
+    let env = [local_kernels(), (dispatch::DISABLE_ENV, "1".to_owned())];
+    in_own_process("disable_kernel_mapping_uses_every_forward", &env, || {
+        let norm = RmsNorm::new(16);
+        let x = HostTensor::new(values(16, 9), &[1, 16]).unwrap();
+        norm.kernel_forward(&x).unwrap();
+        assert_eq!(norm.forward_calls(), 1);
+        assert!(matches!(fallback_of("RMSNorm", Mode::Inference), FallbackReason::Disabled));
+        assert_eq!(log_lines("DISABLE_KERNEL_MAPPING is set").len(), 1, "{}", logs());
+    });
+}
+
+#[test]
+fn training_mode_needs_a_kernel_with_backward() {
+    in_own_process("training_mode_needs_a_kernel_with_backward", &[local_kernels()], || {
+        let norm = RmsNorm::new(16);
+        let x = HostTensor::new(values(16, 10), &[1, 16]).unwrap();
+        with_mode(Mode::Training, || norm.kernel_forward(&x)).unwrap();
+        assert_eq!(norm.forward_calls(), 1, "inference-only kernel refused in training");
+        let reason = fallback_of("RMSNorm", Mode::Training);
+        assert!(matches!(&reason, FallbackReason::NoBackward { kernels } if kernels == &["ops"]), "{reason:?}");
+        // Inference is decided separately and gets the kernel.
+        norm.kernel_forward(&x).unwrap();
+        assert_eq!(norm.forward_calls(), 1);
+        assert!(matches!(resolution("RMSNorm", Mode::Inference).choice(), Choice::Kernel(_)));
+        // A kernel declared with backward serves training.
+        let x = values(8, 11);
+        with_mode(Mode::Training, || SiluAndMul.kernel_forward(&x)).unwrap();
+        assert!(matches!(resolution("SiluAndMul", Mode::Training).choice(), Choice::Kernel(_)));
+        assert_eq!(log_lines("in training mode uses its Rust forward").len(), 1, "{}", logs());
+    });
+}
+
+#[test]
+fn missing_functions_fall_back_with_a_warning() {
+    in_own_process("missing_functions_fall_back_with_a_warning", &[local_kernels()], || {
+        let layer = Misnamed::new(16);
+        let x = HostTensor::new(values(16, 12), &[1, 16]).unwrap();
+        layer.kernel_forward(&x).unwrap();
+        assert_eq!(layer.forward_calls(), 1);
+        let reason = fallback_of("Misnamed", Mode::Inference);
+        assert!(matches!(&reason, FallbackReason::MissingSymbol { function, .. } if function == "rms_norm_v2"));
+        let lines = log_lines("layer `Misnamed`");
+        assert_eq!(lines.len(), 1, "{}", logs());
+        assert!(lines[0].contains("WARN") && lines[0].contains("__tvm_ffi_rms_norm_v2"), "{}", lines[0]);
+    });
+}
+
+#[test]
+fn damaged_kernels_fall_back_with_a_warning() {
+    in_own_process("damaged_kernels_fall_back_with_a_warning", &[local_kernels()], || {
+        let layer = Damaged::new(16);
+        let x = HostTensor::new(values(16, 13), &[1, 16]).unwrap();
+        layer.kernel_forward(&x).unwrap();
+        assert_eq!(layer.forward_calls(), 1);
+        let reason = fallback_of("Damaged", Mode::Inference);
+        assert!(matches!(reason, FallbackReason::LoadFailed { .. }), "{reason:?}");
+        let lines = log_lines("layer `Damaged`");
+        assert_eq!(lines.len(), 1, "{}", logs());
+        assert!(lines[0].contains("WARN") && lines[0].contains("failed to load"), "{}", lines[0]);
+    });
+}
+
+#[test]
+fn kernels_without_a_variant_for_this_machine_fall_back_with_the_trace() {
+    in_own_process("kernels_without_a_variant_for_this_machine_fall_back_with_the_trace", &[local_kernels()], || {
+        let layer = Foreign::new(16);
+        let x = HostTensor::new(values(16, 14), &[1, 16]).unwrap();
+        layer.kernel_forward(&x).unwrap();
+        assert_eq!(layer.forward_calls(), 1);
+        let reason = fallback_of("Foreign", Mode::Inference);
+        let trace = reason.trace().expect("a selection trace");
+        assert_eq!(trace.chosen(), None, "{trace}");
+        assert_eq!(trace.rows.len(), 1, "{trace}");
+        assert!(log_lines("built for").iter().any(|l| l.contains("CPUs, this machine is")), "{}", logs());
+    });
+}
+
+#[test]
+fn strict_mode_turns_fallbacks_into_errors() {
+    let env = [local_kernels(), (dispatch::STRICT_ENV, "1".to_owned())];
+    in_own_process("strict_mode_turns_fallbacks_into_errors", &env, || {
+        assert!(dispatch::is_strict());
+        let layer = Unmapped::new(16);
+        let x = HostTensor::new(values(16, 15), &[1, 16]).unwrap();
+        let err = layer.kernel_forward(&x).unwrap_err();
+        assert!(matches!(err, DispatchError::Strict { .. }), "{err}");
+        assert!(
+            err.to_string().contains("maps it to no kernel") && err.to_string().contains("KERNELS_STRICT"),
+            "{err}"
+        );
+        assert_eq!(layer.forward_calls(), 0);
+        // Layers with a kernel are unaffected.
+        RmsNorm::new(16).kernel_forward(&x).unwrap();
+        // The switch overrides the variable both ways.
+        dispatch::set_strict(false);
+        layer.kernel_forward(&x).unwrap();
+        assert_eq!(layer.forward_calls(), 1);
+        dispatch::set_strict(true);
+        assert!(layer.kernel_forward(&x).is_err());
+    });
+}
+
+#[test]
+fn the_report_lists_every_layer_with_its_choice() {
+    in_own_process("the_report_lists_every_layer_with_its_choice", &[local_kernels()], || {
+        let x = HostTensor::new(values(16, 16), &[1, 16]).unwrap();
+        RmsNorm::new(16).kernel_forward(&x).unwrap();
+        Unmapped::new(16).kernel_forward(&x).unwrap();
+        let text = report_with(&__KERNELS_REGISTRY).to_string();
+        println!("{text}");
+        let row = |layer: &str| text.lines().find(|l| l.starts_with(layer)).unwrap_or_default().to_owned();
+        assert!(row("RMSNorm ").contains("RmsNorm") && row("RMSNorm ").contains("kernel ops::rms_norm"), "{text}");
+        assert!(row("Unmapped").contains("Rust forward: kernels.toml maps it to no kernel"), "{text}");
+        assert!(row("AddRMSNorm").contains("not called yet (mapped for cpu)"), "{text}");
+        assert!(text.contains("variant selection for cpu"), "the decision trace is shown:\n{text}");
+        // Without the registry named, it is known from the layers that dispatched through it.
+        assert!(report().to_string().contains("not called yet"));
+    });
+}
+
+#[test]
+fn views_and_unsupported_devices() {
+    in_own_process("views_and_unsupported_devices", &[local_kernels()], || {
+        // A layer whose input is a raw view: CPU views dispatch to the CPU kernel.
+        #[kernelize(
+            layer = "SiluAndMul",
+            forward = fn forward(&self, x: &TensorView<'_>) -> Result<Vec<f32>, DispatchError>,
+            output = vec![0f32; x.numel() as usize / 2],
+            args = (output, x),
+        )]
+        struct ViewSilu {
+            calls: AtomicUsize,
+        }
+        impl ViewSilu {
+            fn forward(&self, x: &TensorView<'_>) -> Result<Vec<f32>, DispatchError> {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                Ok(vec![0.0; x.numel() as usize / 2])
+            }
+        }
+        let layer = ViewSilu { calls: AtomicUsize::new(0) };
+        let data = values(8, 17);
+        let view = TensorView::from_slice(&data, &[8]).unwrap();
+        assert_close(&layer.kernel_forward(&view).unwrap(), &SiluAndMul.forward(&data).unwrap());
+        assert_eq!(layer.calls.load(Ordering::Relaxed), 0);
+        // Vulkan memory: no kernel variant targets it; the forward runs (it reads nothing).
+        use kernels_runtime::ffi::{DLDataType, DLDevice, DLDeviceType};
+        // SAFETY: the view is only inspected (the forward reads its shape), never dereferenced.
+        let vulkan = unsafe {
+            TensorView::from_raw_parts(
+                std::ptr::null_mut(),
+                DLDevice::new(DLDeviceType::VULKAN, 0),
+                DLDataType::F32,
+                &[8],
+                None,
+                0,
+            )
+        }
+        .unwrap();
+        assert_eq!(layer.kernel_forward(&vulkan).unwrap().len(), 4);
+        assert_eq!(layer.calls.load(Ordering::Relaxed), 1);
+        let r = report().find("SiluAndMul", Target::Unsupported(7), Mode::Inference).expect("decided");
+        assert!(matches!(r.choice(), Choice::Fallback(FallbackReason::UnsupportedDevice { device_type: 7 })));
+    });
+}
