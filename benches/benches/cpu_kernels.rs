@@ -6,14 +6,15 @@
 //! - `rms_norm(out, x, w, eps)` vs `candle_nn::ops::rms_norm`.
 //!
 //! Each kernel row allocates its output through candle, as a forward does; the "direct" rows
-//! call the kernel on preallocated buffers without candle, to show the adapter's cost.
+//! call the kernel on the same input memory and a preallocated output without candle, to show
+//! what the adapter and the allocation cost.
 //!
 //! `cargo bench -p kernels-benches --bench cpu_kernels` (options: `--rounds N`, `--warmup N`).
 
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Device, Storage, Tensor};
 use kernels_benches::{Case, Stats, build_example_cpu_kernels, compare, load_functions, machine};
 use kernels_runtime::candle::{self as kc, CandleArg};
 use kernels_runtime::ffi::{Arg, KernelFunction, TensorView};
@@ -90,11 +91,17 @@ fn run() -> Result<()> {
     println!("shape: [{ROWS} × {HIDDEN}] f32; {warmup} warm-up rounds, {rounds} timed rounds, cases interleaved");
 
     let device = Device::Cpu;
-    let x_data = values(ROWS * HIDDEN, 1);
-    let w_data = values(HIDDEN, 2);
-    let x = Tensor::from_vec(x_data.clone(), (ROWS, HIDDEN), &device)?;
-    let w = Tensor::from_vec(w_data.clone(), HIDDEN, &device)?;
+    let x = Tensor::from_vec(values(ROWS * HIDDEN, 1), (ROWS, HIDDEN), &device)?;
+    let w = Tensor::from_vec(values(HIDDEN, 2), HIDDEN, &device)?;
     let d = HIDDEN / 2;
+    // The "direct" cases read the very memory of `x` and `w` (held under read locks for the
+    // run), so that every case reads the same input and only the adapter's work differs.
+    let (x_storage, _) = x.storage_and_layout();
+    let (w_storage, _) = w.storage_and_layout();
+    let (Storage::Cpu(x_cpu), Storage::Cpu(w_cpu)) = (&*x_storage, &*w_storage) else {
+        return Err("CPU tensors expected".into());
+    };
+    let (x_data, w_data) = (x_cpu.as_slice::<f32>()?, w_cpu.as_slice::<f32>()?);
 
     // silu_and_mul: x [512, 4096] → out [512, 2048].
     let candle_silu_mul =
@@ -115,7 +122,7 @@ fn run() -> Result<()> {
         (
             "kernel `silu_and_mul` direct (preallocated buffers, no candle)",
             Box::new(|| {
-                let x = TensorView::from_slice(&x_data, &[ROWS, HIDDEN]).expect("view");
+                let x = TensorView::from_slice(x_data, &[ROWS, HIDDEN]).expect("view");
                 let out = TensorView::from_slice_mut(&mut out_direct, &[ROWS, d]).expect("view");
                 // SAFETY: silu_and_mul reads `x` and writes only `out`, borrowed mutably here.
                 unsafe { silu_and_mul.call(&[Arg::from(&out), Arg::from(&x)]) }.expect("kernel call");
@@ -149,8 +156,8 @@ fn run() -> Result<()> {
         (
             "kernel `rms_norm` direct (preallocated buffers, no candle)",
             Box::new(|| {
-                let x = TensorView::from_slice(&x_data, &[ROWS, HIDDEN]).expect("view");
-                let w = TensorView::from_slice(&w_data, &[HIDDEN]).expect("view");
+                let x = TensorView::from_slice(x_data, &[ROWS, HIDDEN]).expect("view");
+                let w = TensorView::from_slice(w_data, &[HIDDEN]).expect("view");
                 let out = TensorView::from_slice_mut(&mut out_direct, &[ROWS, HIDDEN]).expect("view");
                 // SAFETY: rms_norm reads `x` and `w` and writes only `out`, borrowed mutably here.
                 unsafe { rms_norm.call(&[Arg::from(&out), Arg::from(&x), Arg::from(&w), Arg::Float(EPS)]) }
@@ -163,6 +170,54 @@ fn run() -> Result<()> {
     drop(cases);
     let rms_bytes = 2 * ROWS * HIDDEN * 4 + HIDDEN * 4;
     print_table("rms_norm, [512 × 4096] f32, weight [4096]", rms_bytes, &stats, &stats[3].name);
+    drop((x_storage, w_storage));
+
+    // The adapter's own cost per call: a tiny input, the output allocated once.
+    let small = Tensor::from_vec(values(128, 3), (1, 128), &device)?;
+    let small_out = kc::output_zeros((1, 64), DType::F32, &device)?;
+    let small_data = values(128, 3);
+    let mut small_direct = vec![0f32; 64];
+    let mut cases: Vec<Case<'_>> = vec![
+        (
+            "kernel `silu_and_mul` via candle adapter (output allocated once)",
+            Box::new(|| {
+                // SAFETY: silu_and_mul reads `small` and writes only `small_out`.
+                unsafe { kc::call(&silu_and_mul, &[CandleArg::Output(&small_out), CandleArg::Input(&small)]) }
+                    .expect("kernel call")
+            }),
+        ),
+        (
+            "kernel `silu_and_mul` direct",
+            Box::new(|| {
+                let x = TensorView::from_slice(&small_data, &[1, 128]).expect("view");
+                let out = TensorView::from_slice_mut(&mut small_direct, &[1, 64]).expect("view");
+                // SAFETY: silu_and_mul reads `x` and writes only `out`, borrowed mutably here.
+                unsafe { silu_and_mul.call(&[Arg::from(&out), Arg::from(&x)]) }.expect("kernel call");
+            }),
+        ),
+        (
+            "candle `x[:, :d].silu() * x[:, d:]` (unfused)",
+            Box::new(|| {
+                drop(black_box(
+                    (small.narrow(1, 0, 64).unwrap().silu().unwrap() * small.narrow(1, 64, 64).unwrap()).unwrap(),
+                ))
+            }),
+        ),
+    ];
+    let stats = compare(&mut cases, warmup * 50, rounds * 50);
+    drop(cases);
+    println!("\ncall overhead, silu_and_mul on [1 × 128] f32\n");
+    println!("| case | median | p10 – p90 |");
+    println!("|---|---:|---:|");
+    for s in &stats {
+        println!(
+            "| {} | {:.2} µs | {:.2} – {:.2} µs |",
+            s.name,
+            s.median.as_secs_f64() * 1e6,
+            s.p10.as_secs_f64() * 1e6,
+            s.p90.as_secs_f64() * 1e6
+        );
+    }
     Ok(())
 }
 

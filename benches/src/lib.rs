@@ -97,7 +97,8 @@ pub fn compare(cases: &mut [Case<'_>], warmup: usize, rounds: usize) -> Vec<Stat
         .collect()
 }
 
-/// One line about the machine: CPU model, logical CPUs available, and thread overrides.
+/// One line about the machine: CPU model, logical CPUs available, thread overrides and the
+/// load average (other work on a shared machine shows there).
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -110,5 +111,8 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let rayon = std::env::var("RAYON_NUM_THREADS").map(|n| format!(", RAYON_NUM_THREADS={n}")).unwrap_or_default();
-    format!("{model}, {cpus} logical CPUs available{rayon}")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| format!(", load average {}", l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")))
+        .unwrap_or_default();
+    format!("{model}, {cpus} logical CPUs available{rayon}{load}")
 }
