@@ -1,38 +1,45 @@
-//! `kernels.lock`: what `cargo kernels lock` pinned, read by the build script.
+//! `kernels.lock`: what `cargo kernels lock` pinned; the build script only reads it.
 //!
 //! ```toml
-//! # Written by `cargo kernels lock`. Do not edit by hand.
+//! # This file is written by `cargo kernels lock`. Do not edit it by hand.
 //! version = 1
 //!
 //! [[kernel]]
 //! name = "activation"
 //! repo = "kernels-community/activation"
-//! requested-version = 1
+//! requested-version = 1                 # or: requested-revision = "<commit, branch or tag>"
 //! commit = "0123456789abcdef0123456789abcdef01234567"
 //!
 //! [[kernel.variant]]
 //! name = "tvm-ffi01-cpu-x86_64-linux"
 //! files = [
-//!     { path = "_activation_cpu_abc1234.so", sha256 = "…", size = 123456 },
-//!     { path = "metadata.json", sha256 = "…", size = 789 },
+//!     { path = "_activation_cpu_7a4e5a7.so", sha256 = "<64 hex>", size = 123456 },
+//!     { path = "metadata.json", sha256 = "<64 hex>", size = 789 },
 //! ]
 //!
-//! [tvm-ffi]
+//! [tvm-ffi]                             # the runtime library the lock was made with
 //! file = "libtvm_ffi.so"
-//! sha256 = "…"
+//! sha256 = "<64 hex>"
 //! size = 3141592
 //! source = "apache-tvm-ffi==0.1.15.post2"
 //! ```
 //!
-//! Kernels are sorted by name, variants by name, files by path: the same pins always give the
-//! same bytes, and a change shows up as a small diff.
+//! Only Hub kernels are locked: `path` kernels are verified by their own `metadata.json`. The
+//! writer owns the layout: kernels sorted by name, variants by name, files by path, one file
+//! per line, `\n` line ends. The same pins always give the same bytes, and a change is a small
+//! diff. The reader accepts any order (a hand-merged lock) and rejects unknown keys, bad
+//! hashes, unsafe file paths and duplicates, each error at `file:line:column` with its key.
 
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use kernels_runtime::variant::VariantName;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
-use crate::manifest::{KernelSource, Manifest, line_col};
+use crate::manifest::diagnostic::{Diagnostic, Reporter, child, entry, header, quote};
+use crate::manifest::{KernelSource, Manifest, check_local_name, check_repo, check_revision};
 use crate::resolve::{Requested, ResolvedFile, ResolvedKernel, ResolvedVariant};
 
 /// The lock file name.
@@ -41,131 +48,270 @@ pub const LOCK_FILE: &str = "kernels.lock";
 /// The format version this crate writes and reads.
 pub const LOCK_VERSION: u32 = 1;
 
+/// The command that writes the lock, named in every message about a stale or broken one.
+pub const LOCK_COMMAND: &str = "cargo kernels lock";
+
+const HEADER: &str = "# This file is written by `cargo kernels lock`. Do not edit it by hand.\n";
+const ROOT_KEYS: [&str; 3] = ["version", "kernel", "tvm-ffi"];
+const KERNEL_KEYS: [&str; 6] = ["name", "repo", "requested-version", "requested-revision", "commit", "variant"];
+const VARIANT_KEYS: [&str; 2] = ["name", "files"];
+const FILE_KEYS: [&str; 3] = ["path", "sha256", "size"];
+const PIN_KEYS: [&str; 4] = ["file", "sha256", "size", "source"];
+
 /// A parsed `kernels.lock`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
-    /// Pinned Hub kernels, sorted by name.
+    /// Pinned Hub kernels (sorted by name once read or rendered).
     pub kernels: Vec<ResolvedKernel>,
-    /// The tvm-ffi runtime library pin.
+    /// The pinned tvm-ffi runtime library.
     pub tvm_ffi: Option<RuntimePin>,
 }
 
-/// The pinned `libtvm_ffi.so`.
+/// The pinned `libtvm_ffi` runtime library (`[tvm-ffi]`): the one the lock was made with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimePin {
-    /// File name.
+    /// The library's file name (`libtvm_ffi.so`).
     pub file: String,
-    /// Hex sha256.
+    /// Hex sha256 of the library.
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
-    /// Where it comes from (e.g. `apache-tvm-ffi==0.1.15.post2`).
+    /// Where it came from: the release (`apache-tvm-ffi==0.1.15.post2`), a wheel URL or a path.
     pub source: String,
 }
 
-/// A lock error, located.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", path.display())]
-pub struct LockError {
-    /// The file.
-    pub path: PathBuf,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-    /// What is wrong.
-    pub message: String,
+/// Reading `kernels.lock` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The file exists but could not be read.
+    #[error("{}: cannot read the kernels lock: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has errors, each at `file:line:column` with its key, one per line.
+    #[error("{}\nfix it, or delete it and run `{LOCK_COMMAND}` to write it again", join_lines(.0))]
+    Invalid(Vec<Diagnostic>),
 }
 
-/// How a lock disagrees with the manifest.
+fn join_lines(items: &[Diagnostic]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// One way the lock disagrees with `kernels.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Staleness {
-    /// A Hub kernel of the manifest has no lock entry.
+    /// A Hub kernel of `kernels.toml` has no lock entry.
     Missing {
         /// Local name.
         name: String,
+        /// `org/name`.
+        repo: String,
+        /// What `kernels.toml` asks for.
+        requested: Requested,
     },
-    /// The lock pins a kernel the manifest no longer declares (or declares by path).
+    /// The lock pins a kernel `kernels.toml` no longer declares.
     Removed {
         /// Local name.
         name: String,
+        /// The locked repo.
+        repo: String,
     },
-    /// Repo or requested version/revision changed.
+    /// `kernels.toml` now takes the kernel from a local `path`.
+    NowLocal {
+        /// Local name.
+        name: String,
+        /// The locked repo.
+        repo: String,
+        /// The path, as written.
+        path: PathBuf,
+    },
+    /// The kernel's repo or requested version/revision changed.
     Changed {
         /// Local name.
         name: String,
-        /// Locked `repo @ requested`.
-        locked: String,
-        /// Declared `repo @ requested`.
-        declared: String,
+        /// The locked repo.
+        locked_repo: String,
+        /// What the lock was made for.
+        locked: Requested,
+        /// The repo `kernels.toml` names.
+        declared_repo: String,
+        /// What `kernels.toml` asks for.
+        declared: Requested,
     },
 }
 
-impl std::fmt::Display for Staleness {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Staleness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Staleness::Missing { name } => write!(f, "kernel `{name}` is not locked"),
-            Staleness::Removed { name } => write!(f, "kernel `{name}` is locked but no longer declared"),
-            Staleness::Changed { name, locked, declared } => {
-                write!(f, "kernel `{name}` is locked as {locked} but declared as {declared}")
+            Staleness::Missing { name, repo, requested } => {
+                write!(f, "kernel `{name}` ({repo}, {requested}) is declared in kernels.toml but not locked")
+            }
+            Staleness::Removed { name, repo } => {
+                write!(f, "kernel `{name}` ({repo}) is locked but no longer declared in kernels.toml")
+            }
+            Staleness::NowLocal { name, repo, path } => {
+                write!(f, "kernel `{name}` now comes from path `{}`; the lock still pins {repo}", path.display())
+            }
+            Staleness::Changed { name, locked_repo, locked, declared_repo, declared } => write!(
+                f,
+                "kernel `{name}` is locked as {locked_repo} @ {locked} but declared as {declared_repo} @ {declared}"
+            ),
+        }
+    }
+}
+
+/// The lock does not match `kernels.toml`: every difference, and the command that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernels.lock is out of date with kernels.toml:\n{}\nrun `{LOCK_COMMAND}` to update it", bullets(.0))]
+pub struct StaleLock(pub Vec<Staleness>);
+
+fn bullets<T: fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n")
+}
+
+/// One difference between two locks (an old one and the one proposed to replace it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockChange {
+    /// A kernel is pinned that was not.
+    KernelAdded {
+        /// Local name.
+        name: String,
+        /// Repo.
+        repo: String,
+        /// Its commit.
+        commit: String,
+    },
+    /// A kernel is no longer pinned.
+    KernelRemoved {
+        /// Local name.
+        name: String,
+        /// Repo.
+        repo: String,
+    },
+    /// The kernel's repo or request changed.
+    Source {
+        /// Local name.
+        name: String,
+        /// `repo, request` before.
+        from: String,
+        /// `repo, request` after.
+        to: String,
+    },
+    /// The kernel resolved to another commit.
+    Commit {
+        /// Local name.
+        name: String,
+        /// Commit before.
+        from: String,
+        /// Commit after.
+        to: String,
+    },
+    /// A variant is pinned that was not.
+    VariantAdded {
+        /// Local kernel name.
+        kernel: String,
+        /// Variant.
+        variant: String,
+    },
+    /// A variant is no longer pinned.
+    VariantRemoved {
+        /// Local kernel name.
+        kernel: String,
+        /// Variant.
+        variant: String,
+    },
+    /// Files of a variant were added, removed or changed (hash or size).
+    Files {
+        /// Local kernel name.
+        kernel: String,
+        /// Variant.
+        variant: String,
+        /// Paths only in the new lock.
+        added: Vec<String>,
+        /// Paths only in the old lock.
+        removed: Vec<String>,
+        /// Paths in both, with another hash or size.
+        changed: Vec<String>,
+    },
+    /// The tvm-ffi pin changed.
+    TvmFfi {
+        /// The pin before, described, if any.
+        from: Option<String>,
+        /// The pin after, described, if any.
+        to: Option<String>,
+    },
+}
+
+impl fmt::Display for LockChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
+        match self {
+            LockChange::KernelAdded { name, repo, commit } => {
+                write!(f, "kernel `{name}`: added, {repo} at {}", short(commit))
+            }
+            LockChange::KernelRemoved { name, repo } => write!(f, "kernel `{name}`: removed ({repo})"),
+            LockChange::Source { name, from, to } => write!(f, "kernel `{name}`: {from} -> {to}"),
+            LockChange::Commit { name, from, to } => {
+                write!(f, "kernel `{name}`: commit {} -> {}", short(from), short(to))
+            }
+            LockChange::VariantAdded { kernel, variant } => write!(f, "kernel `{kernel}`: variant {variant} added"),
+            LockChange::VariantRemoved { kernel, variant } => write!(f, "kernel `{kernel}`: variant {variant} removed"),
+            LockChange::Files { kernel, variant, added, removed, changed } => {
+                write!(f, "kernel `{kernel}`, variant {variant}:")?;
+                let mut sep = " ";
+                for (what, paths) in [("added", added), ("removed", removed), ("changed", changed)] {
+                    if !paths.is_empty() {
+                        write!(f, "{sep}{what} {}", list(paths))?;
+                        sep = "; ";
+                    }
+                }
+                Ok(())
+            }
+            LockChange::TvmFfi { from, to } => {
+                let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".to_owned());
+                write!(f, "tvm-ffi library: {} -> {}", show(from), show(to))
             }
         }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLock {
-    version: u32,
-    #[serde(default)]
-    kernel: Vec<RawKernel>,
-    #[serde(rename = "tvm-ffi")]
-    tvm_ffi: Option<RawPin>,
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawKernel {
-    name: String,
-    repo: String,
-    requested_version: Option<u64>,
-    requested_revision: Option<String>,
-    commit: String,
-    #[serde(default)]
-    variant: Vec<RawVariant>,
+fn describe_pin(p: &RuntimePin) -> String {
+    format!("{} ({}, sha256 {}, {} bytes)", p.file, p.source, short(&p.sha256), p.size)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVariant {
-    name: String,
-    files: Vec<RawFile>,
+/// Whether `s` is a lowercase hex sha256.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && is_lower_hex(s)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    path: String,
-    sha256: String,
-    size: u64,
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPin {
-    file: String,
-    sha256: String,
-    size: u64,
-    source: String,
-}
-
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn quote(s: &str) -> String {
-    // TOML basic strings accept the same escapes as JSON for everything we write.
-    serde_json::to_string(s).expect("strings always serialise")
+/// Checks a file path inside a variant directory: relative, `/`-separated, no `.`/`..`/empty
+/// components, no `\` — it is joined to cache directories, so it must stay inside them.
+pub(crate) fn check_file_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{} is not a safe path inside a variant directory: {why}", quote(path)));
+    if path.is_empty() {
+        return bad("it is empty");
+    }
+    if path.starts_with('/') || path.contains('\\') || path.contains(':') {
+        return bad("it must be relative and use `/`");
+    }
+    if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return bad("it has an empty, `.` or `..` component");
+    }
+    if path.chars().any(char::is_control) {
+        return bad("it holds a control character");
+    }
+    Ok(())
 }
 
 impl Lock {
@@ -174,84 +320,34 @@ impl Lock {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LockError::Read { path: path.to_owned(), source }),
+        }
+    }
+
+    /// Parses lock text; `origin` names the file in errors. Entries are sorted as
+    /// [`Lock::render`] writes them.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, LockError> {
+        let mut rep = Reporter::new(text, origin);
+        let lock = match DeTable::parse(text) {
+            Ok(root) => walk(&mut rep, root.get_ref()),
             Err(e) => {
-                Err(LockError { path: path.to_owned(), line: 0, column: 0, message: format!("cannot read: {e}") })
+                rep.syntax(&e);
+                None
             }
-        }
-    }
-
-    /// Parses lock text; `path` names the file in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, LockError> {
-        let err = |offset: usize, message: String| {
-            let (line, column) = line_col(text, offset);
-            LockError { path: path.to_owned(), line, column, message }
         };
-        let raw: RawLock = toml::from_str(text).map_err(|e| {
-            err(
-                e.span().map_or(0, |s| s.start),
-                format!("{} (run `cargo kernels lock` to rewrite it)", e.message().trim_end()),
-            )
-        })?;
-        let find = |needle: &str| text.find(needle).unwrap_or(0);
-        if raw.version != LOCK_VERSION {
-            return Err(err(
-                find("version"),
-                format!(
-                    "lock format version {} is not supported (expected {LOCK_VERSION}); run `cargo kernels lock`",
-                    raw.version
-                ),
-            ));
+        match lock {
+            Some(lock) if !rep.has_errors() => Ok(lock),
+            _ => Err(LockError::Invalid(rep.finish())),
         }
-        let mut kernels = Vec::new();
-        for k in raw.kernel {
-            let at = find(&format!("name = {}", quote(&k.name)));
-            let requested = match (k.requested_version, k.requested_revision) {
-                (Some(v), None) => Requested::Version(v),
-                (None, Some(r)) => Requested::Revision(r),
-                _ => {
-                    return Err(err(
-                        at,
-                        format!(
-                            "kernel `{}`: needs exactly one of `requested-version` and `requested-revision`",
-                            k.name
-                        ),
-                    ));
-                }
-            };
-            let mut variants = Vec::new();
-            for v in k.variant {
-                let mut files = Vec::new();
-                for f in v.files {
-                    if !is_sha256(&f.sha256) {
-                        return Err(err(
-                            find(&f.sha256),
-                            format!(
-                                "kernel `{}`, variant `{}`, file `{}`: `{}` is not a hex sha256",
-                                k.name, v.name, f.path, f.sha256
-                            ),
-                        ));
-                    }
-                    files.push(ResolvedFile { path: f.path, sha256: f.sha256, size: f.size });
-                }
-                files.sort_by(|a, b| a.path.cmp(&b.path));
-                variants.push(ResolvedVariant { name: v.name, files });
-            }
-            variants.sort_by(|a, b| a.name.cmp(&b.name));
-            kernels.push(ResolvedKernel { name: k.name, repo: k.repo, requested, commit: k.commit, variants });
-        }
-        kernels.sort_by(|a, b| a.name.cmp(&b.name));
-        let tvm_ffi =
-            raw.tvm_ffi.map(|p| RuntimePin { file: p.file, sha256: p.sha256, size: p.size, source: p.source });
-        Ok(Lock { kernels, tvm_ffi })
     }
 
-    /// The lock as text: sorted and stable.
+    /// The lock as text: sorted and stable, so equal pins give equal bytes.
     pub fn render(&self) -> String {
-        let mut kernels = self.kernels.clone();
+        let mut kernels: Vec<&ResolvedKernel> = self.kernels.iter().collect();
         kernels.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut s = String::from("# Written by `cargo kernels lock`. Do not edit by hand.\n");
+        let mut s = String::from(HEADER);
         let _ = writeln!(s, "version = {LOCK_VERSION}");
-        for k in &kernels {
+        for k in kernels {
             s.push_str("\n[[kernel]]\n");
             let _ = writeln!(s, "name = {}", quote(&k.name));
             let _ = writeln!(s, "repo = {}", quote(&k.repo));
@@ -264,15 +360,19 @@ impl Lock {
                 }
             }
             let _ = writeln!(s, "commit = {}", quote(&k.commit));
-            let mut variants = k.variants.clone();
+            let mut variants: Vec<&ResolvedVariant> = k.variants.iter().collect();
             variants.sort_by(|a, b| a.name.cmp(&b.name));
-            for v in &variants {
+            for v in variants {
                 s.push_str("\n[[kernel.variant]]\n");
                 let _ = writeln!(s, "name = {}", quote(&v.name));
-                s.push_str("files = [\n");
-                let mut files = v.files.clone();
+                let mut files: Vec<&ResolvedFile> = v.files.iter().collect();
                 files.sort_by(|a, b| a.path.cmp(&b.path));
-                for f in &files {
+                if files.is_empty() {
+                    s.push_str("files = []\n");
+                    continue;
+                }
+                s.push_str("files = [\n");
+                for f in files {
                     let _ = writeln!(
                         s,
                         "    {{ path = {}, sha256 = {}, size = {} }},",
@@ -299,130 +399,352 @@ impl Lock {
         self.kernels.iter().find(|k| k.name == name)
     }
 
-    /// Every way the lock disagrees with the manifest's Hub kernels (path kernels are not
-    /// locked: they are verified by their own metadata).
+    /// Every way the lock disagrees with `manifest`, in kernel-name order. Only what
+    /// `kernels.toml` says is compared — which Hub kernels, their repo and request — so a
+    /// branch that moved on the Hub does not make the lock stale.
     pub fn staleness(&self, manifest: &Manifest) -> Vec<Staleness> {
         let mut out = Vec::new();
-        for decl in manifest.kernels.values() {
-            let KernelSource::Hub { repo, requested } = &decl.source else { continue };
-            match self.kernel(&decl.name) {
-                None => out.push(Staleness::Missing { name: decl.name.clone() }),
-                Some(k) if &k.repo != repo || &k.requested != requested => out.push(Staleness::Changed {
-                    name: decl.name.clone(),
-                    locked: format!("{} @ {}", k.repo, k.requested),
-                    declared: format!("{repo} @ {requested}"),
-                }),
-                Some(_) => {}
+        let locked: BTreeMap<&str, &ResolvedKernel> = self.kernels.iter().map(|k| (k.name.as_str(), k)).collect();
+        let names: BTreeSet<&str> = locked.keys().copied().chain(manifest.kernels.keys().map(String::as_str)).collect();
+        for name in names {
+            let owned = name.to_owned();
+            match (locked.get(name), manifest.kernels.get(name).map(|d| &d.source)) {
+                (None, Some(KernelSource::Hub { repo, requested })) => {
+                    out.push(Staleness::Missing { name: owned, repo: repo.clone(), requested: requested.clone() });
+                }
+                (Some(k), None) => out.push(Staleness::Removed { name: owned, repo: k.repo.clone() }),
+                (Some(k), Some(KernelSource::Path(path))) => {
+                    out.push(Staleness::NowLocal { name: owned, repo: k.repo.clone(), path: path.clone() });
+                }
+                (Some(k), Some(KernelSource::Hub { repo, requested })) => {
+                    if &k.repo != repo || &k.requested != requested {
+                        out.push(Staleness::Changed {
+                            name: owned,
+                            locked_repo: k.repo.clone(),
+                            locked: k.requested.clone(),
+                            declared_repo: repo.clone(),
+                            declared: requested.clone(),
+                        });
+                    }
+                }
+                (None, Some(KernelSource::Path(_)) | None) => {}
             }
         }
-        for k in &self.kernels {
-            let declared = manifest.kernels.get(&k.name).is_some_and(|d| matches!(d.source, KernelSource::Hub { .. }));
-            if !declared {
-                out.push(Staleness::Removed { name: k.name.clone() });
+        out
+    }
+
+    /// `Ok` when the lock pins exactly what `manifest` asks for; else every difference.
+    pub fn is_fresh_for(&self, manifest: &Manifest) -> Result<(), StaleLock> {
+        let stale = self.staleness(manifest);
+        if stale.is_empty() { Ok(()) } else { Err(StaleLock(stale)) }
+    }
+
+    /// What changes from `self` to `newer`, for a "the lock would change like this" message:
+    /// kernels added or removed, sources and commits, variants, files, the tvm-ffi pin.
+    pub fn diff(&self, newer: &Lock) -> Vec<LockChange> {
+        let mut out = Vec::new();
+        let old: BTreeMap<&str, &ResolvedKernel> = self.kernels.iter().map(|k| (k.name.as_str(), k)).collect();
+        let new: BTreeMap<&str, &ResolvedKernel> = newer.kernels.iter().map(|k| (k.name.as_str(), k)).collect();
+        let names: BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
+        for name in names {
+            match (old.get(name), new.get(name)) {
+                (None, Some(n)) => out.push(LockChange::KernelAdded {
+                    name: name.to_owned(),
+                    repo: n.repo.clone(),
+                    commit: n.commit.clone(),
+                }),
+                (Some(o), None) => out.push(LockChange::KernelRemoved { name: name.to_owned(), repo: o.repo.clone() }),
+                (Some(o), Some(n)) => diff_kernel(o, n, &mut out),
+                (None, None) => {}
             }
+        }
+        if self.tvm_ffi != newer.tvm_ffi {
+            out.push(LockChange::TvmFfi {
+                from: self.tvm_ffi.as_ref().map(describe_pin),
+                to: newer.tvm_ffi.as_ref().map(describe_pin),
+            });
         }
         out
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Lock {
-        let file = |p: &str, c: char, size| ResolvedFile { path: p.into(), sha256: c.to_string().repeat(64), size };
-        Lock {
-            kernels: vec![
-                ResolvedKernel {
-                    name: "norm".into(),
-                    repo: "org/norm".into(),
-                    requested: Requested::Revision("main".into()),
-                    commit: "c".repeat(40),
-                    variants: vec![ResolvedVariant {
-                        name: "tvm-ffi01-cpu-x86_64-linux".into(),
-                        files: vec![file("metadata.json", 'b', 10), file("_n.so", 'a', 20)],
-                    }],
-                },
-                ResolvedKernel {
-                    name: "act".into(),
-                    repo: "org/act".into(),
-                    requested: Requested::Version(1),
-                    commit: "d".repeat(40),
-                    variants: vec![
-                        ResolvedVariant {
-                            name: "tvm-ffi01-cu130-x86_64-linux".into(),
-                            files: vec![file("x.so", 'e', 1)],
-                        },
-                        ResolvedVariant {
-                            name: "tvm-ffi01-cpu-x86_64-linux".into(),
-                            files: vec![file("y.so", 'f', 2)],
-                        },
-                    ],
-                },
-            ],
-            tvm_ffi: Some(RuntimePin {
-                file: "libtvm_ffi.so".into(),
-                sha256: "0".repeat(64),
-                size: 5,
-                source: "apache-tvm-ffi==0.1.15.post2".into(),
-            }),
+fn diff_kernel(o: &ResolvedKernel, n: &ResolvedKernel, out: &mut Vec<LockChange>) {
+    let name = o.name.clone();
+    if o.repo != n.repo || o.requested != n.requested {
+        out.push(LockChange::Source {
+            name: name.clone(),
+            from: format!("{}, {}", o.repo, o.requested),
+            to: format!("{}, {}", n.repo, n.requested),
+        });
+    }
+    if o.commit != n.commit {
+        out.push(LockChange::Commit { name: name.clone(), from: o.commit.clone(), to: n.commit.clone() });
+    }
+    let old: BTreeMap<&str, &ResolvedVariant> = o.variants.iter().map(|v| (v.name.as_str(), v)).collect();
+    let new: BTreeMap<&str, &ResolvedVariant> = n.variants.iter().map(|v| (v.name.as_str(), v)).collect();
+    let variants: BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
+    for variant in variants {
+        match (old.get(variant), new.get(variant)) {
+            (None, Some(_)) => out.push(LockChange::VariantAdded { kernel: name.clone(), variant: variant.to_owned() }),
+            (Some(_), None) => {
+                out.push(LockChange::VariantRemoved { kernel: name.clone(), variant: variant.to_owned() })
+            }
+            (Some(ov), Some(nv)) => {
+                let of: BTreeMap<&str, &ResolvedFile> = ov.files.iter().map(|f| (f.path.as_str(), f)).collect();
+                let nf: BTreeMap<&str, &ResolvedFile> = nv.files.iter().map(|f| (f.path.as_str(), f)).collect();
+                let added: Vec<String> = nf.keys().filter(|p| !of.contains_key(*p)).map(|p| p.to_string()).collect();
+                let removed: Vec<String> = of.keys().filter(|p| !nf.contains_key(*p)).map(|p| p.to_string()).collect();
+                let changed: Vec<String> = of
+                    .iter()
+                    .filter(|(p, f)| nf.get(*p).is_some_and(|g| (&g.sha256, g.size) != (&f.sha256, f.size)))
+                    .map(|(p, _)| p.to_string())
+                    .collect();
+                if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
+                    out.push(LockChange::Files {
+                        kernel: name.clone(),
+                        variant: variant.to_owned(),
+                        added,
+                        removed,
+                        changed,
+                    });
+                }
+            }
+            (None, None) => {}
         }
-    }
-
-    #[test]
-    fn round_trip_is_byte_identical_and_sorted() {
-        let text = sample().render();
-        let parsed = Lock::parse(&text, Path::new("kernels.lock")).unwrap();
-        assert_eq!(parsed.render(), text);
-        assert!(text.find("name = \"act\"").unwrap() < text.find("name = \"norm\"").unwrap());
-        assert!(text.find("tvm-ffi01-cpu-x86_64-linux").unwrap() < text.find("tvm-ffi01-cu130").unwrap());
-        assert!(text.find("_n.so").unwrap() < text.find("metadata.json").unwrap());
-        let mut shuffled = sample();
-        shuffled.kernels.reverse();
-        assert_eq!(shuffled.render(), text);
-    }
-
-    #[test]
-    fn errors_name_file_line_and_column() {
-        let path = Path::new("kernels.lock");
-        let cases: &[(&str, &str)] = &[
-            (
-                "version = 2\n",
-                "kernels.lock:1:1: lock format version 2 is not supported (expected 1); run `cargo kernels lock`",
-            ),
-            ("version = 1\nextra = 1\n", "kernels.lock:2:1: unknown field `extra`"),
-            (
-                "version = 1\n[[kernel]]\nname = \"a\"\nrepo = \"o/a\"\ncommit = \"c\"\n",
-                "kernels.lock:3:1: kernel `a`: needs exactly one of `requested-version` and `requested-revision`",
-            ),
-            (
-                "version = 1\n[[kernel]]\nname = \"a\"\nrepo = \"o/a\"\nrequested-version = 1\ncommit = \"c\"\n[[kernel.variant]]\nname = \"v\"\nfiles = [{ path = \"x\", sha256 = \"zz\", size = 1 }]\n",
-                "kernels.lock:9:34: kernel `a`, variant `v`, file `x`: `zz` is not a hex sha256",
-            ),
-            ("version = [\n", "kernels.lock:"),
-        ];
-        for (text, expected) in cases {
-            let err = Lock::parse(text, path).unwrap_err().to_string();
-            assert!(err.starts_with(expected), "for:\n{text}\nexpected: {expected}\n     got: {err}");
-        }
-        assert_eq!(Lock::read(Path::new("/nonexistent/kernels.lock")).unwrap(), None);
-    }
-
-    #[test]
-    fn staleness_names_what_changed() {
-        let manifest = Manifest::parse(
-            "[kernels.act]\nrepo = \"org/act\"\nversion = 2\n[kernels.new]\nrepo = \"org/new\"\nversion = 1\n[kernels.loc]\npath = \"x\"\n",
-            Path::new("kernels.toml"),
-        )
-        .unwrap();
-        let stale: Vec<String> = sample().staleness(&manifest).iter().map(ToString::to_string).collect();
-        assert_eq!(
-            stale,
-            [
-                "kernel `act` is locked as org/act @ version 1 but declared as org/act @ version 2",
-                "kernel `new` is not locked",
-                "kernel `norm` is locked but no longer declared",
-            ]
-        );
     }
 }
+
+fn walk(rep: &mut Reporter<'_>, root: &DeTable<'_>) -> Option<Lock> {
+    let Some((_, version)) = entry(root, "version") else {
+        rep.error(0..0, "version", format!("missing `version = {LOCK_VERSION}` (the lock format version) at the top"));
+        return None;
+    };
+    let v = rep.unsigned(version, "version", " (the lock format version)")?;
+    if v != u64::from(LOCK_VERSION) {
+        rep.error(
+            version.span(),
+            "version",
+            format!("lock format version {v} is not supported: this kernels-build reads version {LOCK_VERSION}; update kernels-build, or run `{LOCK_COMMAND}` to rewrite the lock"),
+        );
+        return None;
+    }
+    rep.unknown_keys(root, "", &ROOT_KEYS);
+
+    let mut kernels = Vec::new();
+    if let Some((_, value)) = entry(root, "kernel")
+        && let Some(items) = rep.array(value, "kernel", " of `[[kernel]]` tables")
+    {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some((k, name_span)) = kernel(rep, i, item) else { continue };
+            if let Some(first) = seen.get(&k.name) {
+                rep.error(
+                    name_span,
+                    &format!("kernel[{i}].name"),
+                    format!("kernel {} is locked twice (also kernel[{first}]); keep one", quote(&k.name)),
+                );
+                continue;
+            }
+            seen.insert(k.name.clone(), i);
+            kernels.push(k);
+        }
+    }
+    kernels.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let tvm_ffi = entry(root, "tvm-ffi").and_then(|(_, v)| runtime_pin(rep, v));
+    Some(Lock { kernels, tvm_ffi })
+}
+
+fn sha256_value(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>, key: &str) -> Option<String> {
+    let s = rep.string(value, key, " (a hex sha256)")?;
+    if is_sha256(s) {
+        Some(s.to_owned())
+    } else {
+        rep.error(value.span(), key, format!("{} is not a sha256 (64 lowercase hex digits)", quote(s)));
+        None
+    }
+}
+
+fn required<'t, 'i>(
+    rep: &mut Reporter<'_>,
+    table: &'t DeTable<'i>,
+    key: &str,
+    path: &str,
+    anchor: std::ops::Range<usize>,
+) -> Option<&'t Spanned<DeValue<'i>>> {
+    match entry(table, key) {
+        Some((_, v)) => Some(v),
+        None => {
+            rep.error(anchor, path, format!("missing `{key}`"));
+            None
+        }
+    }
+}
+
+fn kernel(
+    rep: &mut Reporter<'_>,
+    index: usize,
+    item: &Spanned<DeValue<'_>>,
+) -> Option<(ResolvedKernel, std::ops::Range<usize>)> {
+    let path = format!("kernel[{index}]");
+    let table = rep.table(item, &path, " (`[[kernel]]`)")?;
+    rep.unknown_keys(table, &path, &KERNEL_KEYS);
+    let anchor = item.span();
+    let key = |k: &str| child(&path, k);
+
+    let name_value = required(rep, table, "name", &path, anchor.clone());
+    let name = name_value.and_then(|v| {
+        let n = rep.string(v, &key("name"), " (the kernel's name in kernels.toml)")?;
+        check_local_name(n).map_err(|e| rep.error(v.span(), &key("name"), e)).ok()?;
+        Some(n.to_owned())
+    });
+    let repo = required(rep, table, "repo", &path, anchor.clone()).and_then(|v| {
+        let r = rep.string(v, &key("repo"), " (`org/name`)")?;
+        check_repo(r).map_err(|e| rep.error(v.span(), &key("repo"), e)).ok()?;
+        Some(r.to_owned())
+    });
+    let requested = match (entry(table, "requested-version"), entry(table, "requested-revision")) {
+        (Some((_, v)), None) => {
+            rep.unsigned(v, &key("requested-version"), " (the major version asked for)").map(Requested::Version)
+        }
+        (None, Some((_, v))) => rep.string(v, &key("requested-revision"), " (the revision asked for)").and_then(|r| {
+            check_revision(r).map_err(|e| rep.error(v.span(), &key("requested-revision"), e)).ok()?;
+            Some(Requested::Revision(r.to_owned()))
+        }),
+        (Some(_), Some((k, _))) => {
+            rep.error(
+                k.span(),
+                &key("requested-revision"),
+                "`requested-version` and `requested-revision` are exclusive; keep the one kernels.toml asks for",
+            );
+            None
+        }
+        (None, None) => {
+            rep.error(
+                anchor.clone(),
+                &path,
+                "missing `requested-version` or `requested-revision` (what kernels.toml asks for)",
+            );
+            None
+        }
+    };
+    let commit = required(rep, table, "commit", &path, anchor.clone()).and_then(|v| {
+        let c = rep.string(v, &key("commit"), " (the resolved commit)")?;
+        if (c.len() == 40 || c.len() == 64) && is_lower_hex(c) {
+            Some(c.to_owned())
+        } else {
+            rep.error(
+                v.span(),
+                &key("commit"),
+                format!("{} is not a commit id (40 or 64 lowercase hex digits)", quote(c)),
+            );
+            None
+        }
+    });
+
+    let mut variants = Vec::new();
+    if let Some((_, value)) = entry(table, "variant")
+        && let Some(items) = rep.array(value, &key("variant"), " of `[[kernel.variant]]` tables")
+    {
+        let mut seen = BTreeSet::new();
+        for (j, item) in items.iter().enumerate() {
+            let vpath = format!("{path}.variant[{j}]");
+            let Some((v, name_span)) = variant(rep, &vpath, item) else { continue };
+            if !seen.insert(v.name.clone()) {
+                rep.error(name_span, &child(&vpath, "name"), format!("variant {} is listed twice", quote(&v.name)));
+                continue;
+            }
+            variants.push(v);
+        }
+    }
+    variants.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let name_span = name_value.map_or(anchor, Spanned::span);
+    Some((ResolvedKernel { name: name?, repo: repo?, requested: requested?, commit: commit?, variants }, name_span))
+}
+
+fn variant(
+    rep: &mut Reporter<'_>,
+    path: &str,
+    item: &Spanned<DeValue<'_>>,
+) -> Option<(ResolvedVariant, std::ops::Range<usize>)> {
+    let table = rep.table(item, path, " (`[[kernel.variant]]`)")?;
+    rep.unknown_keys(table, path, &VARIANT_KEYS);
+    let key = |k: &str| child(path, k);
+    let name_value = required(rep, table, "name", path, item.span());
+    let name = name_value.and_then(|v| {
+        let n = rep.string(v, &key("name"), " (a variant directory name)")?;
+        VariantName::parse(n).map_err(|e| rep.error(v.span(), &key("name"), e.to_string())).ok()?;
+        Some(n.to_owned())
+    });
+    let mut files = Vec::new();
+    if let Some(value) = required(rep, table, "files", path, item.span())
+        && let Some(items) = rep.array(value, &key("files"), " of `{ path, sha256, size }` tables")
+    {
+        let mut seen = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let fpath = format!("{}[{i}]", key("files"));
+            let Some(table) = rep.table(item, &fpath, " `{ path = \"…\", sha256 = \"…\", size = … }`") else {
+                continue;
+            };
+            rep.unknown_keys(table, &fpath, &FILE_KEYS);
+            let fkey = |k: &str| child(&fpath, k);
+            let file_path = required(rep, table, "path", &fpath, item.span()).and_then(|v| {
+                let p = rep.string(v, &fkey("path"), " (relative to the variant directory)")?;
+                check_file_path(p).map_err(|e| rep.error(v.span(), &fkey("path"), e)).ok()?;
+                if !seen.insert(p.to_owned()) {
+                    rep.error(v.span(), &fkey("path"), format!("{} is listed twice", quote(p)));
+                    return None;
+                }
+                Some(p.to_owned())
+            });
+            let sha256 =
+                required(rep, table, "sha256", &fpath, item.span()).and_then(|v| sha256_value(rep, v, &fkey("sha256")));
+            let size = required(rep, table, "size", &fpath, item.span())
+                .and_then(|v| rep.unsigned(v, &fkey("size"), " (bytes)"));
+            if let (Some(path), Some(sha256), Some(size)) = (file_path, sha256, size) {
+                files.push(ResolvedFile { path, sha256, size });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let name_span = name_value.map_or(item.span(), Spanned::span);
+    Some((ResolvedVariant { name: name?, files }, name_span))
+}
+
+fn runtime_pin(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>) -> Option<RuntimePin> {
+    let path = header(&["tvm-ffi"]);
+    let table = rep.table(value, &path, "")?;
+    rep.unknown_keys(table, &path, &PIN_KEYS);
+    let key = |k: &str| child(&path, k);
+    let anchor = value.span();
+
+    let file = required(rep, table, "file", &path, anchor.clone()).and_then(|v| {
+        let s = rep.string(v, &key("file"), " (the library's file name)")?;
+        if s.is_empty() || s.contains(['/', '\\']) || s == "." || s == ".." {
+            rep.error(v.span(), &key("file"), format!("{} is not a file name (no directories)", quote(s)));
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    let sha256 =
+        required(rep, table, "sha256", &path, anchor.clone()).and_then(|v| sha256_value(rep, v, &key("sha256")));
+    let size =
+        required(rep, table, "size", &path, anchor.clone()).and_then(|v| rep.unsigned(v, &key("size"), " (bytes)"));
+    let source = required(rep, table, "source", &path, anchor.clone()).and_then(|v| {
+        let s = rep.string(v, &key("source"), " (where the library came from)")?;
+        if s.trim().is_empty() {
+            rep.error(
+                v.span(),
+                &key("source"),
+                "the source is empty: give where the library came from (e.g. \"apache-tvm-ffi==0.1.15.post2\")",
+            );
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    Some(RuntimePin { file: file?, sha256: sha256?, size: size?, source: source? })
+}
+
+#[cfg(test)]
+mod tests;

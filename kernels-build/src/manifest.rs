@@ -1,103 +1,149 @@
-//! `kernels.toml`: which kernels a crate uses and which layer each serves on which device.
+//! `kernels.toml`: the kernels a crate uses and which layer each serves on which device.
 //!
 //! ```toml
-//! [kernels.activation]
+//! [kernels.activation]                  # a kernel, named locally
 //! repo = "kernels-community/activation"
-//! version = 1                      # the Hub branch `v1`; or `revision = "<branch|tag|commit>"`
+//! version = 1                           # major version: Hub branch `v1`
 //!
-//! [kernels.local-ops]
-//! path = "../kernels/ops"          # a Hub-layout directory, one variant, or a kernel crate
+//! [kernels.rmsnorm]
+//! repo = "kernels-community/rmsnorm"
+//! revision = "4f8c3a1"                  # or a commit, branch or tag
 //!
-//! [layers.SiluAndMul]
-//! cpu  = { kernel = "local-ops", function = "silu_and_mul" }
+//! [kernels.relu]
+//! path = "../kernels/relu"              # a Hub-layout directory, or a kernel crate to build
+//!
+//! [layers.SiluAndMul]                   # the name given to #[kernelize(layer = "…")]
+//! cuda = { kernel = "activation", function = "silu_and_mul" }
+//! cpu  = { kernel = "activation", function = "silu_and_mul" }
+//!
+//! [layers.RMSNorm]
 //! cuda = [
-//!   { kernel = "activation", function = "silu_and_mul", capability = "9.0..9.0" },
-//!   { kernel = "activation", function = "silu_and_mul", capability = "8.0.." },
+//!     { kernel = "rmsnorm", function = "rms_norm", capability = "8.0.." },
+//!     { kernel = "rmsnorm", function = "rms_norm_hopper", capability = "9.0..9.0", mode = "training" },
 //! ]
 //!
 //! [build]
-//! backends = ["cpu", "cuda"]       # which variants to embed (default: all the target can run)
-//! embed = true                     # embed into the binary (default) or only prefetch
+//! backends = ["cpu", "cuda"]            # variants to fetch and embed (default: all the target runs)
+//! embed = true                          # embed into the binary (default), or only fetch into the cache
 //! ```
 //!
-//! Unknown keys are errors. Every error names `file:line:column` and the key. `mode =
-//! "training"` declares that the kernel has a backward pass: such a mapping serves training
-//! and inference; `"inference"` (the default) serves inference only. Capability ranges are
-//! inclusive, either end may be left open, and the smallest matching range wins.
+//! Rules:
+//!
+//! - A kernel comes from the Hub (`repo` = `org/name`, with exactly one of `version` — an
+//!   integer major version, Hub branch `v<N>` — or `revision`, a commit, branch or tag) or from
+//!   a local directory (`path`, relative to `kernels.toml`). Any other combination is an error.
+//! - `[layers.<Layer>]` maps a layer per device (`cuda`, `rocm`, `metal`, `xpu`, `cpu`) to one
+//!   mapping or an array of them. `kernel` must name a `[kernels.*]` entry; `function` is the
+//!   exported name (the library exports `__tvm_ffi_<function>`).
+//! - `capability` (CUDA only) is an inclusive range of compute capabilities,
+//!   `MAJOR.MINOR..MAJOR.MINOR`, either end optional (`..` is every GPU), or a single
+//!   `MAJOR.MINOR` for that capability alone. Among the mappings
+//!   whose range holds the GPU's capability, the smallest range wins; ties go to the one
+//!   declared first (see [`pick`]).
+//! - `mode = "inference"` (the default) is a forward-only kernel: it is never chosen in training
+//!   mode. `mode = "training"` promises backward support: it serves training, and inference too.
+//! - Unknown keys are errors at every level. Every error names `file:line:column` and the key.
 
-use std::collections::BTreeMap;
-use std::fmt;
+pub mod diagnostic;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use kernels_runtime::registry::{CapabilityRange, ModeSupport};
+pub use kernels_runtime::registry::{CapabilityRange, ModeSupport};
 use kernels_runtime::variant::{BackendKind, Version};
-use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
+pub use self::diagnostic::{Diagnostic, Location};
+use self::diagnostic::{Reporter, article, child, entry, header, one_of, quote};
 use crate::resolve::Requested;
 
-/// The file name of the manifest.
+/// One located problem of `kernels.toml`: `file:line:column: key: message`.
+pub type ManifestError = Diagnostic;
+
+/// The manifest's file name.
 pub const MANIFEST_FILE: &str = "kernels.toml";
 
-/// A parsed `kernels.toml`.
+/// The devices a layer can be mapped on, in the order `kernels.toml` documents them.
+pub const DEVICES: [BackendKind; 5] =
+    [BackendKind::Cuda, BackendKind::Rocm, BackendKind::Metal, BackendKind::Xpu, BackendKind::Cpu];
+
+const DEVICE_NAMES: [&str; 5] = ["cuda", "rocm", "metal", "xpu", "cpu"];
+const ROOT_KEYS: [&str; 3] = ["kernels", "layers", "build"];
+const KERNEL_KEYS: [&str; 4] = ["repo", "version", "revision", "path"];
+const MAPPING_KEYS: [&str; 4] = ["kernel", "function", "capability", "mode"];
+const BUILD_KEYS: [&str; 2] = ["backends", "embed"];
+const RANGE_SYNTAX: &str = "expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional";
+
+/// A parsed, checked `kernels.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    /// Where it was read from.
+    /// The file it was read from, as given (used in messages).
     pub path: PathBuf,
     /// Kernels by local name.
     pub kernels: BTreeMap<String, KernelDecl>,
-    /// Layer mappings, by layer, in declaration order per device.
+    /// Layer mappings, sorted by layer then device; mappings of one layer and device keep
+    /// their declaration order.
     pub layers: Vec<LayerMapping>,
     /// `[build]`.
     pub build: BuildOptions,
 }
 
-/// Where a kernel comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KernelSource {
-    /// A Hub repo at a version or revision.
-    Hub {
-        /// `org/name`.
-        repo: String,
-        /// Version or revision.
-        requested: Requested,
-    },
-    /// A local directory, as written (relative to the manifest's directory).
-    Path(PathBuf),
-}
-
 /// `[kernels.<name>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelDecl {
-    /// Local name.
+    /// The local name.
     pub name: String,
-    /// Source.
+    /// Where the kernel comes from.
     pub source: KernelSource,
+    /// Where it is declared (the name in its header or key).
+    pub location: Location,
 }
 
-/// One entry of `[layers.<Layer>].<device>`.
+/// Where a kernel comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// A Hub repository of type `kernel`.
+    Hub {
+        /// `org/name`.
+        repo: String,
+        /// The major version or revision asked for.
+        requested: Requested,
+    },
+    /// A local directory — a Hub layout (`build/<variant>/…`), one variant directory, or a
+    /// kernel crate to build — as written, relative to [`Manifest::dir`].
+    Path(PathBuf),
+}
+
+/// One mapping of a layer on a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerMapping {
-    /// Layer name.
+    /// Layer name (`[layers.<name>]`).
     pub layer: String,
-    /// Device kind.
+    /// The device it serves.
     pub device: BackendKind,
-    /// Local kernel name.
+    /// Local kernel name; always a declared `[kernels.*]` entry.
     pub kernel: String,
-    /// Exported function.
+    /// The exported function (`__tvm_ffi_<function>`).
     pub function: String,
-    /// Capability range (CUDA only).
+    /// Compute capabilities served (CUDA); `None` serves every GPU (also written `..`).
     pub capability: Option<CapabilityRange>,
-    /// Modes served.
+    /// `Inference` (forward only, the default) or `Training` (has backward; serves both).
     pub mode: ModeSupport,
+    /// The mapping's key, e.g. `[layers.RMSNorm].cuda[1]`.
+    pub key: String,
+    /// Where it is declared.
+    pub location: Location,
 }
 
 /// `[build]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOptions {
-    /// Backends to embed; `None`: everything the target can run.
+    /// Backends whose variants are fetched and embedded; `None`: all the target can run.
     pub backends: Option<Vec<BackendKind>>,
-    /// Embed (true) or only prefetch into the Hub cache.
+    /// Embed the variants into the binary (`true`, the default) or only fetch them into the
+    /// Hub cache.
     pub embed: bool,
 }
 
@@ -107,496 +153,557 @@ impl Default for BuildOptions {
     }
 }
 
-/// A manifest error, located.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ManifestError {
-    /// The file.
-    pub path: PathBuf,
-    /// 1-based line (0 when the file could not be read).
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-    /// What is wrong, starting with the key.
-    pub message: String,
-}
-
-impl fmt::Display for ManifestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.path.display(), self.message)
-        } else {
-            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
-        }
-    }
-}
-
-/// 1-based line and column of a byte offset.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    #[serde(default)]
-    kernels: BTreeMap<Spanned<String>, Spanned<RawKernel>>,
-    #[serde(default)]
-    layers: BTreeMap<Spanned<String>, Spanned<RawLayer>>,
-    #[serde(default)]
-    build: Option<RawBuild>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKernel {
-    repo: Option<Spanned<String>>,
-    version: Option<Spanned<i64>>,
-    revision: Option<Spanned<String>>,
-    path: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLayer {
-    cuda: Option<Spanned<toml::Value>>,
-    rocm: Option<Spanned<toml::Value>>,
-    metal: Option<Spanned<toml::Value>>,
-    xpu: Option<Spanned<toml::Value>>,
-    cpu: Option<Spanned<toml::Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMapping {
-    kernel: String,
-    function: String,
-    capability: Option<String>,
-    mode: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBuild {
-    backends: Option<Spanned<Vec<String>>>,
-    embed: Option<bool>,
-}
-
-/// Parses `"8.0..9.0"`, `"8.0.."`, `"..9.0"`, `".."` or a single `"9.0"` (= `9.0..9.0`).
-pub fn parse_capability(s: &str) -> Result<CapabilityRange, String> {
-    let bad = || format!("bad capability range `{s}` (expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional)");
-    let version = |v: &str| -> Result<Option<Version>, String> {
-        let v = v.trim();
-        if v.is_empty() {
-            return Ok(None);
-        }
-        let (a, b) = v.split_once('.').ok_or_else(bad)?;
-        Ok(Some(Version::new(a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?)))
-    };
-    let range = match s.split_once("..") {
-        Some((lo, hi)) => CapabilityRange { min: version(lo)?, max: version(hi)? },
-        None => {
-            let v = version(s)?.ok_or_else(bad)?;
-            CapabilityRange { min: Some(v), max: Some(v) }
-        }
-    };
-    if let (Some(lo), Some(hi)) = (range.min, range.max)
-        && lo > hi
-    {
-        return Err(format!("empty capability range `{s}`: {lo} is above {hi}"));
-    }
-    Ok(range)
-}
-
-struct Ctx<'a> {
-    path: &'a Path,
-    text: &'a str,
-    errors: Vec<ManifestError>,
-}
-
-impl Ctx<'_> {
-    fn err(&mut self, span: std::ops::Range<usize>, message: String) {
-        let (line, column) = line_col(self.text, span.start);
-        self.errors.push(ManifestError { path: self.path.to_owned(), line, column, message });
-    }
-}
-
 impl Manifest {
-    /// Reads and parses a manifest file.
+    /// Reads and checks a manifest file. Every problem found is reported, in file order.
     pub fn from_path(path: &Path) -> Result<Self, Vec<ManifestError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![ManifestError { path: path.to_owned(), line: 0, column: 0, message: format!("cannot read: {e}") }]
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![Diagnostic::whole_file(path, format!("cannot read the kernels manifest: {e}"))])?;
         Self::parse(&text, path)
     }
 
-    /// Parses manifest text; `path` names the file in errors. Every problem found is
-    /// reported, not only the first.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, Vec<ManifestError>> {
-        let mut ctx = Ctx { path, text, errors: Vec::new() };
-        let raw: RawManifest = match toml::from_str(text) {
-            Ok(r) => r,
+    /// Checks the text of a manifest. `origin` is the file it came from: messages name it and
+    /// `path` kernels are relative to its directory. Every problem found is reported, in file
+    /// order.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, Vec<ManifestError>> {
+        let mut rep = Reporter::new(text, origin);
+        let manifest = match toml::de::DeTable::parse(text) {
+            Ok(root) => Some(walk(&mut rep, origin, root.get_ref())),
             Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                ctx.err(span, e.message().trim_end().to_owned());
-                return Err(ctx.errors);
+                rep.syntax(&e);
+                None
             }
         };
-        let mut kernels = BTreeMap::new();
-        for (name, decl) in raw.kernels {
-            let span = name.span();
-            let name = name.into_inner();
-            let decl = decl.into_inner();
-            let key = format!("[kernels.{name}]");
-            let source = match (decl.repo, decl.version, decl.revision, decl.path) {
-                (Some(repo), Some(v), None, None) => {
-                    let r = repo.get_ref();
-                    if !valid_repo(r) {
-                        ctx.err(repo.span(), format!("{key}.repo: `{r}` is not a Hub repo id of the form `org/name`"));
-                        continue;
-                    }
-                    if *v.get_ref() < 0 {
-                        ctx.err(
-                            v.span(),
-                            format!("{key}.version: must be a non-negative major version, got {}", v.get_ref()),
-                        );
-                        continue;
-                    }
-                    KernelSource::Hub { repo: repo.into_inner(), requested: Requested::Version(*v.get_ref() as u64) }
-                }
-                (Some(repo), None, Some(rev), None) => {
-                    let r = repo.get_ref();
-                    if !valid_repo(r) {
-                        ctx.err(repo.span(), format!("{key}.repo: `{r}` is not a Hub repo id of the form `org/name`"));
-                        continue;
-                    }
-                    if rev.get_ref().trim().is_empty() {
-                        ctx.err(rev.span(), format!("{key}.revision: must not be empty"));
-                        continue;
-                    }
-                    KernelSource::Hub { repo: repo.into_inner(), requested: Requested::Revision(rev.into_inner()) }
-                }
-                (None, None, None, Some(p)) => {
-                    if p.get_ref().trim().is_empty() {
-                        ctx.err(p.span(), format!("{key}.path: must not be empty"));
-                        continue;
-                    }
-                    KernelSource::Path(PathBuf::from(p.into_inner()))
-                }
-                (Some(_), Some(v), Some(_), _) => {
-                    ctx.err(v.span(), format!("{key}: give `version` or `revision`, not both"));
-                    continue;
-                }
-                (Some(repo), None, None, None) => {
-                    ctx.err(repo.span(), format!("{key}: `repo` needs `version = <major>` or `revision = \"<ref>\"`"));
-                    continue;
-                }
-                (_, _, _, Some(p)) => {
-                    ctx.err(p.span(), format!("{key}: `path` cannot be combined with `repo`, `version` or `revision`"));
-                    continue;
-                }
-                (None, v, r, None) => {
-                    let at = v.map(|v| v.span()).or(r.map(|r| r.span())).unwrap_or(span.clone());
-                    ctx.err(at, format!("{key}: needs `repo` (with `version` or `revision`) or `path`"));
-                    continue;
-                }
-            };
-            kernels.insert(name.clone(), KernelDecl { name, source });
-        }
-
-        let mut layers = Vec::new();
-        for (layer, table) in raw.layers {
-            let layer = layer.into_inner();
-            let table = table.into_inner();
-            let devices = [
-                (BackendKind::Cuda, table.cuda),
-                (BackendKind::Rocm, table.rocm),
-                (BackendKind::Metal, table.metal),
-                (BackendKind::Xpu, table.xpu),
-                (BackendKind::Cpu, table.cpu),
-            ];
-            for (device, value) in devices {
-                let Some(value) = value else { continue };
-                let span = value.span();
-                let entries = match value.into_inner() {
-                    toml::Value::Array(items) => items.into_iter().enumerate().map(|(i, v)| (Some(i), v)).collect(),
-                    other => vec![(None, other)],
-                };
-                for (index, entry) in entries {
-                    let key = match index {
-                        Some(i) => format!("[layers.{layer}].{device}[{i}]"),
-                        None => format!("[layers.{layer}].{device}"),
-                    };
-                    let raw: RawMapping = match entry.try_into() {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let msg = e.message().trim_end().to_owned();
-                            ctx.err(
-                                span.clone(),
-                                format!(
-                                    "{key}: {msg} (expected a table like {{ kernel = \"name\", function = \"fn\" }})"
-                                ),
-                            );
-                            continue;
-                        }
-                    };
-                    if !kernels.contains_key(&raw.kernel) {
-                        let known: Vec<&str> = kernels.keys().map(String::as_str).collect();
-                        let known = if known.is_empty() { "none declared".to_owned() } else { known.join(", ") };
-                        ctx.err(
-                            span.clone(),
-                            format!("{key}.kernel: unknown kernel `{}` (declared in [kernels]: {known})", raw.kernel),
-                        );
-                        continue;
-                    }
-                    if raw.function.trim().is_empty()
-                        || !raw.function.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
-                        ctx.err(
-                            span.clone(),
-                            format!(
-                                "{key}.function: `{}` is not an exported function name (letters, digits, `_`)",
-                                raw.function
-                            ),
-                        );
-                        continue;
-                    }
-                    let capability = match raw.capability.as_deref() {
-                        None => None,
-                        Some(_) if device != BackendKind::Cuda => {
-                            ctx.err(
-                                span.clone(),
-                                format!("{key}.capability: only CUDA mappings have a capability range"),
-                            );
-                            continue;
-                        }
-                        Some(c) => match parse_capability(c) {
-                            Ok(r) => Some(r),
-                            Err(e) => {
-                                ctx.err(span.clone(), format!("{key}.capability: {e}"));
-                                continue;
-                            }
-                        },
-                    };
-                    let mode = match raw.mode.as_deref() {
-                        None | Some("inference") => ModeSupport::Inference,
-                        Some("training") => ModeSupport::Training,
-                        Some(other) => {
-                            ctx.err(
-                                span.clone(),
-                                format!("{key}.mode: unknown mode `{other}` (expected \"inference\" or \"training\")"),
-                            );
-                            continue;
-                        }
-                    };
-                    layers.push(LayerMapping {
-                        layer: layer.clone(),
-                        device,
-                        kernel: raw.kernel,
-                        function: raw.function,
-                        capability,
-                        mode,
-                    });
-                }
-            }
-        }
-
-        let mut build = BuildOptions::default();
-        if let Some(raw) = raw.build {
-            build.embed = raw.embed.unwrap_or(true);
-            if let Some(list) = raw.backends {
-                let span = list.span();
-                let mut kinds = Vec::new();
-                for name in list.into_inner() {
-                    match name.parse::<BackendKind>() {
-                        Ok(k) if !kinds.contains(&k) => kinds.push(k),
-                        Ok(_) => ctx.err(span.clone(), format!("[build].backends: `{name}` is listed twice")),
-                        Err(e) => ctx.err(span.clone(), format!("[build].backends: {e}")),
-                    }
-                }
-                build.backends = Some(kinds);
-            }
-        }
-        if ctx.errors.is_empty() {
-            Ok(Manifest { path: path.to_owned(), kernels, layers, build })
-        } else {
-            Err(ctx.errors)
+        match manifest {
+            Some(m) if !rep.has_errors() => Ok(m),
+            _ => Err(rep.finish()),
         }
     }
 
     /// The directory `path` kernels are relative to.
     pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
-    }
-}
-
-fn valid_repo(repo: &str) -> bool {
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    matches!(repo.split_once('/'), Some((org, name)) if ok(org) && ok(name))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Manifest, String> {
-        Manifest::parse(text, Path::new("kernels.toml"))
-            .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-    }
-
-    #[test]
-    fn a_full_manifest() {
-        let m = parse(
-            r#"
-[kernels.activation]
-repo = "kernels-community/activation"
-version = 1
-
-[kernels.norm]
-repo = "kernels-community/rmsnorm"
-revision = "main"
-
-[kernels.local]
-path = "../kernels/ops"
-
-[layers.SiluAndMul]
-cpu = { kernel = "local", function = "silu_and_mul" }
-cuda = [
-  { kernel = "activation", function = "silu_and_mul", capability = "9.0..9.0" },
-  { kernel = "activation", function = "silu_and_mul", capability = "8.0..", mode = "training" },
-]
-
-[build]
-backends = ["cpu", "cuda"]
-embed = false
-"#,
-        )
-        .unwrap();
-        assert_eq!(
-            m.kernels["activation"].source,
-            KernelSource::Hub { repo: "kernels-community/activation".into(), requested: Requested::Version(1) }
-        );
-        assert_eq!(
-            m.kernels["norm"].source,
-            KernelSource::Hub {
-                repo: "kernels-community/rmsnorm".into(),
-                requested: Requested::Revision("main".into())
-            }
-        );
-        assert_eq!(m.kernels["local"].source, KernelSource::Path("../kernels/ops".into()));
-        assert_eq!(m.layers.len(), 3);
-        let cuda: Vec<_> = m.layers.iter().filter(|l| l.device == BackendKind::Cuda).collect();
-        assert_eq!(
-            cuda[0].capability,
-            Some(CapabilityRange { min: Some(Version::new(9, 0)), max: Some(Version::new(9, 0)) })
-        );
-        assert_eq!(cuda[1].mode, ModeSupport::Training);
-        assert_eq!(m.build, BuildOptions { backends: Some(vec![BackendKind::Cpu, BackendKind::Cuda]), embed: false });
-    }
-
-    #[test]
-    fn every_error_names_file_line_column_and_key() {
-        let cases: &[(&str, &str)] = &[
-            (
-                "[kernels.a]\nrepo = \"o/a\"\nversion = 1\ncolour = 2\n",
-                "kernels.toml:4:1: unknown field `colour`, expected one of `repo`, `version`, `revision`, `path`",
-            ),
-            (
-                "[kernel.a]\nrepo = \"o/a\"\n",
-                "kernels.toml:1:2: unknown field `kernel`, expected one of `kernels`, `layers`, `build`",
-            ),
-            (
-                "[kernels.a]\nrepo = \"o/a\"\n",
-                "kernels.toml:2:8: [kernels.a]: `repo` needs `version = <major>` or `revision = \"<ref>\"`",
-            ),
-            (
-                "[kernels.a]\nrepo = \"o/a\"\nversion = 1\nrevision = \"x\"\n",
-                "kernels.toml:3:11: [kernels.a]: give `version` or `revision`, not both",
-            ),
-            (
-                "[kernels.a]\nrepo = \"no-slash\"\nversion = 1\n",
-                "kernels.toml:2:8: [kernels.a].repo: `no-slash` is not a Hub repo id of the form `org/name`",
-            ),
-            (
-                "[kernels.a]\npath = \"x\"\nrepo = \"o/a\"\n",
-                "kernels.toml:2:8: [kernels.a]: `path` cannot be combined with `repo`, `version` or `revision`",
-            ),
-            (
-                "[kernels.a]\nversion = 1\n",
-                "kernels.toml:2:11: [kernels.a]: needs `repo` (with `version` or `revision`) or `path`",
-            ),
-            (
-                "[kernels.a]\nrepo = \"o/a\"\nversion = -1\n",
-                "kernels.toml:3:11: [kernels.a].version: must be a non-negative major version, got -1",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"b\", function = \"f\" }\n",
-                "kernels.toml:4:7: [layers.L].cpu.kernel: unknown kernel `b` (declared in [kernels]: a)",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncuda = [{ kernel = \"a\", function = \"f\", capability = \"8.0..x\" }]\n",
-                "kernels.toml:4:8: [layers.L].cuda[0].capability: bad capability range `8.0..x` (expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional)",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncuda = { kernel = \"a\", function = \"f\", capability = \"9.0..8.0\" }\n",
-                "kernels.toml:4:8: [layers.L].cuda.capability: empty capability range `9.0..8.0`: 9.0 is above 8.0",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", capability = \"8.0..\" }\n",
-                "kernels.toml:4:7: [layers.L].cpu.capability: only CUDA mappings have a capability range",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", mode = \"train\" }\n",
-                "kernels.toml:4:7: [layers.L].cpu.mode: unknown mode `train` (expected \"inference\" or \"training\")",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\", fn = 1 }\n",
-                "kernels.toml:4:7: [layers.L].cpu: unknown field `fn`, expected one of `kernel`, `function`, `capability`, `mode`",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ncpu = { kernel = \"a\", function = \"bad-name\" }\n",
-                "kernels.toml:4:7: [layers.L].cpu.function: `bad-name` is not an exported function name (letters, digits, `_`)",
-            ),
-            (
-                "[kernels.a]\npath = \"k\"\n[layers.L]\ngpu = { kernel = \"a\", function = \"f\" }\n",
-                "kernels.toml:4:1: unknown field `gpu`, expected one of `cuda`, `rocm`, `metal`, `xpu`, `cpu`",
-            ),
-            (
-                "[build]\nbackends = [\"cpu\", \"vulkan\"]\n",
-                "kernels.toml:2:12: [build].backends: unknown backend `vulkan`",
-            ),
-            ("[build]\nembed = \"yes\"\n", "kernels.toml:2:9: invalid type: string \"yes\", expected a boolean"),
-            ("[kernels.a\n", "kernels.toml:1:11: "),
-        ];
-        for (text, expected) in cases {
-            let err = parse(text).expect_err(text);
-            assert!(err.starts_with(expected), "for:\n{text}\nexpected: {expected}\n     got: {err}");
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         }
     }
 
-    #[test]
-    fn all_errors_are_reported_together() {
-        let err = parse("[kernels.a]\nrepo = \"x\"\nversion = 1\n[kernels.b]\nversion = 1\n").unwrap_err();
-        assert_eq!(err.lines().count(), 2, "{err}");
+    /// The kernel with this local name.
+    pub fn kernel(&self, name: &str) -> Option<&KernelDecl> {
+        self.kernels.get(name)
     }
 
-    #[test]
-    fn capability_ranges() {
-        let v = |a, b| Some(Version::new(a, b));
-        assert_eq!(parse_capability("8.0..9.0").unwrap(), CapabilityRange { min: v(8, 0), max: v(9, 0) });
-        assert_eq!(parse_capability("8.0..").unwrap(), CapabilityRange { min: v(8, 0), max: None });
-        assert_eq!(parse_capability("..9.0").unwrap(), CapabilityRange { min: None, max: v(9, 0) });
-        assert_eq!(parse_capability("..").unwrap(), CapabilityRange { min: None, max: None });
-        assert_eq!(parse_capability("9.0").unwrap(), CapabilityRange { min: v(9, 0), max: v(9, 0) });
-        assert!(parse_capability("9").is_err());
-        assert!(parse_capability("").is_err());
+    /// The mappings of `layer` on `device`, in declaration order.
+    pub fn mappings(&self, layer: &str, device: BackendKind) -> &[LayerMapping] {
+        let start = self.layers.partition_point(|m| (m.layer.as_str(), m.device) < (layer, device));
+        let len = self.layers[start..].partition_point(|m| m.layer == layer && m.device == device);
+        &self.layers[start..start + len]
     }
 
-    #[test]
-    fn line_and_column() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    /// The kernels that come from the Hub: what `kernels.lock` pins.
+    pub fn hub_kernels(&self) -> impl Iterator<Item = (&str, &str, &Requested)> {
+        self.kernels.values().filter_map(|k| match &k.source {
+            KernelSource::Hub { repo, requested } => Some((k.name.as_str(), repo.as_str(), requested)),
+            KernelSource::Path { .. } => None,
+        })
+    }
+
+    /// A diagnostic at `location` of this manifest, for errors found after parsing (e.g. a
+    /// kernel that does not resolve).
+    pub fn diagnostic(&self, location: Location, key: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            path: self.path.clone(),
+            line: location.line,
+            column: location.column,
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
     }
 }
+
+/// Picks the mapping for a device of compute capability `capability` (CUDA; `None` elsewhere)
+/// in `mode`, among `mappings` of one layer and device: those whose range holds the capability
+/// (a mapping without a range holds every one; with no capability known, every range does)
+/// and that serve the mode; the smallest range wins, then the earliest declared.
+pub fn pick(mappings: &[LayerMapping], capability: Option<Version>, mode: ModeSupport) -> Option<&LayerMapping> {
+    mappings
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| mode == ModeSupport::Inference || m.mode == ModeSupport::Training)
+        .filter(|(_, m)| match (m.capability, capability) {
+            (Some(range), Some(cc)) => range.contains(cc),
+            (Some(_), None) | (None, _) => true,
+        })
+        .min_by_key(|(i, m)| (m.capability.map_or(u64::MAX, |r| r.width()), *i))
+        .map(|(_, m)| m)
+}
+
+/// Parses a capability range: `MAJOR.MINOR..MAJOR.MINOR`, either end optional, inclusive; a
+/// single `MAJOR.MINOR` is that capability alone. `..` (every capability) is `None`.
+pub fn parse_capability_range(text: &str) -> Result<Option<CapabilityRange>, String> {
+    let bad = || format!("bad range {} ({RANGE_SYNTAX})", quote(text));
+    let trimmed = text.trim();
+    let (lo, hi) = trimmed.split_once("..").unwrap_or((trimmed, trimmed));
+    if lo.is_empty() && hi.is_empty() && !trimmed.contains("..") {
+        return Err(bad());
+    }
+    let end = |s: &str| -> Result<Option<Version>, String> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let (major, minor) = s.split_once('.').ok_or_else(bad)?;
+        let number = |d: &str| {
+            if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            d.parse::<u32>().map_err(|_| bad())
+        };
+        Ok(Some(Version::new(number(major)?, number(minor)?)))
+    };
+    let (min, max) = (end(lo)?, end(hi)?);
+    if let (Some(a), Some(b)) = (min, max)
+        && a > b
+    {
+        return Err(format!("empty range {}: its start {a} is above its end {b}", quote(text)));
+    }
+    Ok(if min.is_none() && max.is_none() { None } else { Some(CapabilityRange { min, max }) })
+}
+
+/// A capability range as `kernels.toml` writes it.
+pub fn format_capability_range(range: Option<CapabilityRange>) -> String {
+    let end = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
+    match range {
+        None => "..".to_owned(),
+        Some(r) => format!("{}..{}", end(r.min), end(r.max)),
+    }
+}
+
+/// Checks a local kernel name: ASCII letters, digits, `-` and `_`.
+pub(crate) fn check_local_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a kernel name cannot be empty".to_owned());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(format!("kernel name {} may only hold ASCII letters, digits, `-` and `_`", quote(name)));
+    }
+    Ok(())
+}
+
+/// Checks a Hub repo id: `org/name`, each part 1–96 of ASCII letters, digits, `-`, `_`, `.`,
+/// not starting or ending with `-` or `.`, without `--` or `..`.
+pub(crate) fn check_repo(repo: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{} is not a Hub repo id `org/name`: {why}", quote(repo)));
+    let Some((org, name)) = repo.split_once('/') else {
+        return bad("it has no `/`");
+    };
+    for part in [org, name] {
+        if part.is_empty() || part.len() > 96 {
+            return bad("each part must hold 1 to 96 characters");
+        }
+        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return bad("only ASCII letters, digits, `-`, `_` and `.` are allowed, and one `/`");
+        }
+        if part.starts_with(['-', '.']) || part.ends_with(['-', '.']) || part.contains("--") || part.contains("..") {
+            return bad("a part cannot start or end with `-` or `.`, nor hold `--` or `..`");
+        }
+    }
+    Ok(())
+}
+
+/// Checks a revision (commit, branch or tag).
+pub(crate) fn check_revision(revision: &str) -> Result<(), String> {
+    if revision.is_empty() || revision.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{} is not a revision: give a commit, branch or tag, without spaces", quote(revision)));
+    }
+    Ok(())
+}
+
+fn walk(rep: &mut Reporter<'_>, origin: &Path, root: &DeTable<'_>) -> Manifest {
+    rep.unknown_keys(root, "", &ROOT_KEYS);
+
+    let mut kernels = BTreeMap::new();
+    let mut declared = BTreeSet::new();
+    if let Some((_, value)) = entry(root, "kernels")
+        && let Some(table) = rep.table(value, "kernels", " of kernels (`[kernels.<name>]`)")
+    {
+        for (name, value) in table.iter() {
+            declared.insert(name.get_ref().to_string());
+            if let Some(k) = kernel_decl(rep, name, value) {
+                kernels.insert(k.name.clone(), k);
+            }
+        }
+    }
+
+    let mut layers = Vec::new();
+    if let Some((_, value)) = entry(root, "layers")
+        && let Some(table) = rep.table(value, "layers", " of layers (`[layers.<Layer>]`)")
+    {
+        for (name, value) in table.iter() {
+            layer(rep, &declared, name, value, &mut layers);
+        }
+    }
+    layers.sort_by(|(a, _), (b, _)| (&a.layer, a.device).cmp(&(&b.layer, b.device)));
+    check_reachable(rep, &layers);
+
+    let build = match entry(root, "build") {
+        Some((_, value)) => build_options(rep, value),
+        None => BuildOptions::default(),
+    };
+
+    Manifest { path: origin.to_owned(), kernels, layers: layers.into_iter().map(|(m, _)| m).collect(), build }
+}
+
+fn kernel_decl(
+    rep: &mut Reporter<'_>,
+    name: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<KernelDecl> {
+    let path = header(&["kernels", name.get_ref()]);
+    if let Err(e) = check_local_name(name.get_ref()) {
+        rep.error(name.span(), &path, e);
+    }
+    let table = rep.table(value, &path, " with `repo` and `version` (or `revision`), or `path`")?;
+    rep.unknown_keys(table, &path, &KERNEL_KEYS);
+
+    let repo = entry(table, "repo");
+    let version = entry(table, "version");
+    let revision = entry(table, "revision");
+    let local = entry(table, "path");
+    let key = |k: &str| child(&path, k);
+    let location = rep.locate(name.span().start);
+
+    if let Some((_, local_value)) = local {
+        let mut ok = true;
+        for (other, what) in [(repo, "repo"), (version, "version"), (revision, "revision")] {
+            if let Some((k, _)) = other {
+                let message = if what == "repo" {
+                    "a kernel comes either from the Hub (`repo`) or from a local directory (`path`), not both; remove one".to_owned()
+                } else {
+                    format!(
+                        "`{what}` applies to Hub kernels (`repo`); a `path` kernel is used as it is on disk; remove it"
+                    )
+                };
+                rep.error(k.span(), &key(what), message);
+                ok = false;
+            }
+        }
+        let written = rep.string(local_value, &key("path"), " (a directory, relative to kernels.toml)")?;
+        if written.trim().is_empty() {
+            rep.error(
+                local_value.span(),
+                &key("path"),
+                "the path is empty: name a Hub-layout directory or a kernel crate",
+            );
+            return None;
+        }
+        return ok.then(|| KernelDecl {
+            name: name.get_ref().to_string(),
+            source: KernelSource::Path(PathBuf::from(written)),
+            location,
+        });
+    }
+
+    let Some((_, repo_value)) = repo else {
+        let message = if version.is_some() || revision.is_some() {
+            "no `repo`: add `repo = \"<org>/<name>\"` (the Hub repository), or use `path` for a local kernel"
+        } else {
+            "empty kernel: give `repo = \"<org>/<name>\"` with `version = <major>` or `revision = \"<commit, branch or tag>\"`, or `path = \"<dir>\"`"
+        };
+        rep.error(name.span(), &path, message);
+        return None;
+    };
+    let repo = rep.string(repo_value, &key("repo"), " (`org/name` of a Hub kernel repository)");
+    if let Some(r) = repo
+        && let Err(e) = check_repo(r)
+    {
+        rep.error(repo_value.span(), &key("repo"), e);
+    }
+    let requested = match (version, revision) {
+        (Some(_), Some((k, _))) => {
+            rep.error(
+                k.span(),
+                &key("revision"),
+                "`version` and `revision` are exclusive: ask for a major version (Hub branch `v<N>`) or for one revision, not both",
+            );
+            None
+        }
+        (None, None) => {
+            rep.error(
+                name.span(),
+                &path,
+                "`repo` needs `version = <major>` (Hub branch `v<major>`) or `revision = \"<commit, branch or tag>\"`",
+            );
+            None
+        }
+        (Some((_, v)), None) => rep
+            .unsigned(v, &key("version"), " (the major version; `version = 1` is Hub branch `v1`)")
+            .map(Requested::Version),
+        (None, Some((_, v))) => {
+            let r = rep.string(v, &key("revision"), " (a commit, branch or tag)")?;
+            match check_revision(r) {
+                Ok(()) => Some(Requested::Revision(r.to_owned())),
+                Err(e) => {
+                    rep.error(v.span(), &key("revision"), e);
+                    None
+                }
+            }
+        }
+    };
+    Some(KernelDecl {
+        name: name.get_ref().to_string(),
+        source: KernelSource::Hub { repo: repo?.to_owned(), requested: requested? },
+        location,
+    })
+}
+
+fn layer(
+    rep: &mut Reporter<'_>,
+    declared: &BTreeSet<String>,
+    name: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+    out: &mut Vec<(LayerMapping, Range<usize>)>,
+) {
+    let layer_name = name.get_ref().as_ref();
+    let path = header(&["layers", layer_name]);
+    if layer_name.trim().is_empty() {
+        rep.error(name.span(), &path, "a layer name cannot be empty");
+    }
+    let hint = " mapping devices to kernels, e.g. `cuda = { kernel = \"…\", function = \"…\" }`";
+    let Some(table) = rep.table(value, &path, hint) else { return };
+    rep.unknown_keys(table, &path, &DEVICE_NAMES);
+    for (device_key, value) in table.iter() {
+        let Some(device) = DEVICE_NAMES.iter().position(|d| *d == device_key.get_ref().as_ref()).map(|i| DEVICES[i])
+        else {
+            continue;
+        };
+        let device_path = child(&path, device_key.get_ref());
+        match value.get_ref() {
+            DeValue::Array(items) => {
+                if items.is_empty() {
+                    rep.error(
+                        value.span(),
+                        &device_path,
+                        "an empty list maps nothing: add a mapping or remove the key (the layer then uses its Rust forward)",
+                    );
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{device_path}[{i}]");
+                    if let Some(m) = mapping(rep, declared, layer_name, device, &item_path, item, item.span()) {
+                        out.push(m);
+                    }
+                }
+            }
+            DeValue::Table(_) => {
+                if let Some(m) = mapping(rep, declared, layer_name, device, &device_path, value, device_key.span()) {
+                    out.push(m);
+                }
+            }
+            other => rep.error(
+                value.span(),
+                &device_path,
+                format!(
+                    "expected a mapping `{{ kernel = \"…\", function = \"…\" }}` or an array of them, found {}",
+                    article(other)
+                ),
+            ),
+        }
+    }
+}
+
+fn mapping(
+    rep: &mut Reporter<'_>,
+    declared: &BTreeSet<String>,
+    layer: &str,
+    device: BackendKind,
+    path: &str,
+    value: &Spanned<DeValue<'_>>,
+    anchor: Range<usize>,
+) -> Option<(LayerMapping, Range<usize>)> {
+    let table = rep.table(value, path, " `{ kernel = \"…\", function = \"…\" }`")?;
+    rep.unknown_keys(table, path, &MAPPING_KEYS);
+    let key = |k: &str| child(path, k);
+
+    let kernel = match entry(table, "kernel") {
+        None => {
+            rep.error(
+                anchor.clone(),
+                path,
+                "missing `kernel = \"<name>\"`: the `[kernels.<name>]` entry that serves this layer",
+            );
+            None
+        }
+        Some((_, v)) => {
+            let k = rep.string(v, &key("kernel"), " (the name of a `[kernels.<name>]` entry)");
+            match k {
+                Some(k) if !declared.contains(k) => {
+                    let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+                    let known = if known.is_empty() {
+                        "none is declared".to_owned()
+                    } else {
+                        format!("declared: {}", one_of(&known))
+                    };
+                    rep.error(
+                        v.span(),
+                        &key("kernel"),
+                        format!("unknown kernel {}: declare it as `{}` ({known})", quote(k), header(&["kernels", k])),
+                    );
+                    None
+                }
+                other => other,
+            }
+        }
+    };
+
+    let function = match entry(table, "function") {
+        None => {
+            rep.error(
+                anchor.clone(),
+                path,
+                "missing `function = \"<name>\"`: the function the kernel exports (`__tvm_ffi_<name>`)",
+            );
+            None
+        }
+        Some((_, v)) => {
+            let f = rep.string(v, &key("function"), " (the exported function's name)")?;
+            let symbol_ok = f.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if symbol_ok {
+                Some(f)
+            } else {
+                rep.error(
+                    v.span(),
+                    &key("function"),
+                    format!(
+                        "{} is not a function name: the kernel exports `__tvm_ffi_<function>`, so use ASCII letters, digits and `_`, not starting with a digit",
+                        quote(f)
+                    ),
+                );
+                None
+            }
+        }
+    };
+
+    let mut capability = Some(None);
+    if let Some((k, v)) = entry(table, "capability") {
+        if device != BackendKind::Cuda {
+            rep.error(
+                k.span(),
+                &key("capability"),
+                format!(
+                    "`capability` applies to `cuda` mappings only (CUDA compute capability), not `{device}`; remove it"
+                ),
+            );
+            capability = None;
+        } else {
+            capability = rep
+                .string(v, &key("capability"), " like \"8.0..9.0\"")
+                .and_then(|s| parse_capability_range(s).map_err(|e| rep.error(v.span(), &key("capability"), e)).ok());
+        }
+    }
+
+    let mode = match entry(table, "mode") {
+        None => Some(ModeSupport::Inference),
+        Some((_, v)) => match rep.string(v, &key("mode"), " (`inference` or `training`)") {
+            Some("inference") => Some(ModeSupport::Inference),
+            Some("training") => Some(ModeSupport::Training),
+            Some(other) => {
+                rep.error(
+                    v.span(),
+                    &key("mode"),
+                    format!(
+                        "unknown mode {} (expected `inference` for a forward-only kernel, or `training` for one with backward support)",
+                        quote(other)
+                    ),
+                );
+                None
+            }
+            None => None,
+        },
+    };
+
+    Some((
+        LayerMapping {
+            layer: layer.to_owned(),
+            device,
+            kernel: kernel?.to_owned(),
+            function: function?.to_owned(),
+            capability: capability?,
+            mode: mode?,
+            key: path.to_owned(),
+            location: rep.locate(anchor.start),
+        },
+        anchor,
+    ))
+}
+
+/// A mapping is never chosen when an earlier one of the same layer and device has the same
+/// range and serves every mode it serves (ties go to the earlier one).
+fn check_reachable(rep: &mut Reporter<'_>, layers: &[(LayerMapping, Range<usize>)]) {
+    for (j, (later, span)) in layers.iter().enumerate() {
+        let shadow = layers[..j].iter().map(|(m, _)| m).find(|earlier| {
+            earlier.layer == later.layer
+                && earlier.device == later.device
+                && earlier.capability == later.capability
+                && (earlier.mode == later.mode || earlier.mode == ModeSupport::Training)
+        });
+        if let Some(earlier) = shadow {
+            let range = format_capability_range(later.capability);
+            rep.error(
+                span.clone(),
+                &later.key,
+                format!(
+                    "never chosen: `{}` (line {}) has the same capability range `{range}` and serves every mode this one does; \
+                     remove one, or give them different ranges or modes",
+                    earlier.key, earlier.location.line
+                ),
+            );
+        }
+    }
+}
+
+fn build_options(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>) -> BuildOptions {
+    let mut options = BuildOptions::default();
+    let path = header(&["build"]);
+    let Some(table) = rep.table(value, &path, "") else { return options };
+    rep.unknown_keys(table, &path, &BUILD_KEYS);
+    let key = |k: &str| child(&path, k);
+
+    if let Some((_, v)) = entry(table, "backends")
+        && let Some(items) = rep.array(v, &key("backends"), &format!(" of backends ({})", one_of(&DEVICE_NAMES)))
+    {
+        if items.is_empty() {
+            rep.error(
+                v.span(),
+                &key("backends"),
+                "an empty list embeds no kernel: list at least one backend, or remove the key for every backend the target can run",
+            );
+        }
+        let mut backends = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{}[{i}]", key("backends"));
+            let Some(s) = rep.string(item, &item_key, &format!(" ({})", one_of(&DEVICE_NAMES))) else { continue };
+            match DEVICE_NAMES.iter().position(|d| *d == s) {
+                None => rep.error(
+                    item.span(),
+                    &item_key,
+                    format!("unknown backend {} (expected {})", quote(s), one_of(&DEVICE_NAMES)),
+                ),
+                Some(p) if backends.contains(&DEVICES[p]) => {
+                    rep.error(item.span(), &item_key, format!("{} is listed twice", quote(s)));
+                }
+                Some(p) => backends.push(DEVICES[p]),
+            }
+        }
+        options.backends = Some(backends);
+    }
+
+    if let Some((_, v)) = entry(table, "embed")
+        && let Some(b) = rep.boolean(v, &key("embed"))
+    {
+        options.embed = b;
+    }
+
+    options
+}
+
+#[cfg(test)]
+mod tests;
