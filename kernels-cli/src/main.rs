@@ -62,12 +62,8 @@ struct Options {
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        manifest: PathBuf::from(MANIFEST_FILE),
-        target: host_triple(),
-        update: false,
-        rest: Vec::new(),
-    };
+    let mut o =
+        Options { manifest: PathBuf::from(MANIFEST_FILE), target: host_triple(), update: false, rest: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
