@@ -37,9 +37,10 @@
 //!   exported name (the library exports `__tvm_ffi_<function>`).
 //! - `capability` (CUDA only) is an inclusive range of compute capabilities,
 //!   `MAJOR.MINOR..MAJOR.MINOR`, either end optional (`..` is every GPU), or a single
-//!   `MAJOR.MINOR` for that capability alone. Among the mappings
-//!   whose range holds the GPU's capability, the smallest range wins; ties go to the one
-//!   declared first (see [`pick`]).
+//!   `MAJOR.MINOR` for that capability alone. Among the mappings whose range holds the GPU's
+//!   capability, the smallest range wins; ties go to the one declared first (see [`pick`]). A
+//!   mapping that an earlier one with the same range and modes would always win over is an
+//!   error.
 //! - `mode = "inference"` (the default) is a forward-only kernel: it is never chosen in training
 //!   mode. `mode = "training"` promises backward support: it serves training, and inference too.
 //! - Unknown keys are errors at every level. Every error names `file:line:column` and the key.
@@ -203,7 +204,7 @@ impl Manifest {
     pub fn hub_kernels(&self) -> impl Iterator<Item = (&str, &str, &Requested)> {
         self.kernels.values().filter_map(|k| match &k.source {
             KernelSource::Hub { repo, requested } => Some((k.name.as_str(), repo.as_str(), requested)),
-            KernelSource::Path { .. } => None,
+            KernelSource::Path(_) => None,
         })
     }
 
