@@ -50,9 +50,10 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
     );
 
     let (locals, allocations) = output_locals(output);
+    // Spanned at the `output` expression: an allocation of the wrong type is reported there.
     let output_value = match output {
-        Output::One(e) => quote_spanned!(e.span()=> #(#locals)*),
-        Output::Many(t) => quote_spanned!(t.span()=> (#(#locals),*)),
+        Output::One(e) => quote_spanned!(e.span()=> ::core::result::Result::Ok(#(#locals)*)),
+        Output::Many(t) => quote_spanned!(t.span()=> ::core::result::Result::Ok((#(#locals),*))),
     };
     let values = args.items.iter().map(|arg| argument(arg, &locals));
     let device = device(&args.items);
@@ -78,7 +79,7 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
                     ::core::result::Result::Ok(::core::option::Option::Some(__kernels_kernel)) => {
                         #(let mut #locals = #allocations;)*
                         match ::kernels_runtime::__private::call(__kernels_kernel, &[#(#values),*]) {
-                            ::core::result::Result::Ok(()) => return ::core::result::Result::Ok(#output_value),
+                            ::core::result::Result::Ok(()) => return #output_value,
                             ::core::result::Result::Err(__kernels_error) => __kernels_error,
                         }
                     }
@@ -95,10 +96,14 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
 
 /// The locals holding the output allocations, and their expressions.
 fn output_locals(output: &Output) -> (Vec<Ident>, Vec<&Expr>) {
-    let local = |name: String| Ident::new(&name, Span::mixed_site());
+    // Hygienic (invisible to user code) and located at their expression, so type errors
+    // about an allocation point there.
+    let local = |name: String, e: &Expr| Ident::new(&name, e.span().resolved_at(Span::mixed_site()));
     match output {
-        Output::One(e) => (vec![local("__kernels_output".to_owned())], vec![e]),
-        Output::Many(t) => t.elems.iter().enumerate().map(|(i, e)| (local(format!("__kernels_output_{i}")), e)).unzip(),
+        Output::One(e) => (vec![local("__kernels_output".to_owned(), e)], vec![e]),
+        Output::Many(t) => {
+            t.elems.iter().enumerate().map(|(i, e)| (local(format!("__kernels_output_{i}"), e), e)).unzip()
+        }
     }
 }
 
@@ -106,9 +111,11 @@ fn output_locals(output: &Output) -> (Vec<Ident>, Vec<&Expr>) {
 /// conversion is reported there.
 fn argument(arg: &Arg, locals: &[Ident]) -> TokenStream2 {
     match arg {
-        Arg::Output { expr, index } => {
+        Arg::Output { index, .. } => {
+            // Spanned at the allocation (the local is located there): its type is what a
+            // missing `KernelOutput` is about.
             let local = &locals[index.as_ref().map_or(0, |(i, _)| *i as usize)];
-            quote_spanned!(expr.span()=> ::kernels_runtime::__private::KernelOutput::kernel_output(&mut #local))
+            quote_spanned!(local.span()=> ::kernels_runtime::__private::KernelOutput::kernel_output(&mut #local))
         }
         Arg::Input { ident } => {
             quote_spanned!(ident.span()=> ::kernels_runtime::__private::KernelArg::kernel_arg(&#ident))

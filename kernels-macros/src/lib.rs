@@ -1,7 +1,7 @@
 //! `#[kernelize]`: marks a model layer as replaceable by a Hub kernel. Use it through
 //! `kernels_runtime::kernelize`; the generated code calls into `kernels_runtime`.
 //!
-//! ```ignore
+//! ```text
 //! use kernels_runtime::kernelize;
 //! use kernels_runtime::dispatch::{DispatchError, HostTensor};
 //!
@@ -17,7 +17,7 @@
 //! }
 //! ```
 //!
-//! The struct is emitted unchanged, plus `RmsNorm::kernel_forward` with the signature of
+//! (A compiled example is in the docs of `kernels_runtime::dispatch`.) The struct is emitted unchanged, plus `RmsNorm::kernel_forward` with the signature of
 //! `forward`: it calls the kernel function `kernels.toml` maps the layer to on the input's
 //! device (allocating `output`, passing `args` in order) or, when none is available,
 //! `self.forward(x)`, the Rust reference the user writes in an inherent impl.

@@ -77,11 +77,7 @@ fn parse_list(input: ParseStream<'_>, options: &mut Options, errors: &mut Errors
         let Ok(eq) = input.parse::<Token![=]>() else {
             return malformed(input, options, errors);
         };
-        if input.is_empty() || input.peek(Token![,]) {
-            errors.at(eq, messages::missing_value(&name.to_string()));
-        } else {
-            parse_value(input, &name, options, errors);
-        }
+        parse_value(input, &name, &eq, options, errors);
         if input.is_empty() {
             return;
         }
@@ -98,7 +94,7 @@ fn malformed(input: ParseStream<'_>, options: &mut Options, errors: &mut Errors)
 }
 
 /// Parses one option's value into its slot.
-fn parse_value(input: ParseStream<'_>, name: &Ident, options: &mut Options, errors: &mut Errors) {
+fn parse_value(input: ParseStream<'_>, name: &Ident, eq: &Token![=], options: &mut Options, errors: &mut Errors) {
     let key = name.to_string();
     let absent = match key.as_str() {
         "layer" => options.layer.is_absent(),
@@ -114,6 +110,16 @@ fn parse_value(input: ParseStream<'_>, name: &Ident, options: &mut Options, erro
     if !absent {
         errors.at(name, messages::duplicate_option(&key));
         skip_value(input);
+        return;
+    }
+    if at_boundary(input) {
+        errors.at(eq, messages::missing_value(&key));
+        match key.as_str() {
+            "layer" => options.layer = Slot::Invalid,
+            "forward" => options.forward = Slot::Invalid,
+            "output" => options.output = Slot::Invalid,
+            _ => options.args = Slot::Invalid,
+        }
         return;
     }
     match key.as_str() {

@@ -127,20 +127,25 @@ fn check_args(args: &Args, output: Option<&Output>, errors: &mut Errors) {
     let Some(output) = output else { return };
     let count = output.count();
     let mut passed = vec![0usize; count];
+    // After a misnamed output, "never passes" would only repeat the same mistake.
+    let mut misnamed = false;
     for arg in &args.items {
         let Arg::Output { expr, index } = arg else { continue };
         let slot = match (index, count) {
             (None, 1) => 0,
             (None, n) => {
                 errors.at(expr, messages::output_is_a_tuple(n));
+                misnamed = true;
                 continue;
             }
             (Some(_), 1) => {
                 errors.at(expr, messages::output_not_a_tuple());
+                misnamed = true;
                 continue;
             }
             (Some((i, _)), n) if *i as usize >= n => {
                 errors.at(expr, messages::output_index_out_of_range(*i, n));
+                misnamed = true;
                 continue;
             }
             (Some((i, _)), _) => *i as usize,
@@ -151,7 +156,7 @@ fn check_args(args: &Args, output: Option<&Output>, errors: &mut Errors) {
         }
     }
     for (slot, n) in passed.iter().enumerate() {
-        if *n == 0 {
+        if *n == 0 && !misnamed {
             errors.at(&args.tokens, messages::output_not_passed(&output_name(slot, count)));
         }
     }

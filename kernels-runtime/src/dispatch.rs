@@ -7,6 +7,51 @@
 //! runs (output allocated, arguments converted with [`KernelArg`]/[`KernelOutput`]) or the
 //! layer's Rust forward does.
 //!
+//! # Example
+//!
+//! ```
+//! use kernels_runtime::dispatch::{self, DispatchError, HostTensor};
+//! use kernels_runtime::kernelize;
+//!
+//! // Brings in the registry the build script generated from kernels.toml (`build.rs`:
+//! // `kernels_build::build()`); here an empty one: every layer uses its Rust forward.
+//! // kernels_runtime::include_kernels!();
+//! static __KERNELS_REGISTRY: kernels_runtime::registry::Registry = kernels_runtime::registry::Registry::EMPTY;
+//!
+//! #[kernelize(
+//!     layer = "RMSNorm",                    // [layers.RMSNorm] of kernels.toml
+//!     forward = fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
+//!     output = HostTensor::zeros(x.shape()), // what the kernel writes into
+//!     args = (output, x, self.weight, self.eps), // what the kernel function receives, in order
+//! )]
+//! pub struct RmsNorm {
+//!     weight: Vec<f32>,
+//!     eps: f32,
+//! }
+//!
+//! impl RmsNorm {
+//!     /// The reference, and the fallback.
+//!     pub fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError> {
+//!         let d = self.weight.len();
+//!         let mut out = x.data().to_vec();
+//!         for row in out.chunks_mut(d) {
+//!             let scale = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / d as f32 + self.eps).sqrt();
+//!             row.iter_mut().zip(&self.weight).for_each(|(v, w)| *v *= scale * w);
+//!         }
+//!         Ok(HostTensor::new(out, x.shape()).expect("same shape"))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), DispatchError> {
+//! let norm = RmsNorm { weight: vec![1.0; 4], eps: 1e-6 };
+//! let x = HostTensor::new(vec![1.0, 2.0, 3.0, 4.0], &[1, 4]).expect("4 elements");
+//! let y = norm.kernel_forward(&x)?; // the kernel when mapped and loadable here, else `forward`
+//! assert_eq!(y, norm.forward(&x)?);
+//! println!("{}", dispatch::report()); // which layer uses what, and why
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # How the decision is made ([`decide`])
 //!
 //! 1. `DISABLE_KERNEL_MAPPING=1` → the Rust forward, for every layer.

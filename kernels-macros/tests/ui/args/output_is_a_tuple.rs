@@ -1,0 +1,20 @@
+#![allow(unused_imports)]
+
+use kernels_runtime::dispatch::{DispatchError, HostTensor};
+use kernels_runtime::kernelize;
+use kernels_runtime::registry::Registry;
+
+static __KERNELS_REGISTRY: Registry = Registry::EMPTY;
+
+#[kernelize(
+    layer = "RMSNorm",
+    forward = fn forward(&self, x: &HostTensor<f32>) -> Result<(HostTensor<f32>, HostTensor<f32>), DispatchError>,
+    output = (HostTensor::zeros(x.shape()), HostTensor::zeros(x.shape())),
+    args = (output, x),
+)]
+pub struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+fn main() {}
