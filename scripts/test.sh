@@ -19,6 +19,10 @@ export KERNELS_TEST_REQUIRE_TVM_FFI=1
 # The C++ example kernel, in the Hub layout the tests load; checked through tvm-ffi's own Python API too.
 bash scripts/check-cpp-kernel.sh
 
+# The CUDA example kernels, compiled with nvcc from PyPI (no GPU needed) and checked: layout,
+# digests, the archs in the fat binary, and argument errors through the C ABI.
+bash scripts/check-cuda-kernel.sh
+
 # The loopback Hub.
 export KERNELS_HUB_DIR="${KERNELS_HUB_DIR:-$repo/target/loopback-hub}"
 endpoint="$(bash scripts/hub/start-olah.sh)"
