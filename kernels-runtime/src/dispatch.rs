@@ -1328,32 +1328,30 @@ pub mod __private {
 
     /// Calls the bound kernel with `args` (as written in `#[kernelize(args = …)]`).
     #[inline]
-    pub fn call(bound: Bound, args: &[KernelValue<'_>]) -> Result<(), DispatchError> {
+    pub fn call<const N: usize>(bound: Bound, args: &[KernelValue<'_>; N]) -> Result<(), DispatchError> {
+        const { assert!(N <= MAX_ARGS, "a kernel call takes at most MAX_ARGS arguments") };
         let layer = bound.resolution.layer;
-        if args.len() > MAX_ARGS {
-            let source = KernelError::TooManyArgs { function: bound.function.name().to_owned(), given: args.len() };
-            return Err(DispatchError::Kernel { layer, source: Box::new(source) });
+        let invalid = args.iter().enumerate().find_map(|(i, v)| match v {
+            KernelValue::Invalid(error) => Some((i, error)),
+            _ => None,
+        });
+        if let Some((i, error)) = invalid {
+            let name = bound.resolution.args.get(i).copied().unwrap_or("?");
+            return Err(DispatchError::Argument { layer, index: i, name, error: error.clone() });
         }
-        let mut packed = [Arg::None; MAX_ARGS];
-        for (i, (slot, value)) in packed.iter_mut().zip(args).enumerate() {
-            *slot = match value {
-                KernelValue::View(t) => Arg::Tensor(t),
-                KernelValue::Tensor(t) => Arg::Tensor(t),
-                KernelValue::Int(v) => Arg::Int(*v),
-                KernelValue::Float(v) => Arg::Float(*v),
-                KernelValue::Bool(v) => Arg::Bool(*v),
-                KernelValue::None => Arg::None,
-                KernelValue::Invalid(error) => {
-                    let name = bound.resolution.args.get(i).copied().unwrap_or("?");
-                    return Err(DispatchError::Argument { layer, index: i, name, error: error.clone() });
-                }
-            };
-        }
+        let packed: [Arg<'_>; N] = std::array::from_fn(|i| match &args[i] {
+            KernelValue::View(t) => Arg::Tensor(t),
+            KernelValue::Tensor(t) => Arg::Tensor(t),
+            KernelValue::Int(v) => Arg::Int(*v),
+            KernelValue::Float(v) => Arg::Float(*v),
+            KernelValue::Bool(v) => Arg::Bool(*v),
+            KernelValue::None | KernelValue::Invalid(_) => Arg::None,
+        });
         // SAFETY: the kernel function and its arguments were declared together, by the
         // layer's mapping in kernels.toml and its `#[kernelize(args = …)]` (see the module
         // docs); the tensors borrow live memory for the duration of the call, and the outputs
         // are borrowed mutably from allocations nothing else can reach.
-        unsafe { bound.function.call(&packed[..args.len()]) }
+        unsafe { bound.function.call(&packed) }
             .map_err(|source| DispatchError::Kernel { layer, source: Box::new(source) })
     }
 

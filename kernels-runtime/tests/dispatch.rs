@@ -9,11 +9,9 @@
 //! Kernel results must equal the Rust forward (computed in f64, rounded to f32) within
 //! `|kernel - forward| <= 1e-5 * max(1, |forward|)`: the kernels sum in f32.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use kernels_runtime::dispatch::{
     self, Choice, DispatchError, FallbackReason, HostTensor, Mode, Target, report, report_with, with_mode,
@@ -68,11 +66,11 @@ fn rms_norm_ref(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 macro_rules! rms_norm_layer {
     ($ty:ident, $layer:literal) => {
         #[kernelize(
-                    layer = $layer,
-                    forward = fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
-                    output = HostTensor::zeros(x.shape()),
-                    args = (output, x, self.weight, self.eps),
-                )]
+                            layer = $layer,
+                            forward = fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
+                            output = HostTensor::zeros(x.shape()),
+                            args = (output, x, self.weight, self.eps),
+                        )]
         struct $ty {
             weight: Vec<f32>,
             eps: f32,
@@ -235,111 +233,10 @@ fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
 
 // ---- the example kernels in a Hub layout --------------------------------------------------
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("kernels-runtime sits in the workspace")
-}
+#[path = "support/example_kernel.rs"]
+mod example_kernel;
 
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let out = Command::new(rustc).arg("-vV").output().expect("rustc runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc -vV names the host").to_owned()
-}
-
-/// Builds `kernels-example-cpu` (release) and returns its shared library.
-fn build_example_kernel() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
-    let manifest = workspace().join("examples/kernels/rust-cpu/Cargo.toml");
-    // A target dir of its own (shared with the end-to-end tests, built the same way): the
-    // outer cargo may hold the workspace's.
-    let target_dir = workspace().join("target").join("kernels-tests");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--lib", "--message-format=json-render-diagnostics", "--target"])
-        .arg(host_triple())
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for key in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
-        cmd.env_remove(key);
-    }
-    let out = cmd.output().expect("cargo runs");
-    assert!(out.status.success(), "building the example kernel failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for line in stdout.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != "kernels_example_cpu" {
-            continue;
-        }
-        let libs = msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
-        if let Some(lib) = libs.map(PathBuf::from).find(|f| f.extension().is_some_and(|e| e == "so" || e == "dylib")) {
-            return lib;
-        }
-    }
-    panic!("cargo reported no shared library for kernels-example-cpu:\n{stdout}");
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    kernels_runtime::metadata::sha256_hex(bytes)
-}
-
-/// Lays `library` out as `<root>/build/<variant>/<id>.so` + `metadata.json`, as
-/// kernel-builder does for a CPU tvm-ffi variant.
-fn lay_out(library: &[u8], variant: &str, root: &Path) {
-    let id = format!("_rust_cpu_ops_{}", &sha256_hex(library)[..7]);
-    let dir = root.join("build").join(variant);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{id}.so")), library).unwrap();
-    let files = kernels_runtime::metadata::digest_files(&dir).unwrap();
-    let metadata = serde_json::json!({
-        "name": "rust-cpu-ops",
-        "id": id,
-        "version": 1,
-        "license": "Apache-2.0",
-        "backend": { "type": "cpu" },
-        "digest": { "algorithm": "sha256", "files": files },
-    });
-    std::fs::write(dir.join("metadata.json"), serde_json::to_string_pretty(&metadata).unwrap()).unwrap();
-}
-
-/// The Hub layouts the tests point `LOCAL_KERNELS` at: intact, damaged after its digest was
-/// recorded, and built for another CPU. Made once per parent process, keyed by the library's
-/// hash so concurrent runs share them.
-struct Hubs {
-    intact: PathBuf,
-    damaged: PathBuf,
-    foreign: PathBuf,
-}
-
-fn hubs() -> &'static Hubs {
-    static HUBS: OnceLock<Hubs> = OnceLock::new();
-    HUBS.get_or_init(|| {
-        let library = std::fs::read(build_example_kernel()).unwrap();
-        let root =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dispatch-hubs-{}", &sha256_hex(&library)[..12]));
-        let this = format!("tvm-ffi01-cpu-{}-{}", CpuArch::current(), Os::current());
-        let other = if CpuArch::current() == CpuArch::X86_64 { "aarch64" } else { "x86_64" };
-        let hubs = Hubs { intact: root.join("intact"), damaged: root.join("damaged"), foreign: root.join("foreign") };
-        if !root.join("complete").is_file() {
-            let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-            lay_out(&library, &this, &tmp.path().join("intact"));
-            lay_out(&library, &this, &tmp.path().join("damaged"));
-            lay_out(&library, &format!("tvm-ffi01-cpu-{other}-{}", Os::current()), &tmp.path().join("foreign"));
-            // Damage the library after its digest was written.
-            let lib = std::fs::read_dir(tmp.path().join("damaged/build").join(&this))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .find(|p| p.extension().is_some_and(|e| e == "so"))
-                .unwrap();
-            std::fs::OpenOptions::new().append(true).open(lib).unwrap().write_all(b"tampered").unwrap();
-            std::fs::write(tmp.path().join("complete"), b"").unwrap();
-            // Another process may have finished first; either copy is the same.
-            let _ = std::fs::rename(tmp.keep(), &root);
-        }
-        assert!(root.join("complete").is_file(), "{} was not laid out", root.display());
-        hubs
-    })
-}
+use example_kernel::hubs;
 
 fn local_kernels() -> (&'static str, String) {
     let h = hubs();
