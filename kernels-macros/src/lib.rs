@@ -22,9 +22,9 @@
 //! device (allocating `output`, passing `args` in order) or, when none is available,
 //! `self.forward(x)`, the Rust reference the user writes in an inherent impl.
 //!
-//! The macro does no I/O. It works in four steps: [`parse`] the attribute's options, build a
-//! [`model`] that keeps every token's span, [`validate`] it (every mistake is collected as a
-//! `syn::Error` on the token to blame, with its text in [`messages`]), and [`expand`], which
+//! The macro does no I/O. It works in four steps: `parse` the attribute's options, build a
+//! `model` that keeps every token's span, `validate` it (every mistake is collected as a
+//! `syn::Error` on the token to blame, with its text in `messages`), and `expand`, which
 //! cannot fail. On any error the item is emitted unchanged next to the errors, so no cascade
 //! of "cannot find" errors follows.
 
