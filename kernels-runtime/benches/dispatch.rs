@@ -89,7 +89,11 @@ fn interleaved(mut a: impl FnMut(), mut b: impl FnMut(), rounds: usize, batch: u
 }
 
 fn main() {
-    let hub = example_kernel::hubs().intact.clone();
+    // KERNELS_BENCH_HUB names a laid-out kernel, for machines without cargo.
+    let hub = match std::env::var_os("KERNELS_BENCH_HUB") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => example_kernel::hubs().intact.clone(),
+    };
     // SAFETY: no other thread exists yet; the variable is read when the layer first dispatches.
     unsafe { std::env::set_var(dispatch::LOCAL_KERNELS_ENV, format!("{REPO}={}", hub.display())) };
 

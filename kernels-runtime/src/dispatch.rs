@@ -1554,6 +1554,48 @@ mod tests {
         );
     }
 
+    /// On this machine's real platform: CUDA device 0 is either absent (no device) or has a
+    /// capability that a range above it excludes and a range around it admits.
+    #[test]
+    fn cuda_decisions_on_this_machine() {
+        let platform = Platform::detect();
+        let gpu = platform.cuda.present().and_then(|c| c.devices.iter().find(|d| d.ordinal == 0));
+        let cc = gpu.map_or(Version::new(9, 0), |d| d.capability);
+        let layers: &'static [LayerEntry] = Box::leak(Box::new([
+            LayerEntry {
+                layer: "Above",
+                device: BackendKind::Cuda,
+                kernel: "norm",
+                function: "rms_norm",
+                capability: Some(CapabilityRange { min: Some(Version::new(cc.major + 1, 0)), max: None }),
+                mode: ModeSupport::Inference,
+            },
+            LayerEntry {
+                layer: "Around",
+                device: BackendKind::Cuda,
+                kernel: "norm",
+                function: "rms_norm",
+                capability: Some(CapabilityRange { min: Some(cc), max: Some(cc) }),
+                mode: ModeSupport::Inference,
+            },
+        ]));
+        let reg = Registry { layers, ..registry(&[]) };
+        let above = decide(&reg, "Above", CUDA0, Mode::Inference, &Settings::default(), &platform);
+        let around = decide(&reg, "Around", CUDA0, Mode::Inference, &Settings::default(), &platform);
+        match gpu {
+            Some(_) => {
+                assert!(matches!(fallback(&above), FallbackReason::Capability { capability, .. } if *capability == cc));
+                // Past the capability check: the registry has no variant of the kernel.
+                assert!(matches!(fallback(&around), FallbackReason::NoVariant { .. }), "{:?}", around.choice);
+            }
+            None => {
+                for d in [&above, &around] {
+                    assert!(matches!(fallback(d), FallbackReason::NoDevice { .. }), "{:?}", d.choice);
+                }
+            }
+        }
+    }
+
     #[test]
     fn targets_come_from_dlpack_devices() {
         assert_eq!(Target::of(None), CPU);
