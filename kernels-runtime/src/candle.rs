@@ -7,6 +7,16 @@
 //! [`call`] does that and calls a [`KernelFunction`]. Outputs are candle tensors the caller
 //! allocates, usually with [`output_zeros`] or [`output_uninit`].
 //!
+//! For callers that convert a call's arguments one at a time (each lending a view until the
+//! call is made), [`CandleInput`] holds one tensor's storage read-locked while it lives, and
+//! [`CandleOutput`] owns storage that candle allocated until the kernel has written it and
+//! [`CandleOutput::into_tensor`] makes it a tensor. (candle hands out writable storage only
+//! inside an `InplaceOp` callback, so an existing tensor can be written only within a scope:
+//! [`with_args`].)
+//!
+//! For dispatch: [`tensor_backend`] gives the `(BackendKind, ordinal)` of a tensor's device,
+//! [`dl_device`] its DLPack device.
+//!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
 //! use kernels_runtime::candle::{self as kc, CandleArg};
@@ -54,6 +64,11 @@
 //!   candle's cross-stream event tracking orders the kernel after earlier writes and later
 //!   users after it.
 //!
+//! A [`CandleInput`] holds its read lock until dropped; a [`CandleOutput`]'s storage is
+//! reachable only through it until `into_tensor`, so writing it needs no lock. On CUDA they
+//! make candle's stream wait for pending work on the slice when the view is taken, and record
+//! the kernel's access on the stream when dropped / turned into a tensor.
+//!
 //! What the lock cannot promise is the kernel's side: that it reads only what the views
 //! describe and writes only the outputs. That is the contract of the (`unsafe`) kernel call.
 //! Writing an output that shares storage with other tensors changes them too, as candle's own
@@ -63,7 +78,13 @@ use core::cell::RefCell;
 use core::ffi::c_void;
 use core::fmt;
 
-use candle_core::backend::BackendStorage;
+#[cfg(feature = "candle-cuda")]
+use std::sync::Arc;
+use std::sync::RwLockReadGuard;
+
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::cpu_backend::CpuDevice;
+use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, DType, Device, DeviceLocation, InplaceOp1, Layout, Shape, Storage, Tensor};
 
 use crate::ffi::{
@@ -88,13 +109,13 @@ pub enum CandleError {
     },
     /// A tensor passed as contiguous is not.
     #[error(
-        "argument {index} is not contiguous (shape {shape:?}, strides {strides:?}); call \
-         `.contiguous()` on it first, or pass it as `CandleArg::StridedInput` if the kernel \
-         reads strided tensors"
+        "{} is not contiguous (shape {shape:?}, strides {strides:?}); call `.contiguous()` on \
+         it first, or pass it as a strided input if the kernel reads strided tensors",
+        which(.index)
     )]
     NonContiguous {
-        /// Position of the argument in the call.
-        index: usize,
+        /// Position of the argument in the call (`None` for a single tensor).
+        index: Option<usize>,
         /// Its shape.
         shape: Vec<usize>,
         /// Its strides, in elements.
@@ -113,10 +134,10 @@ pub enum CandleError {
         found: DLDevice,
     },
     /// The tensor's device cannot be passed to kernels by this build.
-    #[error("argument {index} is on {device}: {reason}")]
+    #[error("{} is on {device}: {reason}", which(.index))]
     UnsupportedDevice {
-        /// Position of the argument in the call.
-        index: usize,
+        /// Position of the argument in the call (`None` for a single tensor).
+        index: Option<usize>,
         /// The device, as candle names it.
         device: String,
         /// Why, and what to do.
@@ -124,10 +145,10 @@ pub enum CandleError {
     },
     /// The layout addresses elements beyond the storage (never expected from candle; checked
     /// so that a view never reads outside it).
-    #[error("argument {index} addresses elements up to {end} but its storage holds {len}")]
+    #[error("{} addresses elements up to {end} but its storage holds {len}", which(.index))]
     OutOfBounds {
-        /// Position of the argument in the call.
-        index: usize,
+        /// Position of the argument in the call (`None` for a single tensor).
+        index: Option<usize>,
         /// One past the last element addressed.
         end: usize,
         /// Elements in the storage.
@@ -160,6 +181,14 @@ pub enum CandleError {
     /// candle failed (allocating an output, locking a storage).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// "argument N" or "the tensor", for messages.
+fn which(index: &Option<usize>) -> String {
+    match index {
+        Some(i) => format!("argument {i}"),
+        None => "the tensor".to_owned(),
+    }
 }
 
 impl From<CandleError> for candle_core::Error {
@@ -388,7 +417,7 @@ pub fn with_args<R>(
                 CandleArg::StridedInput(t) => (t, true),
                 _ => continue,
             };
-            views[i] = Some(view_of(plan.device, i, tensor, strided, &locked[plan.storage_of[i]])?);
+            views[i] = Some(view_of(plan.device, Some(i), tensor.layout(), strided, &locked[plan.storage_of[i]])?);
         }
         let mut call_args = [Arg::None; MAX_ARGS];
         for ((slot, arg), view) in call_args.iter_mut().zip(args).zip(&views) {
@@ -409,8 +438,259 @@ pub fn with_args<R>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// One tensor at a time
+// ---------------------------------------------------------------------------------------------
+
+/// A tensor a kernel reads, its storage read-locked while this value lives: for callers that
+/// gather a call's arguments one at a time, each lending a view.
+///
+/// Prefer [`with_args`] when tensors of one call may share a storage: each `CandleInput`
+/// takes its own read lock, and a thread holding a read lock that asks for the same lock again
+/// waits behind any writer already waiting for it (std's `RwLock`), which never comes.
+pub struct CandleInput<'t> {
+    /// Held for its lock (and, on CUDA, read again on drop).
+    #[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
+    storage: RwLockReadGuard<'t, Storage>,
+    view: TensorView<'t>,
+    #[cfg(feature = "candle-cuda")]
+    stream: Option<Arc<cuda::CudaStream>>,
+}
+
+impl<'t> CandleInput<'t> {
+    /// Read-locks `tensor`'s storage and views it; the tensor must be contiguous.
+    pub fn new(tensor: &'t Tensor) -> Result<Self, CandleError> {
+        Self::lock(tensor, false)
+    }
+
+    /// Like [`new`](Self::new), with candle's strides as they are, for kernels that read
+    /// strided tensors.
+    pub fn strided(tensor: &'t Tensor) -> Result<Self, CandleError> {
+        Self::lock(tensor, true)
+    }
+
+    fn lock(tensor: &'t Tensor, strided: bool) -> Result<Self, CandleError> {
+        let device = check_tensor(None, tensor)?;
+        let (storage, layout) = tensor.storage_and_layout();
+        #[cfg(feature = "candle-cuda")]
+        let stream = match tensor.device() {
+            Device::Cuda(cuda) => Some(cuda.cuda_stream()),
+            _ => None,
+        };
+        let locked = match &*storage {
+            Storage::Cpu(cpu) => cpu_read(cpu),
+            // The stream waits for pending writes now; the read is recorded again on drop.
+            #[cfg(feature = "candle-cuda")]
+            Storage::Cuda(gpu) => cuda::read(gpu, cuda::expect(stream.as_deref())?, Ok)?,
+            other => {
+                return Err(CandleError::UnsupportedDevice {
+                    index: None,
+                    device: format!("{:?}", other.device().location()),
+                    reason: "not supported by this build",
+                });
+            }
+        };
+        let view = view_of(device, None, layout, strided, &locked)?;
+        Ok(Self {
+            storage,
+            view,
+            #[cfg(feature = "candle-cuda")]
+            stream,
+        })
+    }
+
+    /// The view of the tensor, valid while `self` holds the lock.
+    pub fn view(&self) -> TensorView<'_> {
+        self.view
+    }
+
+    /// Where the tensor lives.
+    pub fn device(&self) -> DLDevice {
+        self.view.device()
+    }
+
+    /// The stream kernels reading this tensor run on: candle's stream of its CUDA device
+    /// (`None` on the CPU). Pass it to [`KernelFunction::call_on_stream`].
+    pub fn stream(&self) -> Option<Stream> {
+        #[cfg(feature = "candle-cuda")]
+        if let Some(stream) = &self.stream {
+            // SAFETY: candle's stream of the tensor's device, kept alive by the `Arc`.
+            return Some(unsafe { Stream::from_raw(self.device(), stream.cu_stream().cast()) });
+        }
+        None
+    }
+}
+
+impl Drop for CandleInput<'_> {
+    fn drop(&mut self) {
+        // Record the read on the stream now that the kernel using the view is enqueued, so
+        // later writers on other streams wait for it.
+        #[cfg(feature = "candle-cuda")]
+        if let (Storage::Cuda(gpu), Some(stream)) = (&*self.storage, &self.stream) {
+            let _ = cuda::read(gpu, stream, |_| Ok(()));
+        }
+    }
+}
+
+impl fmt::Debug for CandleInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CandleInput").field("view", &self.view).finish_non_exhaustive()
+    }
+}
+
+/// A kernel's output: storage allocated by candle on a device and owned by this value, so the
+/// kernel writes memory nothing else reaches, until [`into_tensor`](Self::into_tensor) makes
+/// it a (contiguous, gradient-free) tensor.
+pub struct CandleOutput {
+    storage: Storage,
+    layout: Layout,
+    device: DLDevice,
+    #[cfg(feature = "candle-cuda")]
+    stream: Option<Arc<cuda::CudaStream>>,
+}
+
+impl CandleOutput {
+    /// A zero-filled output of `shape` and `dtype` on `device`.
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Self, CandleError> {
+        // SAFETY: zero-filled memory is initialised.
+        unsafe { Self::alloc(shape.into(), dtype, device, true) }
+    }
+
+    /// An uninitialised output of `shape` and `dtype` on `device` (no fill pass).
+    ///
+    /// # Safety
+    /// [`into_tensor`](Self::into_tensor) may only be called once every element was written
+    /// (by a kernel that writes its whole output, whose call succeeded).
+    pub unsafe fn uninit(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Self, CandleError> {
+        // SAFETY: forwarded to the caller.
+        unsafe { Self::alloc(shape.into(), dtype, device, false) }
+    }
+
+    /// # Safety
+    /// With `zeroed == false`, as for [`uninit`](Self::uninit).
+    unsafe fn alloc(shape: Shape, dtype: DType, device: &Device, zeroed: bool) -> Result<Self, CandleError> {
+        dl_dtype(dtype)?;
+        let dl = check_device(None, device)?;
+        let unsupported = || CandleError::UnsupportedDevice {
+            index: None,
+            device: format!("{:?}", device.location()),
+            reason: "not supported by this build",
+        };
+        let storage = match device {
+            Device::Cpu if zeroed => Storage::Cpu(CpuDevice.zeros_impl(&shape, dtype)?),
+            // SAFETY: the caller vouches that the memory is written before it is read.
+            Device::Cpu => Storage::Cpu(unsafe { CpuDevice.alloc_uninit(&shape, dtype)? }),
+            #[cfg(feature = "candle-cuda")]
+            Device::Cuda(cuda) if zeroed => Storage::Cuda(cuda.zeros_impl(&shape, dtype)?),
+            // SAFETY: as above.
+            #[cfg(feature = "candle-cuda")]
+            Device::Cuda(cuda) => Storage::Cuda(unsafe { cuda.alloc_uninit(&shape, dtype)? }),
+            _ => return Err(unsupported()),
+        };
+        Ok(Self {
+            storage,
+            layout: Layout::contiguous(shape),
+            device: dl,
+            #[cfg(feature = "candle-cuda")]
+            stream: match device {
+                Device::Cuda(cuda) => Some(cuda.cuda_stream()),
+                _ => None,
+            },
+        })
+    }
+
+    /// A writable view of the output, borrowing it mutably for the kernel call.
+    pub fn view_mut(&mut self) -> Result<TensorView<'_>, CandleError> {
+        let locked = match &mut self.storage {
+            Storage::Cpu(cpu) => cpu_write(cpu),
+            // The stream waits for pending work on the slice now; the write is recorded again
+            // in `into_tensor`, after the kernel was enqueued.
+            #[cfg(feature = "candle-cuda")]
+            Storage::Cuda(gpu) => cuda::write(gpu, cuda::expect(self.stream.as_deref())?, Ok)?,
+            other => {
+                return Err(CandleError::UnsupportedDevice {
+                    index: None,
+                    device: format!("{:?}", other.device().location()),
+                    reason: "not supported by this build",
+                });
+            }
+        };
+        view_of(self.device, None, &self.layout, false, &locked)
+    }
+
+    /// The output's shape.
+    pub fn shape(&self) -> &Shape {
+        self.layout.shape()
+    }
+
+    /// The output's dtype.
+    pub fn dtype(&self) -> DType {
+        self.storage.dtype()
+    }
+
+    /// Where the output lives.
+    pub fn device(&self) -> DLDevice {
+        self.device
+    }
+
+    /// The stream kernels writing this output run on: candle's stream of its CUDA device
+    /// (`None` on the CPU). Pass it to [`KernelFunction::call_on_stream`].
+    pub fn stream(&self) -> Option<Stream> {
+        #[cfg(feature = "candle-cuda")]
+        if let Some(stream) = &self.stream {
+            // SAFETY: candle's stream of the output's device, kept alive by the `Arc`.
+            return Some(unsafe { Stream::from_raw(self.device, stream.cu_stream().cast()) });
+        }
+        None
+    }
+
+    /// The output as a candle tensor (after the kernel call).
+    pub fn into_tensor(self) -> Tensor {
+        #[cfg(feature = "candle-cuda")]
+        let mut this = self;
+        #[cfg(not(feature = "candle-cuda"))]
+        let this = self;
+        // Record the kernel's write on the stream, so later users on other streams wait for it.
+        #[cfg(feature = "candle-cuda")]
+        if let (Storage::Cuda(gpu), Some(stream)) = (&mut this.storage, &this.stream) {
+            let _ = cuda::write(gpu, stream, |_| Ok(()));
+        }
+        Tensor::from_storage(this.storage, this.layout.shape().clone(), BackpropOp::none(), false)
+    }
+}
+
+impl fmt::Debug for CandleOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CandleOutput")
+            .field("dtype", &self.dtype())
+            .field("shape", &self.shape())
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Internals
 // ---------------------------------------------------------------------------------------------
+
+/// Checks that `tensor` (argument `index`) can be passed: a dtype with a DLPack equivalent, on a
+/// device this build supports. Returns its device.
+fn check_tensor(index: Option<usize>, tensor: &Tensor) -> Result<DLDevice, CandleError> {
+    dl_dtype(tensor.dtype())?;
+    check_device(index, tensor.device())
+}
+
+fn check_device(index: Option<usize>, device: &Device) -> Result<DLDevice, CandleError> {
+    let dl = dl_device(device);
+    let unsupported =
+        |reason| CandleError::UnsupportedDevice { index, device: format!("{:?}", device.location()), reason };
+    if dl.device_type == DLDeviceType::METAL {
+        return Err(unsupported("kernels on candle Metal tensors are not supported; move the tensors to the CPU"));
+    }
+    if cfg!(not(feature = "candle-cuda")) && dl.device_type == DLDeviceType::CUDA {
+        return Err(unsupported("kernels-runtime was built without its `candle-cuda` feature; enable it"));
+    }
+    Ok(dl)
+}
 
 /// Which storages a call touches, in lock order, and how.
 struct Plan<'t> {
@@ -435,21 +715,7 @@ impl<'t> Plan<'t> {
                 CandleArg::Output(t) => (t, true),
                 _ => continue,
             };
-            dl_dtype(tensor.dtype())?;
-            let device = dl_device(tensor.device());
-            let unsupported = |reason| CandleError::UnsupportedDevice {
-                index,
-                device: format!("{:?}", tensor.device().location()),
-                reason,
-            };
-            if device.device_type == DLDeviceType::METAL {
-                return Err(unsupported(
-                    "kernels on candle Metal tensors are not supported; move the tensors to the CPU",
-                ));
-            }
-            if cfg!(not(feature = "candle-cuda")) && device.device_type == DLDeviceType::CUDA {
-                return Err(unsupported("kernels-runtime was built without its `candle-cuda` feature; enable it"));
-            }
+            let device = check_tensor(Some(index), tensor)?;
             match first {
                 None => {
                     first = Some(index);
@@ -618,9 +884,11 @@ fn lock_from(
                     lock_from(plan, ctx, depth + 1, locked, body)
                 }
                 #[cfg(feature = "candle-cuda")]
-                StorageMut::Cuda(storage) => cuda::write(storage, ctx, |l| {
-                    locked[depth] = l;
-                    lock_from(plan, ctx, depth + 1, locked, body)
+                StorageMut::Cuda(storage) => cuda::expect(ctx.stream.as_deref()).and_then(|stream| {
+                    cuda::write(storage, stream, |l| {
+                        locked[depth] = l;
+                        lock_from(plan, ctx, depth + 1, locked, body)
+                    })
                 }),
             };
         }));
@@ -634,13 +902,13 @@ fn lock_from(
                 lock_from(plan, ctx, depth + 1, locked, body)
             }
             #[cfg(feature = "candle-cuda")]
-            Storage::Cuda(storage) => cuda::read(storage, ctx, |l| {
+            Storage::Cuda(storage) => cuda::read(storage, cuda::expect(ctx.stream.as_deref())?, |l| {
                 locked[depth] = l;
                 lock_from(plan, ctx, depth + 1, locked, body)
             }),
             // Refused in `Plan::new`.
             other => Err(CandleError::UnsupportedDevice {
-                index: 0,
+                index: None,
                 device: format!("{:?}", other.device().location()),
                 reason: "not supported by this build",
             }),
@@ -648,15 +916,14 @@ fn lock_from(
     }
 }
 
-/// The view of `tensor` (argument `index`) into its locked storage.
+/// The view of a tensor with `layout` (argument `index`) into its locked storage.
 fn view_of<'v>(
     device: DLDevice,
-    index: usize,
-    tensor: &Tensor,
+    index: Option<usize>,
+    layout: &Layout,
     strided: bool,
     locked: &Locked,
 ) -> Result<TensorView<'v>, CandleError> {
-    let layout = tensor.layout();
     let dims = layout.dims();
     let dtype = dl_dtype(locked.dtype)?;
     if dims.len() > MAX_NDIM {
@@ -718,31 +985,31 @@ mod cuda {
     pub(super) use candle_core::cuda_backend::cudarc::driver::CudaStream;
     use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
 
-    use super::{CandleError, LockCtx, Locked};
-
-    fn no_stream() -> CandleError {
-        CandleError::Candle(candle_core::Error::Msg("CUDA tensor without a CUDA device stream".into()))
-    }
+    use super::{CandleError, Locked};
 
     fn address(ptr: u64) -> *mut c_void {
         core::ptr::without_provenance_mut(ptr as usize)
     }
 
-    /// Runs `then` with the base of `storage`, read on the call's stream.
-    pub(super) fn read(
+    /// The stream of the call, or an error if there is none (no CUDA tensor seen).
+    pub(super) fn expect(stream: Option<&CudaStream>) -> Result<&CudaStream, CandleError> {
+        stream.ok_or_else(|| CandleError::Candle(candle_core::Error::Msg("a CUDA tensor without its stream".into())))
+    }
+
+    /// Runs `then` with the base of `storage`, read on `stream`: `stream` first waits for the
+    /// slice's pending writes, and the read is recorded on `stream` when `then` has returned
+    /// (after the kernel was enqueued).
+    pub(super) fn read<R>(
         storage: &CudaStorage,
-        ctx: &LockCtx,
-        then: impl FnOnce(Locked) -> Result<(), CandleError>,
-    ) -> Result<(), CandleError> {
-        let stream = ctx.stream.as_deref().ok_or_else(no_stream)?;
+        stream: &CudaStream,
+        then: impl FnOnce(Locked) -> Result<R, CandleError>,
+    ) -> Result<R, CandleError> {
         let dtype = storage.dtype();
         macro_rules! read {
             ($($variant:ident),*) => {
                 match &storage.slice {
                     $(CudaStorageSlice::$variant(slice) => {
-                        // The guard records the read on `stream` when dropped, after the
-                        // kernel is enqueued.
-                        let (ptr, _guard) = slice.device_ptr(stream);
+                        let (ptr, _record_on_drop) = slice.device_ptr(stream);
                         then(Locked { base: address(ptr), len: slice.len(), dtype })
                     })*
                 }
@@ -751,22 +1018,21 @@ mod cuda {
         read!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
     }
 
-    /// Runs `then` with the base of `storage`, written on the call's stream.
-    pub(super) fn write(
+    /// Runs `then` with the base of `storage`, written on `stream`: `stream` first waits for
+    /// the slice's pending reads and writes, and the write is recorded on `stream` when `then`
+    /// has returned (after the kernel was enqueued).
+    pub(super) fn write<R>(
         storage: &mut CudaStorage,
-        ctx: &LockCtx,
-        then: impl FnOnce(Locked) -> Result<(), CandleError>,
-    ) -> Result<(), CandleError> {
-        let stream = ctx.stream.as_deref().ok_or_else(no_stream)?;
+        stream: &CudaStream,
+        then: impl FnOnce(Locked) -> Result<R, CandleError>,
+    ) -> Result<R, CandleError> {
         let dtype = storage.dtype();
         macro_rules! write {
             ($($variant:ident),*) => {
                 match &mut storage.slice {
                     $(CudaStorageSlice::$variant(slice) => {
                         let len = slice.len();
-                        // The guard records the write on `stream` when dropped, after the
-                        // kernel is enqueued.
-                        let (ptr, _guard) = slice.device_ptr_mut(stream);
+                        let (ptr, _record_on_drop) = slice.device_ptr_mut(stream);
                         then(Locked { base: address(ptr), len, dtype })
                     })*
                 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use candle_core::{D, DType, Device, Tensor};
 use kernels_runtime::candle::{
-    self as kc, CandleArg, CandleError, backend_of, candle_dtype, dl_device, dl_dtype, tensor_backend, with_args,
+    self as kc, CandleArg, CandleError, CandleInput, CandleOutput, backend_of, candle_dtype, dl_device, dl_dtype,
+    tensor_backend, with_args,
 };
 use kernels_runtime::ffi::{Arg, DLDataType, DLDevice, KernelError, KernelFunction};
 use kernels_runtime::variant::BackendKind;
@@ -275,7 +276,8 @@ fn non_contiguous_tensors_are_refused_with_a_reason() {
     let out = kc::output_zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
     let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&xt)]).unwrap_err();
     let CandleError::NonContiguous { index, ref shape, ref strides } = err else { panic!("{err:?}") };
-    assert_eq!((index, shape.as_slice(), strides.as_slice()), (1, [8, 64].as_slice(), [1, 8].as_slice()));
+    assert_eq!((index, shape.as_slice(), strides.as_slice()), (Some(1), [8, 64].as_slice(), [1, 8].as_slice()));
+    assert!(err.to_string().starts_with("argument 1 is not contiguous"), "{err}");
     assert!(err.to_string().contains("call `.contiguous()`"), "{err}");
     // The output is untouched.
     assert!(flat_f32(&out).iter().all(|&v| v == 0.0));
@@ -284,13 +286,13 @@ fn non_contiguous_tensors_are_refused_with_a_reason() {
     let half = x.narrow(1, 0, 4).unwrap();
     let out = kc::output_zeros((64, 2), DType::F32, &Device::Cpu).unwrap();
     let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&half)]).unwrap_err();
-    assert!(matches!(err, CandleError::NonContiguous { index: 1, .. }), "{err:?}");
+    assert!(matches!(err, CandleError::NonContiguous { index: Some(1), .. }), "{err:?}");
 
     // Nor is a transposed output.
     let x = tensor(&[8, 64], DType::F32, 12);
     let out = kc::output_zeros((32, 8), DType::F32, &Device::Cpu).unwrap().t().unwrap();
     let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap_err();
-    assert!(matches!(err, CandleError::NonContiguous { index: 0, .. }), "{err:?}");
+    assert!(matches!(err, CandleError::NonContiguous { index: Some(0), .. }), "{err:?}");
 
     // Made contiguous explicitly, the transpose works.
     let out = kc::output_zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
@@ -371,7 +373,7 @@ fn crossed_calls_on_two_threads_do_not_deadlock() {
             let out = out_storage.narrow(0, 0, 16 * 32).unwrap().reshape((16, 32)).unwrap();
             let x = in_storage.narrow(0, 1024, 16 * 64).unwrap().reshape((16, 64)).unwrap();
             start.wait();
-            for _ in 0..20_000 {
+            for _ in 0..5_000 {
                 call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
             }
             done.send(()).unwrap();
@@ -415,6 +417,60 @@ fn refusals_happen_before_the_kernel_runs() {
         })
         .unwrap();
     assert_eq!(kinds, ["Tensor", "Int", "Float", "Bool", "None"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One tensor at a time: CandleInput and CandleOutput.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn inputs_and_outputs_one_at_a_time() {
+    for dtype in DTYPES {
+        let big = tensor(&[6, 80], dtype, 24);
+        let x = big.narrow(0, 1, 4).unwrap();
+        let w = tensor(&[80], dtype, 25);
+        let eps = 1e-5;
+        let (x_in, w_in) = (CandleInput::new(&x).unwrap(), CandleInput::new(&w).unwrap());
+        // SAFETY: rms_norm writes every element of `out`, and `into_tensor` follows its success.
+        let mut out = unsafe { CandleOutput::uninit((4, 80), dtype, &Device::Cpu) }.unwrap();
+        assert_eq!((out.shape().dims(), out.dtype(), out.device()), ([4, 80].as_slice(), dtype, DLDevice::CPU));
+        assert!(x_in.stream().is_none() && out.stream().is_none());
+        {
+            let (out_view, x_view, w_view) = (out.view_mut().unwrap(), x_in.view(), w_in.view());
+            let args = [Arg::from(&out_view), Arg::from(&x_view), Arg::from(&w_view), Arg::Float(eps)];
+            // SAFETY: rms_norm reads x and w and writes only `out`, which this value owns.
+            unsafe { function("rms_norm").call(&args) }.unwrap();
+        }
+        drop((x_in, w_in));
+        let out = out.into_tensor();
+        assert!(out.is_contiguous() && out.dims() == [4, 80]);
+        assert_close(&out, &rms_norm_ref(&x, &w, eps), &format!("rms_norm one at a time {dtype:?}"));
+    }
+    // The read lock is released on drop: the same storage can now be written.
+    let buffer = tensor(&[192], DType::F32, 26);
+    let x = buffer.narrow(0, 0, 128).unwrap().reshape((2, 64)).unwrap();
+    drop(CandleInput::new(&x).unwrap());
+    let out = buffer.narrow(0, 128, 64).unwrap().reshape((2, 32)).unwrap();
+    let want = silu_and_mul_ref(&x);
+    call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
+    assert_close(&out, &want, "silu_and_mul after the input guard was dropped");
+}
+
+#[test]
+fn single_tensor_helpers_check_what_the_call_helpers_check() {
+    let x = tensor(&[8, 4], DType::F32, 27).t().unwrap();
+    let err = CandleInput::new(&x).unwrap_err();
+    assert!(matches!(err, CandleError::NonContiguous { index: None, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("the tensor is not contiguous (shape [4, 8], strides [1, 4])"), "{err}");
+    assert_eq!(CandleInput::strided(&x).unwrap().view().strides(), [1, 4]);
+    let err = CandleOutput::zeros(3, DType::F4, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, CandleError::UnsupportedDType { dtype: DType::F4, .. }), "{err:?}");
+    // A zeroed output never written is a zero tensor.
+    let out = CandleOutput::zeros((2, 3), DType::BF16, &Device::Cpu).unwrap();
+    assert!(format!("{out:?}").contains("BF16"));
+    let out = out.into_tensor();
+    assert_eq!((out.dims(), out.dtype()), ([2, 3].as_slice(), DType::BF16));
+    assert!(flat_f32(&out).iter().all(|&v| v == 0.0));
 }
 
 // ---------------------------------------------------------------------------------------------
