@@ -547,8 +547,18 @@ fn cuda_views_use_candle_pointers_ordinal_and_stream() {
     assert_eq!(seen.1, DLDevice::cuda(0));
     assert_eq!((seen.2, seen.3, seen.4), (base + 2 * 16 * 2, 0, DLDataType::BF16));
 
-    // A CPU and a CUDA tensor in one call are refused.
+    // A CPU and a CUDA tensor in one call are refused (before any kernel is needed).
     let cpu = tensor(&[3, 32], DType::BF16, 23);
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&cpu)]).unwrap_err();
+    let err = with_args(&[CandleArg::Output(&out), CandleArg::Input(&cpu)], |_, _| ()).unwrap_err();
     assert!(matches!(err, CandleError::DeviceMismatch { first: 0, index: 1, .. }), "{err:?}");
+
+    // One tensor at a time: the same pointers and stream.
+    let input = CandleInput::new(&x).unwrap();
+    assert_eq!(input.view().data_ptr() as usize, base + 2 * 16 * 2);
+    assert_eq!(input.stream().map(|s| s.handle()), Some(stream.cu_stream().cast()));
+    let mut output = CandleOutput::zeros((3, 16), DType::BF16, &device).unwrap();
+    assert_eq!(output.view_mut().unwrap().device(), DLDevice::cuda(0));
+    drop(input);
+    let out = output.into_tensor();
+    assert_eq!(out.to_dtype(DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
 }
