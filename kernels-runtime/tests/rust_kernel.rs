@@ -5,10 +5,11 @@
 //! `bfloat16` within 2 bf16 ulps (`2^-7 · |ref|`) and `float16` within 2 f16 ulps (`2^-10 · |ref|`)
 //! of the `f64` reference rounded once, plus the smallest normal of the type.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use half::{bf16, f16};
@@ -58,34 +59,7 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 // Building and loading the kernel library.
 // ---------------------------------------------------------------------------------------------
 
-/// Builds `kernels-example-cpu` in release mode and returns the cdylib's path, taken from
-/// cargo's artifact messages.
-fn build_example() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let output = Command::new(cargo)
-        .current_dir(workspace)
-        .args(["build", "-p", "kernels-example-cpu", "--release", "--message-format=json-render-diagnostics"])
-        .output()
-        .expect("run cargo build");
-    assert!(
-        output.status.success(),
-        "building kernels-example-cpu failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).expect("cargo prints UTF-8");
-    for line in stdout.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if message["reason"] != "compiler-artifact" || message["target"]["name"] != "kernels_example_cpu" {
-            continue;
-        }
-        let files = message["filenames"].as_array().expect("filenames");
-        if let Some(so) = files.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".so")) {
-            return PathBuf::from(so);
-        }
-    }
-    panic!("cargo reported no cdylib for kernels-example-cpu:\n{stdout}");
-}
+use support::build_example;
 
 struct Kernels {
     path: PathBuf,
