@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Build everything the GPU suite needs into one folder, on a machine without a GPU; the
+# GPU machine then only runs scripts/gpu-check.sh on that folder (no cargo, no network there).
+#
+#   scripts/build-gpu-check.sh [OUTDIR]        (default OUTDIR: <repo>/.device)
+#
+# OUTDIR afterwards holds:
+#   gpu-check          starts anywhere: platform, variant selection, loading, host-memory check;
+#                      runs gpu-check-cuda when a CUDA device is present
+#   gpu-check-cuda     the suite on candle's CUDA backend (correctness, errors, benchmarks)
+#   cargo-kernels      the CLI, for `cargo-kernels platform` (the capability check)
+#   kernel/build/tvm-ffi01-cu130-x86_64-linux/   the CUDA example kernels (scripts/build-cuda-kernel.sh)
+#   lib/libtvm_ffi.so  the tvm-ffi runtime of the pinned wheel (scripts/tvm-ffi-env.sh)
+#   lib/libcudart.so.13  the CUDA runtime from PyPI, which candle-kernels links
+#   MANIFEST           sha256 and size of every file
+# Binaries are release builds with debug info stripped.
+#
+# Building candle's CUDA backend here (see gpu-check/BUILD.md): nvcc 13.0 from PyPI
+# (scripts/cuda-env.sh) compiles candle-kernels' PTX and MoE kernels for CUDA_COMPUTE_CAP
+# (default 90, the H100); the CUDA libraries candle links dynamically (libcuda, cuBLAS,
+# cuRAND, NVRTC) are stood in for at link time by generated stubs with the real sonames
+# (gpu-check/cuda_link_stubs.py), so the binary needs the real ones only where it runs.
+#
+# Knobs: CUDA_COMPUTE_CAP (default 90), CARGO (default cargo), plus those of
+# scripts/build-cuda-kernel.sh, scripts/cuda-env.sh and scripts/tvm-ffi-env.sh.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$repo/.device}"
+cargo="${CARGO:-cargo}"
+limit_mib=60
+
+die() {
+    echo "build-gpu-check: $*" >&2
+    exit 1
+}
+step() {
+    echo "build-gpu-check: $*" >&2
+}
+
+cd "$repo"
+
+step "CUDA example kernels"
+variant_dir="$(bash scripts/build-cuda-kernel.sh | tail -n 1)"
+[ -f "$variant_dir/metadata.json" ] || die "scripts/build-cuda-kernel.sh did not produce a variant ($variant_dir)"
+variant="$(basename "$variant_dir")"
+
+# shellcheck source=scripts/tvm-ffi-env.sh
+source scripts/tvm-ffi-env.sh
+# shellcheck source=scripts/cuda-env.sh
+source scripts/cuda-env.sh
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+cudart="$CUDA_LIBDIR/libcudart.so.13"
+[ -f "$cudart" ] || die "$cudart is missing (nvidia-cuda-runtime from scripts/cuda-env.sh)"
+
+step "link-time stand-ins for the CUDA libraries candle links"
+cudarc_dir="$("$cargo" metadata --format-version 1 --locked --features kernels-gpu-check/cuda | python3 -c '
+import json, os, sys
+meta = json.load(sys.stdin)
+packages = {p["id"]: p for p in meta["packages"]}
+for node in meta["resolve"]["nodes"]:
+    if packages[node["id"]]["name"] == "candle-core":
+        for dep in node["deps"]:
+            if dep["name"] == "cudarc":
+                print(os.path.dirname(packages[dep["pkg"]]["manifest_path"]))
+                sys.exit(0)
+sys.exit("candle-core does not depend on cudarc in this lock file")
+')"
+link_dir="$repo/target/gpu-check-cuda-link"
+python3 gpu-check/cuda_link_stubs.py --cudarc "$cudarc_dir" --out "$link_dir" --cudart "$cudart" >&2
+export GPU_CHECK_CUDA_LINK_DIR="$link_dir"
+
+step "cargo build --release: gpu-check, gpu-check-cuda (candle CUDA), cargo-kernels"
+"$cargo" build --release --locked -p kernels-gpu-check --bin gpu-check
+"$cargo" build --release --locked -p kernels-gpu-check --features cuda --bin gpu-check-cuda
+"$cargo" build --release --locked -p kernels-cli --bin cargo-kernels
+release="$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
+
+step "assembling $out"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernel" "$out/lib" "$out/MANIFEST"
+for bin in gpu-check gpu-check-cuda cargo-kernels; do
+    objcopy --strip-debug "$release/$bin" "$out/$bin"
+done
+mkdir -p "$out/kernel/build" "$out/lib"
+cp -r "$variant_dir" "$out/kernel/build/$variant"
+cp "$TVM_FFI_LIB" "$out/lib/libtvm_ffi.so"
+cp "$cudart" "$out/lib/libcudart.so.13"
+
+# The suite links exactly these CUDA libraries; anything else would need a change here and in
+# scripts/gpu-check.sh.
+needed="$(readelf -d "$out/gpu-check-cuda" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort | tr '\n' ' ')"
+step "gpu-check-cuda needs: $needed"
+if readelf -d "$out/gpu-check" | grep -qE 'NEEDED.*\[lib(cuda|cudart|cublas|curand|nvrtc)'; then
+    die "gpu-check links a CUDA library; it must start without one"
+fi
+
+(cd "$out" && find . -type f ! -name MANIFEST -print0 | sort -z | xargs -0 sha256sum) >"$out/MANIFEST"
+size_kib="$(du -sk "$out" | cut -f1)"
+[ "$size_kib" -lt $((limit_mib * 1024)) ] || die "$out is $((size_kib / 1024)) MiB, over the $limit_mib MiB limit"
+step "$out: $((size_kib / 1024)) MiB, variant $variant"
+echo "$out"

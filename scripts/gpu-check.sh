@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Run the GPU suite on the GPU machine, from a folder built by scripts/build-gpu-check.sh.
+# Needs no cargo and no network: it only runs the prebuilt binaries in that folder.
+#
+#   scripts/gpu-check.sh [DIR] [-- GPU_CHECK_OPTIONS...]     (default DIR: .device)
+#
+# Prints the GPU, the capability check of `cargo-kernels platform` over real variant names and
+# arch lists, then runs DIR/gpu-check on DIR/kernel: variant selection and its trace,
+# correctness on candle CUDA tensors, error handling, benchmarks. Everything is also written
+# to $GPU_CHECK_LOG (default DIR/gpu-check.log). Exit status: that of gpu-check (0 passed,
+# 1 a check failed, 2 could not run).
+#
+# The suite links the CUDA driver (libcuda.so.1) and, through candle, cuBLAS and cuRAND; the
+# CUDA runtime comes from DIR/lib. Libraries the loader cannot find are searched for in the
+# usual places (CUDA_HOME, /usr/local/cuda*, the NVIDIA driver's folder, Python's nvidia-*
+# wheels) and added to LD_LIBRARY_PATH.
+set -uo pipefail
+
+dir=.device
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then
+    dir="$1"
+    shift
+fi
+[ "${1:-}" = "--" ] && shift
+dir="$(cd "$dir" 2>/dev/null && pwd)" || {
+    echo "gpu-check.sh: no such folder; build it with scripts/build-gpu-check.sh" >&2
+    exit 2
+}
+for f in gpu-check gpu-check-cuda cargo-kernels lib/libtvm_ffi.so; do
+    [ -e "$dir/$f" ] || {
+        echo "gpu-check.sh: $dir/$f is missing; build the folder with scripts/build-gpu-check.sh" >&2
+        exit 2
+    }
+done
+log="${GPU_CHECK_LOG:-$dir/gpu-check.log}"
+: >"$log" || {
+    echo "gpu-check.sh: cannot write $log" >&2
+    exit 2
+}
+
+main() {
+    echo "== gpu-check.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi --query-gpu=index,name,driver_version,compute_cap,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
+    else
+        echo "nvidia-smi: not found"
+    fi
+    (cd "$dir" && sha256sum -c --quiet MANIFEST 2>&1) && echo "folder: $dir (files match MANIFEST)" || echo "folder: $dir (MANIFEST check failed or absent)"
+
+    # The libraries gpu-check-cuda needs, found.
+    export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    missing() {
+        ldd "$dir/gpu-check-cuda" 2>/dev/null | sed -n 's/^[[:space:]]*\([^ ]*\) => not found.*/\1/p'
+    }
+    candidate_dirs() {
+        local d
+        for d in ${CUDA_HOME:+"$CUDA_HOME/lib64" "$CUDA_HOME/lib"} /usr/local/cuda/lib64 \
+            /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 /usr/local/nvidia/lib64 \
+            /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64; do
+            [ -d "$d" ] && echo "$d"
+        done
+        if command -v python3 >/dev/null 2>&1; then
+            python3 - <<'PY' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    for root in nvidia.__path__:
+        for lib in sorted(glob.glob(os.path.join(root, "*", "lib"))):
+            print(lib)
+except Exception:
+    pass
+PY
+        fi
+    }
+    libs_missing="$(missing)"
+    if [ -n "$libs_missing" ]; then
+        dirs="$(candidate_dirs)"
+        for name in $libs_missing; do
+            found=""
+            while IFS= read -r d; do
+                [ -n "$d" ] && [ -e "$d/$name" ] && found="$d" && break
+            done <<<"$dirs"
+            if [ -z "$found" ]; then
+                found="$(find /usr/local /opt /usr/lib -xdev -name "$name" -print -quit 2>/dev/null | xargs -r dirname)"
+            fi
+            if [ -n "$found" ]; then
+                echo "library path: $name found in $found"
+                case ":$LD_LIBRARY_PATH:" in
+                    *":$found:"*) ;;
+                    *) LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$found" ;;
+                esac
+            else
+                echo "library path: $name not found anywhere searched"
+            fi
+        done
+    fi
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    echo "gpu-check-cuda resolves:"
+    ldd "$dir/gpu-check-cuda" 2>&1 | grep -E 'cuda|cublas|curand|nvrtc|stdc\+\+|not found' | sed 's/^/  /'
+
+    # Capability check over variant names and arch lists, as the CLI shows it.
+    archs="$(python3 -c 'import json,sys; print(",".join(json.load(open(sys.argv[1]))["backend"]["archs"]))' "$dir"/kernel/build/*/metadata.json 2>/dev/null || echo "8.0,9.0+PTX")"
+    echo
+    echo "== cargo-kernels platform: variant names (the real variant offers $archs)"
+    "$dir/cargo-kernels" platform "tvm-ffi01-cu130-x86_64-linux:$archs" tvm-ffi01-cu129-x86_64-linux:9.0 \
+        tvm-ffi01-cu132-x86_64-linux:9.0 tvm-ffi01-cu130-aarch64-linux:9.0 tvm-ffi02-cu130-x86_64-linux:9.0 \
+        tvm-ffi01-cpu-x86_64-linux torch210-cxx11-cu130-x86_64-linux
+    for a in 8.0 8.0+PTX 9.0a 10.0+PTX; do
+        echo "== cargo-kernels platform: capability check, archs $a"
+        "$dir/cargo-kernels" platform "tvm-ffi01-cu130-x86_64-linux:$a" | sed -n '/^variant selection for cuda/,/=>/p'
+    done
+
+    echo
+    echo "== gpu-check"
+    export KERNELS_TVM_FFI_LIB="$dir/lib/libtvm_ffi.so"
+    start=$SECONDS
+    "$dir/gpu-check" "$@" "$dir/kernel"
+    status=$?
+    echo
+    echo "gpu-check.sh: gpu-check exited with $status after $((SECONDS - start)) s"
+    return $status
+}
+
+main "$@" 2>&1 | tee "$log"
+exit "${PIPESTATUS[0]}"
