@@ -239,6 +239,40 @@ pub fn load_from_dir(
     Ok((loaded, selection.trace))
 }
 
+/// The Hugging Face Hub cache the build prefetched into (`HF_HUB_CACHE`, `$HF_HOME/hub`,
+/// `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`), as the Python `kernels`
+/// package and kernels-build find it.
+pub fn hf_hub_cache_dir() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = nonempty("HF_HUB_CACHE") {
+        return Some(dir);
+    }
+    let hf_home = nonempty("HF_HOME").or_else(|| {
+        nonempty("XDG_CACHE_HOME").or_else(|| nonempty("HOME").map(|h| h.join(".cache"))).map(|c| c.join("huggingface"))
+    })?;
+    Some(hf_home.join("hub"))
+}
+
+/// Loads `repo` at the pinned `commit` from the Hub cache (kernels built with
+/// `[build] embed = false` are prefetched there): the variants of
+/// `<cache>/kernels--<org>--<name>/snapshots/<commit>/build/`, selected, verified against
+/// their `metadata.json` digest, loaded. Never touches the network.
+pub fn load_cached(
+    repo: &str,
+    commit: &str,
+    platform: &Platform,
+    request: Request,
+) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
+    let cache = hf_hub_cache_dir().ok_or_else(|| LoadError::Io {
+        path: PathBuf::from("$HF_HUB_CACHE"),
+        source: std::io::Error::other("no Hub cache: HF_HUB_CACHE, HF_HOME and HOME are all unset"),
+    })?;
+    let root = cache.join(format!("kernels--{}", repo.replace('/', "--"))).join("snapshots").join(commit);
+    let (mut loaded, trace) = load_from_dir(repo, &root, platform, request)?;
+    loaded.source = Source::Cached;
+    Ok((loaded, trace))
+}
+
 /// Parses `LOCAL_KERNELS` (`org/repo=path:org/repo2=path2`) into repo → path.
 pub fn parse_local_kernels(value: &str) -> Result<BTreeMap<String, PathBuf>, LoadError> {
     let mut out = BTreeMap::new();

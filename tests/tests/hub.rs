@@ -81,3 +81,25 @@ fn a_file_that_differs_from_the_lock_is_refused_and_not_kept() {
         "the refused file stays out of the cache"
     );
 }
+
+#[test]
+fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
+    use kernels_runtime::loader::{self, Source};
+    use kernels_runtime::platform::Platform;
+    use kernels_runtime::select::Request;
+    let commit = publish("kernels-test/cached", rust_cpu_repo_dir(), &["main", "v1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut hub = hub(cache.path(), false);
+    let kernel = resolve::resolve(&mut hub, "ops", "kernels-test/cached", &Requested::Version(1)).unwrap();
+    resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    // SAFETY: tests in this binary do not read HF_HUB_CACHE concurrently with this write.
+    unsafe { std::env::set_var("HF_HUB_CACHE", cache.path()) };
+    let (loaded, trace) =
+        loader::load_cached("kernels-test/cached", &commit, &Platform::detect(), Request::cpu()).unwrap();
+    assert_eq!(loaded.source(), Source::Cached);
+    assert_eq!(trace.chosen(), Some("tvm-ffi01-cpu-x86_64-linux"));
+    loaded.function("rms_norm").unwrap();
+    let err =
+        loader::load_cached("kernels-test/cached", &"0".repeat(40), &Platform::detect(), Request::cpu()).unwrap_err();
+    assert!(err.to_string().contains("snapshots"), "{err}");
+}
