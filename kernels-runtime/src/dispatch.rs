@@ -82,17 +82,20 @@
 //!
 //! After the first call, a call costs one thread-local read (the mode), one `Acquire` load
 //! and the conversion of each argument into a stack array, then the kernel's indirect call.
+//! Tensor adapters whose tensors must stay locked during the call ([`KernelValue::Held`])
+//! add one allocation per such tensor.
 //! Decisions for device ordinals ≥ 8 live behind a mutex instead of an atomic slot.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::ffi::{
-    Arg, DLDevice, DLDeviceType, Element, KernelError, KernelFunction, MAX_ARGS, TensorError, TensorView,
+    Arg, DLDevice, DLDeviceType, Element, KernelError, KernelFunction, MAX_ARGS, Stream, TensorError, TensorView,
 };
 use crate::loader::{self, LoadError, LoadedKernel, Source};
 use crate::platform::Platform;
@@ -278,6 +281,10 @@ pub enum KernelValue<'a> {
     View(&'a TensorView<'a>),
     /// A tensor view made for the call (of a slice, a `Vec`, a [`HostTensor`]).
     Tensor(TensorView<'a>),
+    /// A tensor view with what keeps its memory valid (e.g. a storage lock), released when
+    /// the last clone of the value is dropped: what tensor adapters pass when a borrow of
+    /// the tensor alone does not keep its memory in place.
+    Held(Rc<dyn HeldTensor>),
     /// An integer.
     Int(i64),
     /// A float.
@@ -303,6 +310,64 @@ pub enum ArgError {
         /// The value.
         value: u64,
     },
+    /// A tensor adapter refused the value (e.g. a non-contiguous tensor); its error.
+    #[error(transparent)]
+    Adapter(AdapterError),
+}
+
+/// The error of a tensor adapter that could not pass a value ([`ArgError::Adapter`]), shared
+/// so that it can be cloned. Two are equal when they are the same shared error.
+#[derive(Debug, Clone)]
+pub struct AdapterError(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl AdapterError {
+    /// Wraps an adapter's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AdapterError(Arc::new(error))
+    }
+
+    /// The adapter's error, e.g. to downcast it.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for AdapterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for AdapterError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for AdapterError {}
+
+/// A tensor view together with what keeps its memory valid and unchanged for as long as this
+/// value lives (a lock on the tensor's storage, a reference to it), for
+/// [`KernelValue::Held`].
+///
+/// It owns what it holds (`'static`): a kernel call's arguments then borrow nothing when they
+/// are dropped, so a layer can hand its output back while the guards of its inputs are
+/// released after the call. (The macro's generated code relies on this.)
+pub trait HeldTensor: fmt::Debug + 'static {
+    /// The view, valid while `self` lives.
+    fn view(&self) -> &TensorView<'_>;
+
+    /// The stream kernels using this tensor run on (e.g. the stream of the adapter's CUDA
+    /// device); `None`: the device's default stream, or a device without streams.
+    fn stream(&self) -> Option<Stream> {
+        None
+    }
 }
 
 /// A value a layer can pass to its kernel function (an input, a field, a literal).
@@ -319,7 +384,8 @@ pub enum ArgError {
     note = "to pass a `{Self}`, convert it in `args` or implement `kernels_runtime::dispatch::KernelArg` for it"
 )]
 pub trait KernelArg {
-    /// The value to pass, borrowing `self` for the call.
+    /// The value to pass, borrowing `self` for the call. An adapter whose tensors must stay
+    /// locked while a kernel reads them returns [`KernelValue::Held`].
     fn kernel_arg(&self) -> KernelValue<'_>;
 
     /// The device of the data, for tensors; layers dispatch on the first input or field that
@@ -1331,28 +1397,38 @@ pub mod __private {
     pub fn call<const N: usize>(bound: Bound, args: &[KernelValue<'_>; N]) -> Result<(), DispatchError> {
         const { assert!(N <= MAX_ARGS, "a kernel call takes at most MAX_ARGS arguments") };
         let layer = bound.resolution.layer;
-        let invalid = args.iter().enumerate().find_map(|(i, v)| match v {
-            KernelValue::Invalid(error) => Some((i, error)),
-            _ => None,
-        });
-        if let Some((i, error)) = invalid {
-            let name = bound.resolution.args.get(i).copied().unwrap_or("?");
-            return Err(DispatchError::Argument { layer, index: i, name, error: error.clone() });
+        let mut stream = None;
+        for (i, v) in args.iter().enumerate() {
+            match v {
+                KernelValue::Invalid(error) => {
+                    let name = bound.resolution.args.get(i).copied().unwrap_or("?");
+                    return Err(DispatchError::Argument { layer, index: i, name, error: error.clone() });
+                }
+                KernelValue::Held(held) if stream.is_none() => stream = held.stream(),
+                _ => {}
+            }
         }
         let packed: [Arg<'_>; N] = std::array::from_fn(|i| match &args[i] {
             KernelValue::View(t) => Arg::Tensor(t),
             KernelValue::Tensor(t) => Arg::Tensor(t),
+            KernelValue::Held(t) => Arg::Tensor(t.view()),
             KernelValue::Int(v) => Arg::Int(*v),
             KernelValue::Float(v) => Arg::Float(*v),
             KernelValue::Bool(v) => Arg::Bool(*v),
             KernelValue::None | KernelValue::Invalid(_) => Arg::None,
         });
-        // SAFETY: the kernel function and its arguments were declared together, by the
-        // layer's mapping in kernels.toml and its `#[kernelize(args = …)]` (see the module
-        // docs); the tensors borrow live memory for the duration of the call, and the outputs
-        // are borrowed mutably from allocations nothing else can reach.
-        unsafe { bound.function.call(&packed) }
-            .map_err(|source| DispatchError::Kernel { layer, source: Box::new(source) })
+        // The call's contract: the kernel function and its arguments were declared together,
+        // by the layer's mapping in kernels.toml and its `#[kernelize(args = …)]` (see the
+        // module docs); the tensors borrow live memory for the duration of the call (held
+        // tensors stay valid while `args` lives), and the outputs are borrowed mutably from
+        // allocations nothing else can reach.
+        let result = match stream {
+            // SAFETY: the call's contract (above); the stream is the held tensor's device's.
+            Some(stream) if !stream.handle().is_null() => unsafe { bound.function.call_on_stream(stream, &packed) },
+            // SAFETY: the call's contract (above); the default stream needs no setting.
+            _ => unsafe { bound.function.call(&packed) },
+        };
+        result.map_err(|source| DispatchError::Kernel { layer, source: Box::new(source) })
     }
 
     /// Converts a dispatch error into the layer's error type.
