@@ -304,7 +304,12 @@ fn run(
                 GenKernel { name: decl.name.clone(), repo: repo.clone(), commit: Some(pinned.commit.clone()), variants }
             }
             KernelSource::Path(rel) => {
-                let variants = local_variants(&decl.name, rel, &manifest_dir, &kernels_dir, &spec, env, out)?;
+                let variants = if decl.optional && !is_kernel_dir(&manifest_dir.join(rel)) {
+                    out.warning(&missing_optional(&manifest, &decl.name, rel, &manifest_dir));
+                    Vec::new()
+                } else {
+                    local_variants(&decl.name, rel, &manifest_dir, &kernels_dir, &spec, env, out)?
+                };
                 GenKernel { name: decl.name.clone(), repo: rel.to_string_lossy().into_owned(), commit: None, variants }
             }
         };
@@ -348,6 +353,24 @@ fn resolve_all(manifest: &Manifest, lock: Option<&Lock>, hub: &mut Hub) -> Resul
         pins.kernels.push(pinned);
     }
     Ok(pins)
+}
+
+/// Whether `dir` holds a kernel (`local::classify` accepts it).
+fn is_kernel_dir(dir: &Path) -> bool {
+    local::classify(dir).is_ok()
+}
+
+/// The warning for an `optional = true` kernel whose directory is missing: what falls back.
+fn missing_optional(manifest: &Manifest, name: &str, rel: &Path, manifest_dir: &Path) -> String {
+    let layers: Vec<String> =
+        manifest.layers.iter().filter(|l| l.kernel == name).map(|l| format!("{} ({})", l.layer, l.device)).collect();
+    let layers = if layers.is_empty() { "no layer".to_owned() } else { layers.join(", ") };
+    format!(
+        "optional kernel `{name}`: {} is not a kernel directory (yet), so nothing is embedded for it and {layers} \
+         will use the Rust forward; once it is built, touch {} to embed it",
+        manifest_dir.join(rel).display(),
+        manifest.path.display()
+    )
 }
 
 fn local_variants(

@@ -12,6 +12,10 @@
 //! [kernels.relu]
 //! path = "../kernels/relu"              # a Hub-layout directory, or a kernel crate to build
 //!
+//! [kernels.relu-cuda]
+//! path = "../../build-out/relu-cuda"    # built by another tool, maybe not yet:
+//! optional = true                       # missing → a build warning, its layers use their Rust forward
+//!
 //! [layers.SiluAndMul]                   # the name given to #[kernelize(layer = "…")]
 //! cuda = { kernel = "activation", function = "silu_and_mul" }
 //! cpu  = { kernel = "activation", function = "silu_and_mul" }
@@ -32,6 +36,9 @@
 //! - A kernel comes from the Hub (`repo` = `org/name`, with exactly one of `version` — an
 //!   integer major version, Hub branch `v<N>` — or `revision`, a commit, branch or tag) or from
 //!   a local directory (`path`, relative to `kernels.toml`). Any other combination is an error.
+//! - `optional = true` (`path` kernels only) lets the directory be missing: the build warns,
+//!   names the layers mapped to the kernel, and embeds nothing for it, so those layers use
+//!   their Rust forward at run time. A directory that exists is built and verified as usual.
 //! - `[layers.<Layer>]` maps a layer per device (`cuda`, `rocm`, `metal`, `xpu`, `cpu`) to one
 //!   mapping or an array of them. `kernel` must name a `[kernels.*]` entry; `function` is the
 //!   exported name (the library exports `__tvm_ffi_<function>`).
@@ -72,7 +79,7 @@ pub const DEVICES: [BackendKind; 5] =
 
 const DEVICE_NAMES: [&str; 5] = ["cuda", "rocm", "metal", "xpu", "cpu"];
 const ROOT_KEYS: [&str; 3] = ["kernels", "layers", "build"];
-const KERNEL_KEYS: [&str; 4] = ["repo", "version", "revision", "path"];
+const KERNEL_KEYS: [&str; 5] = ["repo", "version", "revision", "path", "optional"];
 const MAPPING_KEYS: [&str; 4] = ["kernel", "function", "capability", "mode"];
 const BUILD_KEYS: [&str; 2] = ["backends", "embed"];
 const RANGE_SYNTAX: &str = "expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional";
@@ -100,6 +107,8 @@ pub struct KernelDecl {
     pub source: KernelSource,
     /// Where it is declared (the name in its header or key).
     pub location: Location,
+    /// `optional = true` (`path` kernels only): a missing directory is a warning, not an error.
+    pub optional: bool,
 }
 
 /// Where a kernel comes from.
@@ -371,6 +380,18 @@ fn kernel_decl(
     let local = entry(table, "path");
     let key = |k: &str| child(&path, k);
     let location = rep.locate(name.span().start);
+    let optional = match entry(table, "optional") {
+        None => Some(false),
+        Some((k, _)) if local.is_none() => {
+            rep.error(
+                k.span(),
+                &key("optional"),
+                "`optional` applies to `path` kernels; a Hub kernel is pinned by kernels.lock and always fetched; remove it",
+            );
+            None
+        }
+        Some((_, v)) => rep.boolean(v, &key("optional")),
+    };
 
     if let Some((_, local_value)) = local {
         let mut ok = true;
@@ -396,10 +417,11 @@ fn kernel_decl(
             );
             return None;
         }
-        return ok.then(|| KernelDecl {
+        return (ok && optional.is_some()).then(|| KernelDecl {
             name: name.get_ref().to_string(),
             source: KernelSource::Path(PathBuf::from(written)),
             location,
+            optional: optional.unwrap_or(false),
         });
     }
 
@@ -453,6 +475,7 @@ fn kernel_decl(
         name: name.get_ref().to_string(),
         source: KernelSource::Hub { repo: repo?.to_owned(), requested: requested? },
         location,
+        optional: false,
     })
 }
 

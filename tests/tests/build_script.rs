@@ -140,3 +140,66 @@ fn a_missing_lock_emits_no_rerun_line_for_it() {
     let text = std::fs::read_to_string(&report.registry).unwrap();
     assert!(text.starts_with("// @generated"), "{text}");
 }
+
+#[test]
+fn a_missing_optional_path_kernel_is_a_warning_and_its_layers_fall_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |optional: bool| {
+        std::fs::write(
+            tmp.path().join("kernels.toml"),
+            format!(
+                "[kernels.cpu-ops]\npath = {:?}\noptional = true\n\n\
+                 [kernels.gpu-ops]\npath = \"not-built-yet\"\noptional = {optional}\n\n\
+                 [layers.RMSNorm]\ncpu = {{ kernel = \"cpu-ops\", function = \"rms_norm\" }}\n\
+                 cuda = {{ kernel = \"gpu-ops\", function = \"rms_norm\" }}\n\n\
+                 [layers.SiluAndMul]\ncuda = {{ kernel = \"gpu-ops\", function = \"silu_and_mul\" }}\n\n\
+                 [build]\nbackends = [\"cpu\", \"cuda\"]\n",
+                rust_cpu_kernel()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |out: &str| {
+        Builder::new()
+            .env(Env::fixed::<&str, &str>([]))
+            .manifest_dir(tmp.path())
+            .out_dir(tmp.path().join(out))
+            .target(target())
+            .hub(HubSettings {
+                endpoint: "http://127.0.0.1:9".into(),
+                cache_dir: tmp.path().join("hf"),
+                token: None,
+                offline: true,
+            })
+            .run()
+    };
+
+    // Optional and missing: a warning naming the directory and the layers that fall back; the
+    // present optional kernel is embedded as usual.
+    write(true);
+    let report = run("out1").unwrap();
+    let missing = tmp.path().join("not-built-yet");
+    let warnings: Vec<&String> = report.cargo.lines().iter().filter(|l| l.starts_with("cargo:warning=")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&format!("optional kernel `gpu-ops`: {}", missing.display())), "{}", warnings[0]);
+    assert!(warnings[0].contains("RMSNorm (cuda), SiluAndMul (cuda) will use the Rust forward"), "{}", warnings[0]);
+    let kernels: Vec<_> = report.generated.kernels.iter().map(|k| (k.name.as_str(), k.variants.len())).collect();
+    assert_eq!(kernels, [("cpu-ops", 1), ("gpu-ops", 0)]);
+    assert_eq!(report.generated.layers.len(), 3, "the mappings stay, so the runtime explains the fallback");
+    // No rerun line for a path that does not exist (Cargo would rerun the script every build).
+    let reruns = report.cargo.lines().iter().filter(|l| l.contains("rerun-if-changed") && l.contains("not-built-yet"));
+    assert_eq!(reruns.count(), 0, "{:?}", report.cargo.lines());
+
+    // Once it exists it is used: here, the same kernel laid out there.
+    copy_tree(rust_cpu_kernel(), &missing);
+    let report = run("out2").unwrap();
+    assert!(!report.cargo.lines().iter().any(|l| l.starts_with("cargo:warning=")), "{:?}", report.cargo.lines());
+    assert_eq!(report.generated.kernels.iter().map(|k| k.variants.len()).collect::<Vec<_>>(), [1, 1]);
+
+    // Not optional and missing: the build fails, naming the kernel and its path.
+    std::fs::remove_dir_all(&missing).unwrap();
+    write(false);
+    let err = run("out3").unwrap_err();
+    assert!(matches!(err, BuildError::Local { ref name, .. } if name == "gpu-ops"), "{err}");
+    assert!(err.to_string().contains("not a kernel directory"), "{err}");
+}

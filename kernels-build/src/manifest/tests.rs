@@ -143,7 +143,7 @@ fn every_error_message() {
         ),
         (
             "[kernels.a]\nrepo = \"o/a\"\nversion = 1\ncolour = 2\n".into(),
-            "kernels.toml:4:1: [kernels.a].colour: unknown key (expected `repo`, `version`, `revision` or `path`)",
+            "kernels.toml:4:1: [kernels.a].colour: unknown key (expected `repo`, `version`, `revision`, `path` or `optional`)",
         ),
         (
             format!("{K}[layers.L]\ngpu = {{ kernel = \"a\", function = \"f\" }}\n"),
@@ -355,7 +355,7 @@ fn all_errors_are_reported_in_file_order() {
         [
             "kernels.toml:2:18: [layers.L].cpu.kernel: unknown kernel \"nope\": declare it as `[kernels.nope]` (declared: `a`)",
             "kernels.toml:3:10: [kernels.a]: `repo` needs `version = <major>` (Hub branch `v<major>`) or `revision = \"<commit, branch or tag>\"`",
-            "kernels.toml:5:1: [kernels.a].verison: unknown key; did you mean `version`? (expected `repo`, `version`, `revision` or `path`)",
+            "kernels.toml:5:1: [kernels.a].verison: unknown key; did you mean `version`? (expected `repo`, `version`, `revision`, `path` or `optional`)",
             "kernels.toml:7:9: [build].embed: expected `true` or `false`, found the integer 1",
         ]
         .join("\n")
@@ -386,6 +386,29 @@ fn the_same_range_in_another_mode_is_reachable() {
         "{K}[layers.L]\ncuda = [\n  {{ kernel = \"a\", function = \"f\", capability = \"..\" }},\n  {{ kernel = \"a\", function = \"g\" }},\n]\n"
     ));
     assert!(got.starts_with("kernels.toml:6:3: [layers.L].cuda[1]: never chosen: `[layers.L].cuda[0]` (line 5) has the same capability range `..`"), "{got}");
+}
+
+#[test]
+fn optional_applies_to_path_kernels_only() {
+    let m = parse("[kernels.a]\npath = \"k\"\noptional = true\n[kernels.b]\npath = \"k\"\n[kernels.c]\npath = \"k\"\noptional = false\n")
+        .unwrap();
+    let optional: Vec<(&str, bool)> = m.kernels.values().map(|k| (k.name.as_str(), k.optional)).collect();
+    assert_eq!(optional, [("a", true), ("b", false), ("c", false)]);
+    assert_eq!(m.kernels["a"].source, KernelSource::Path("k".into()));
+    let hub = parse("[kernels.h]\nrepo = \"o/h\"\nversion = 1\n").unwrap();
+    assert!(!hub.kernels["h"].optional);
+
+    assert_eq!(
+        err("[kernels.h]\nrepo = \"o/h\"\nversion = 1\noptional = true\n"),
+        "kernels.toml:4:1: [kernels.h].optional: `optional` applies to `path` kernels; a Hub kernel is pinned by kernels.lock and always fetched; remove it"
+    );
+    assert_eq!(
+        err("[kernels.a]\npath = \"k\"\noptional = \"yes\"\n"),
+        "kernels.toml:3:12: [kernels.a].optional: expected `true` or `false`, found the string \"yes\""
+    );
+    // A broken `optional` still declares the kernel: no second error at the layer.
+    let got = err("[kernels.a]\npath = \"k\"\noptional = 1\n[layers.L]\ncpu = { kernel = \"a\", function = \"f\" }\n");
+    assert_eq!(got.lines().count(), 1, "{got}");
 }
 
 #[test]
