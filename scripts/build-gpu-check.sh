@@ -79,7 +79,8 @@ release="$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import j
 step "assembling $out"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernel" "$out/lib" "$out/MANIFEST"
+rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernel" "$out/lib" "$out/MANIFEST" \
+    "$out/gpu-check.log"
 for bin in gpu-check gpu-check-cuda cargo-kernels; do
     objcopy --strip-debug "$release/$bin" "$out/$bin"
 done
@@ -96,7 +97,7 @@ if readelf -d "$out/gpu-check" | grep -qE 'NEEDED.*\[lib(cuda|cudart|cublas|cura
     die "gpu-check links a CUDA library; it must start without one"
 fi
 
-(cd "$out" && find . -type f ! -name MANIFEST -print0 | sort -z | xargs -0 sha256sum) >"$out/MANIFEST"
+(cd "$out" && find . -type f ! -name MANIFEST ! -name '*.log' -print0 | sort -z | xargs -0 sha256sum) >"$out/MANIFEST"
 size_kib="$(du -sk "$out" | cut -f1)"
 [ "$size_kib" -lt $((limit_mib * 1024)) ] || die "$out is $((size_kib / 1024)) MiB, over the $limit_mib MiB limit"
 step "$out: $((size_kib / 1024)) MiB, variant $variant"

@@ -113,6 +113,8 @@ PY
     echo
     echo "== gpu-check"
     export KERNELS_TVM_FFI_LIB="$dir/lib/libtvm_ffi.so"
+    # Backtraces for panics, not for every error value (candle attaches one when allowed).
+    export RUST_BACKTRACE=1 RUST_LIB_BACKTRACE=0
     start=$SECONDS
     "$dir/gpu-check" "$@" "$dir/kernel"
     status=$?

@@ -38,6 +38,11 @@ pub fn result_line(kind: &str, fields: &[(&str, String)]) {
     println!("{}", format_result(kind, fields));
 }
 
+/// The first line of `text` (errors may carry a backtrace on the following lines).
+pub fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
 /// The text of a [`result_line`].
 pub fn format_result(kind: &str, fields: &[(&str, String)]) -> String {
     let mut line = format!("RESULT {kind}");
@@ -65,5 +70,7 @@ mod tests {
             &[("op", "rms_norm".into()), ("message", "a \"b\" c".into()), ("empty", String::new())],
         );
         assert_eq!(line, r#"RESULT check op=rms_norm message="a \"b\" c" empty="""#);
+        assert_eq!(first_line("error\n   0: backtrace"), "error");
+        assert_eq!(first_line(""), "");
     }
 }

@@ -82,15 +82,24 @@ fn run() -> i32 {
     }
 
     println!("\n== host memory passed to the CUDA kernel");
-    let mut failed = !host_memory_check(&functions[0]);
+    let failed = !host_memory_check(&functions[0]);
 
     println!("\n== CUDA suite");
-    let suite = run_cuda_suite(&options, ffi::preloaded_tvm_ffi().map(|l| l.path()));
-    failed |= suite == EXIT_FAILED;
-    match suite {
+    match run_cuda_suite(&options, ffi::preloaded_tvm_ffi().map(|l| l.path())) {
+        0 if !failed => 0,
+        0 | EXIT_FAILED => EXIT_FAILED,
         EXIT_CANNOT_RUN => EXIT_CANNOT_RUN,
-        _ if failed => EXIT_FAILED,
-        _ => 0,
+        // The dynamic loader's status when a library is missing after all.
+        127 => {
+            println!("{CUDA_SUITE_BINARY} could not be started (exit status 127)");
+            EXIT_CANNOT_RUN
+        }
+        // A panic (101) or anything else is a failure of the suite.
+        other => {
+            println!("{CUDA_SUITE_BINARY} failed with exit status {other}");
+            result_line("suite", &[("status", "failed".into()), ("exit", other.to_string())]);
+            EXIT_FAILED
+        }
     }
 }
 

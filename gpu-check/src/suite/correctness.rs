@@ -7,7 +7,7 @@ use kernels_runtime::candle::{self as kc, CandleArg};
 
 use super::{EPS, Kernels, Outcome, uniform};
 use crate::check::{Comparison, Tolerance, compare};
-use crate::result_line;
+use crate::{first_line, result_line};
 
 /// The three kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub fn run(kernels: &Kernels, device: &Device, scope: Scope) -> Result<Outcome> 
                 let tol = Tolerance::for_dtype(dtype_name(dtype)).expect("kernel dtypes have tolerances");
                 let (passed, detail, cmp) = match found {
                     Ok(results) => summarise(&results, tol),
-                    Err(e) => (false, format!("error: {e}"), None),
+                    Err(e) => (false, format!("error: {}", first_line(&e.to_string())), None),
                 };
                 outcome.record(passed);
                 let (max_abs, max_rel) = cmp.map_or((f32::NAN, f32::NAN), |c| (c.max_abs, c.max_rel));

@@ -7,8 +7,8 @@ use kernels_runtime::candle::{self as kc, CandleArg, CandleError};
 use super::correctness::rms_norm_reference;
 use super::{EPS, Kernels, Outcome};
 use crate::check::{Tolerance, compare};
-use crate::result_line;
 use crate::setup::expect_raised;
+use crate::{first_line, result_line};
 
 fn kernel_error(
     result: std::result::Result<(), CandleError>,
@@ -21,6 +21,7 @@ fn kernel_error(
 
 fn report(outcome: &mut Outcome, case: &str, found: std::result::Result<String, String>) {
     outcome.record(found.is_ok());
+    let found = found.map(|m| first_line(&m).to_owned()).map_err(|p| first_line(&p).to_owned());
     match found {
         Ok(message) => {
             println!("ok      {case:<22} {message}");

@@ -33,7 +33,7 @@ use kernels_runtime::platform::Platform;
 #[cfg(feature = "cuda")]
 use crate::options::{Options, USAGE};
 #[cfg(feature = "cuda")]
-use crate::{EXIT_CANNOT_RUN, EXIT_FAILED, result_line, setup};
+use crate::{EXIT_CANNOT_RUN, EXIT_FAILED, first_line, result_line, setup};
 
 /// The kernel functions, resolved.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ fn run() -> i32 {
         Ok(k) => k,
         Err(e) => {
             println!("gpu-check-cuda: cannot run: {e}");
-            result_line("summary", &[("status", "cannot-run".into()), ("reason", e)]);
+            result_line("summary", &[("status", "cannot-run".into()), ("reason", first_line(&e).to_owned())]);
             return EXIT_CANNOT_RUN;
         }
     };
@@ -82,7 +82,7 @@ fn run() -> i32 {
         Err(e) => {
             let reason = format!("candle cannot open CUDA device 0: {e}");
             println!("gpu-check-cuda: cannot run: {reason}");
-            result_line("summary", &[("status", "cannot-run".into()), ("reason", reason)]);
+            result_line("summary", &[("status", "cannot-run".into()), ("reason", first_line(&reason).to_owned())]);
             return EXIT_CANNOT_RUN;
         }
     };
