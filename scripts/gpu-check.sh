@@ -116,11 +116,19 @@ PY
     # Backtraces for panics, not for every error value (candle attaches one when allowed).
     export RUST_BACKTRACE=1 RUST_LIB_BACKTRACE=0
     start=$SECONDS
-    "$dir/gpu-check" "$@" "$dir/kernel"
-    status=$?
+    local output
+    output="$(mktemp)"
+    "$dir/gpu-check" "$@" "$dir/kernel" | tee "$output"
+    status=${PIPESTATUS[0]}
+
+    # The lines that matter most, together at the end.
     echo
+    echo "== recap"
+    grep -E '^RESULT (platform|select|bench|speedup|summary)' "$output"
+    grep -E '^RESULT (check|error-check) .*status=fail' "$output" || echo "no failed checks reported"
+    rm -f "$output"
     echo "gpu-check.sh: gpu-check exited with $status after $((SECONDS - start)) s"
-    return $status
+    return "$status"
 }
 
 main "$@" 2>&1 | tee "$log"
