@@ -58,7 +58,8 @@
 //! new contiguous tensor of its shape, dtype and device, allocated by candle (zero-filled)
 //! when the call is made, which then replaces it. The kernel thus never writes memory that
 //! another tensor shares, and the description costs nothing to make: [`output_like`] and
-//! [`output`] build it from one element, broadcast. On CUDA the kernel's write is recorded on
+//! [`output`] broadcast one shared element. (The fill of the new tensor is one pass over it;
+//! on CUDA one `memset`, enqueued before the kernel.) On CUDA the kernel's write is recorded on
 //! candle's stream after the kernel was enqueued, so users on other streams wait for it.
 //!
 //! # Errors
@@ -76,6 +77,7 @@
 //! through `TVMFFIEnvSetStream` when it is not the default stream.
 
 use core::fmt;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
 
@@ -96,9 +98,27 @@ pub fn output_like(like: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// The description of a kernel output of `shape` and `dtype` on `device` (see the
-/// [module docs](self)): one element, broadcast.
+/// [module docs](self)): one element, broadcast. The element is made once per dtype and
+/// device and shared by every description, so describing costs no allocation (nor, on CUDA,
+/// a fill on the device); it is never read or written by kernel calls.
 pub fn output(shape: impl Into<Shape>, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-    Tensor::zeros((), dtype, device)?.broadcast_as(shape)
+    one_element(dtype, device)?.broadcast_as(shape)
+}
+
+/// A zero of `dtype` on `device`, shared.
+fn one_element(dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    /// At most this many (dtype, device) pairs are kept; others get a fresh element.
+    const KEEP: usize = 64;
+    static ELEMENTS: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
+    let mut elements = ELEMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = elements.iter().find(|t| t.dtype() == dtype && Tensor::device(t).same_device(device)) {
+        return Ok(t.clone());
+    }
+    let t = Tensor::zeros((), dtype, device)?;
+    if elements.len() < KEEP {
+        elements.push(t.clone());
+    }
+    Ok(t)
 }
 
 fn adapter_error(error: CandleError) -> KernelValue<'static> {

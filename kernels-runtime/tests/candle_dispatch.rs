@@ -282,6 +282,11 @@ fn outputs_are_fresh_tensors_and_inputs_are_unlocked_after_the_call() {
         assert_eq!(flat(&x), before, "the input was written");
         assert_close(&y, &RmsNorm { weight: layer.weight.clone(), eps: 1e-6 }.forward(&x).unwrap());
 
+        // Descriptions share one element, which no call writes.
+        let description = output((2, 3), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!((description.dims(), description.stride()), ([2, 3].as_slice(), [0, 0].as_slice()));
+        assert!(flat(&output_like(&y).unwrap()).iter().all(|v| *v == 0.0));
+
         // An input viewed at a storage offset (a narrow of a larger tensor) reads the right rows.
         let norm = RmsNorm::new(16);
         let big = tensor(6, 16, 6);
