@@ -66,7 +66,7 @@
 //!
 //! `From<DispatchError> for candle_core::Error` wraps the error with `candle_core::Error::wrap`,
 //! so forwards keep returning `candle_core::Result` and `?` works on both sides. The message
-//! is kept (`layer `RMSNorm`: …`), the type is not: candle's wrapped errors are only
+//! is kept (``layer `RMSNorm`: …``), the type is not: candle's wrapped errors are only
 //! `Display`. A layer whose callers must tell a kernel failure or a strict-mode refusal apart
 //! by type declares its forward with an error type of its own that implements
 //! `From<DispatchError>` (and `From<candle_core::Error>`).
