@@ -791,9 +791,9 @@ impl fmt::Display for FallbackReason {
             }
             FallbackReason::NoVariant { kernel, repo, trace: None } => write!(
                 f,
-                "kernel `{kernel}` ({repo}) has no variant in the binary and {LOCAL_KERNELS_ENV} does not name it; \
-                 embed its variants (`[build] embed = true` in kernels.toml) or set \
-                 {LOCAL_KERNELS_ENV}={repo}=<dir>"
+                "kernel `{kernel}` ({repo}) has no variant in the binary or the Hub cache and {LOCAL_KERNELS_ENV} \
+                 does not name it; embed its variants (`[build] embed = true` in kernels.toml), prefetch them \
+                 (`cargo kernels download`) or set {LOCAL_KERNELS_ENV}={repo}=<dir>"
             ),
             FallbackReason::LoadFailed { kernel, repo, error } => {
                 write!(f, "kernel `{kernel}` ({repo}) failed to load: {error}")
@@ -941,9 +941,17 @@ pub fn decide(
     };
     let loaded: Result<(LoadedKernel, DecisionTrace), LoadError> = match &local {
         Some(dir) => loader::load_from_dir(entry.name, dir, platform, request),
-        None if entry.variants.is_empty() => {
-            return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None });
-        }
+        // Prefetched without embedding (`[build] embed = false`): the lock-pinned commit in the
+        // Hub cache, verified against its metadata digest; never the network.
+        None if entry.variants.is_empty() => match entry.commit {
+            Some(commit) => match loader::load_cached(entry.repo, commit, platform, request) {
+                Err(LoadError::Io { .. }) => {
+                    return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None });
+                }
+                other => other,
+            },
+            None => return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None }),
+        },
         None => loader::select_embedded(entry.name, entry.variants, platform, request),
     };
     let (loaded, trace) = match loaded {

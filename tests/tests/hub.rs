@@ -102,4 +102,34 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
     let err =
         loader::load_cached("kernels-test/cached", &"0".repeat(40), &Platform::detect(), Request::cpu()).unwrap_err();
     assert!(err.to_string().contains("snapshots"), "{err}");
+
+    // Dispatch takes that tier for a kernel built with `embed = false` (pinned commit, no
+    // embedded variants), and says so when the cache lacks it.
+    use kernels_runtime::dispatch::{Choice, Mode, Settings, Target, decide};
+    use kernels_runtime::registry::{KernelEntry, LayerEntry, ModeSupport, Registry};
+    use kernels_runtime::variant::BackendKind;
+    let registry = |commit: String| -> &'static Registry {
+        let commit: &'static str = Box::leak(commit.into_boxed_str());
+        let kernels: &'static [KernelEntry] = Box::leak(Box::new([KernelEntry {
+            name: "ops",
+            repo: "kernels-test/cached",
+            commit: Some(commit),
+            variants: &[],
+        }]));
+        let layers: &'static [LayerEntry] = Box::leak(Box::new([LayerEntry {
+            layer: "RMSNorm",
+            device: BackendKind::Cpu,
+            kernel: "ops",
+            function: "rms_norm",
+            capability: None,
+            mode: ModeSupport::Inference,
+        }]));
+        Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
+    };
+    let settings = Settings { disable_mapping: false, local_kernels: None };
+    let cpu = Target::of(None);
+    let d = decide(registry(commit.clone()), "RMSNorm", cpu, Mode::Inference, &settings, &Platform::detect());
+    assert!(matches!(&d.choice, Choice::Kernel(k) if k.source == Source::Cached), "{}", d.choice);
+    let d = decide(registry("1".repeat(40)), "RMSNorm", cpu, Mode::Inference, &settings, &Platform::detect());
+    assert!(matches!(&d.choice, Choice::Fallback(_)) && d.choice.to_string().contains("Hub cache"), "{}", d.choice);
 }
