@@ -74,14 +74,17 @@ step "cargo build --release: gpu-check, gpu-check-cuda (candle CUDA), cargo-kern
 "$cargo" build --release --locked -p kernels-gpu-check --bin gpu-check
 "$cargo" build --release --locked -p kernels-gpu-check --features cuda --bin gpu-check-cuda
 "$cargo" build --release --locked -p kernels-cli --bin cargo-kernels
+step "cargo rustc --release: kernels-demo with candle CUDA (embeds the CUDA variant and libtvm_ffi.so)"
+KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB" "$cargo" rustc --release --locked -p kernels-demo --features cuda --bin kernels-demo \
+    -- -L "native=$link_dir"
 release="$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 
 step "assembling $out"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernel" "$out/lib" "$out/MANIFEST" \
+rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernels-demo" "$out/kernel" "$out/lib" "$out/MANIFEST" \
     "$out/gpu-check.log"
-for bin in gpu-check gpu-check-cuda cargo-kernels; do
+for bin in gpu-check gpu-check-cuda cargo-kernels kernels-demo; do
     objcopy --strip-debug "$release/$bin" "$out/$bin"
 done
 mkdir -p "$out/kernel/build" "$out/lib"

@@ -128,6 +128,23 @@ PY
     grep -E '^RESULT (check|error-check) .*status=fail' "$output" || echo "no failed checks reported"
     rm -f "$output"
     echo "gpu-check.sh: gpu-check exited with $status after $((SECONDS - start)) s"
+
+    # The demo block on candle CUDA tensors: every kernelized layer must pick the embedded
+    # cu130 variant (strict: a fallback is an error) and match the candle forwards.
+    if [ -x "$dir/kernels-demo" ]; then
+        local demo_status=0 cache
+        cache="$(mktemp -d)"
+        echo
+        echo "== kernels-demo --device cuda (f32, strict)"
+        KERNELS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda || demo_status=$?
+        echo "== kernels-demo --device cuda --dtype bf16 --seq 1024 (strict)"
+        KERNELS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda --dtype bf16 --seq 1024 || demo_status=$?
+        echo "== kernels-demo --device cuda with DISABLE_KERNEL_MAPPING=1"
+        KERNELS_CACHE="$cache" DISABLE_KERNEL_MAPPING=1 "$dir/kernels-demo" --device cuda --runs 3 || demo_status=$?
+        rm -rf "$cache"
+        echo "gpu-check.sh: kernels-demo exited with $demo_status"
+        [ "$status" -ne 0 ] || status=$demo_status
+    fi
     return "$status"
 }
 
