@@ -5,6 +5,7 @@
 //! cargo kernels download [--manifest-path PATH] [--target TRIPLE]   prefetch the pinned variants
 //! cargo kernels verify [--manifest-path PATH] [--target TRIPLE]     check cached variants against the lock
 //! cargo kernels platform [VARIANT[:ARCHS]...]             what this machine offers, and what would be chosen
+//! cargo kernels package CRATE_DIR [--out DIR] [--target TRIPLE]  a Rust kernel crate as a Hub-layout variant
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,10 @@ commands:
   platform [VARIANT[:ARCHS]...]
             print the detected platform and, for each device present, which of the given
             variant names would be selected and why (ARCHS: backend.archs, e.g. 8.0,9.0+PTX)
+  package CRATE_DIR [--out DIR]
+            compile a Rust kernel crate (cdylib exporting the TVM-FFI ABI) for the target and
+            lay it out as the Hub does: DIR/build/tvm-ffi01-cpu-<arch>-<os>/<id>.so + metadata.json
+            (default DIR: CRATE_DIR/hub)
 
 options:
   --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
@@ -58,18 +63,25 @@ struct Options {
     manifest: PathBuf,
     target: String,
     update: bool,
+    out: Option<PathBuf>,
     rest: Vec<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut o =
-        Options { manifest: PathBuf::from(MANIFEST_FILE), target: host_triple(), update: false, rest: Vec::new() };
+    let mut o = Options {
+        manifest: PathBuf::from(MANIFEST_FILE),
+        target: host_triple(),
+        update: false,
+        out: None,
+        rest: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
             "--target" => o.target = it.next().ok_or("--target needs a triple")?.clone(),
             "--update" => o.update = true,
+            "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
             s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
             s => o.rest.push(s.to_owned()),
         }
@@ -108,6 +120,7 @@ fn main() -> ExitCode {
         "lock" => lock(&options),
         "download" => download(&options, false),
         "verify" => download(&options, true),
+        "package" => package(&options),
         "platform" => {
             platform(&options.rest);
             Ok(())
@@ -213,6 +226,29 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
         }
     }
     eprintln!("{count} variant(s) for {} in {}", spec.triple, hub.settings().cache_dir.display());
+    Ok(())
+}
+
+fn package(o: &Options) -> Result<(), String> {
+    let [crate_dir] = &o.rest[..] else {
+        return Err("package needs exactly one CRATE_DIR".into());
+    };
+    let crate_dir = PathBuf::from(crate_dir);
+    let name = crate_dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", crate_dir.display()))?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kernel".into());
+    let out = o.out.clone().unwrap_or_else(|| crate_dir.join("hub"));
+    let env = Env::process();
+    let mut cargo_lines = kernels_build::env::CargoOutput::default();
+    let target_dir = out.join("target");
+    let lib = kernels_build::local::build_crate(&crate_dir, &o.target, &target_dir, &env, &mut cargo_lines)
+        .map_err(|e| e.to_string())?;
+    let variant = kernels_build::local::cpu_variant_for(&o.target).map_err(|e| e.to_string())?;
+    let dir = kernels_build::local::lay_out(&lib, &name, "Apache-2.0", &variant, &out).map_err(|e| e.to_string())?;
+    println!("{}", dir.display());
     Ok(())
 }
 
