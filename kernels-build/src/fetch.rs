@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use hf_hub::repository::RepoTreeEntry;
 use hf_hub::{HFClientBuilder, HFClientSync, HFError, HFRepositorySync, RepoTypeKernel};
+use kernels_runtime::loader;
 use kernels_runtime::metadata::sha256_hex;
 
 use crate::env::Env;
@@ -33,13 +34,8 @@ pub struct HubSettings {
 impl HubSettings {
     /// Reads the settings the way the Python `kernels` package and `huggingface_hub` do.
     pub fn from_env(env: &Env) -> Self {
-        let hf_home = env.path("HF_HOME");
-        let home = env.path("HOME");
-        let xdg_cache = env.path("XDG_CACHE_HOME").or_else(|| home.as_ref().map(|h| h.join(".cache")));
-        let hf_home = hf_home.or_else(|| xdg_cache.as_ref().map(|c| c.join("huggingface")));
-        let cache_dir = env
-            .path("HF_HUB_CACHE")
-            .or_else(|| hf_home.as_ref().map(|h| h.join("hub")))
+        let hf_home = loader::hf_home_from(|k| env.path(k));
+        let cache_dir = loader::hf_hub_cache_from(|k| env.path(k))
             .unwrap_or_else(|| std::env::temp_dir().join("huggingface").join("hub"));
         let token = env.var("HF_TOKEN").or_else(|| {
             let path = env.path("HF_TOKEN_PATH").or_else(|| hf_home.as_ref().map(|h| h.join("token")))?;

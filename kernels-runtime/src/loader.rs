@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -243,14 +243,20 @@ pub fn load_from_dir(
 /// `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`), as the Python `kernels`
 /// package and kernels-build find it.
 pub fn hf_hub_cache_dir() -> Option<PathBuf> {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = nonempty("HF_HUB_CACHE") {
-        return Some(dir);
-    }
-    let hf_home = nonempty("HF_HOME").or_else(|| {
-        nonempty("XDG_CACHE_HOME").or_else(|| nonempty("HOME").map(|h| h.join(".cache"))).map(|c| c.join("huggingface"))
-    })?;
-    Some(hf_home.join("hub"))
+    hf_hub_cache_from(|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// `HF_HOME` as the Hub tools default it (`$XDG_CACHE_HOME/huggingface`,
+/// `~/.cache/huggingface`), reading variables through `var` (empty values count as unset).
+pub fn hf_home_from(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
+    var("HF_HOME").or_else(|| {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache"))).map(|c| c.join("huggingface"))
+    })
+}
+
+/// The Hub cache (`HF_HUB_CACHE`, else `<HF_HOME>/hub`), reading variables through `var`.
+pub fn hf_hub_cache_from(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
+    var("HF_HUB_CACHE").or_else(|| hf_home_from(&var).map(|h| h.join("hub")))
 }
 
 /// Loads `repo` at the pinned `commit` from the Hub cache (kernels built with
@@ -336,19 +342,6 @@ pub fn kernels_cache_dir() -> PathBuf {
     std::env::temp_dir().join(format!("kernels-rs-{uid}"))
 }
 
-fn hash_reader(mut r: impl Read) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect());
-        }
-        h.update(&buf[..n]);
-    }
-}
-
 /// Writes `file` to `<cache>/<sha256>.so` unless an intact copy is already there, then
 /// opens it and checks its hash through the descriptor that will be loaded.
 pub fn unpack(file: &EmbeddedFile, cache: &Path) -> Result<(std::fs::File, PathBuf), LoadError> {
@@ -365,7 +358,7 @@ pub fn unpack(file: &EmbeddedFile, cache: &Path) -> Result<(std::fs::File, PathB
     // Two attempts: an existing but damaged file is replaced once.
     for _ in 0..2 {
         if let Ok(f) = std::fs::File::open(&target) {
-            let found = hash_reader(&f).map_err(io_err(&target))?;
+            let found = metadata::sha256_hex_reader(&f).map_err(io_err(&target))?;
             if found == file.sha256 {
                 return Ok((f, target));
             }
@@ -384,7 +377,7 @@ pub fn unpack(file: &EmbeddedFile, cache: &Path) -> Result<(std::fs::File, PathB
         }
     }
     let f = std::fs::File::open(&target).map_err(io_err(&target))?;
-    let found = hash_reader(&f).map_err(io_err(&target))?;
+    let found = metadata::sha256_hex_reader(&f).map_err(io_err(&target))?;
     Err(LoadError::DigestMismatch { path: target, expected: file.sha256.to_owned(), actual: found })
 }
 

@@ -288,6 +288,24 @@ pub fn sha256_base64(bytes: &[u8]) -> String {
     BASE64.encode(Sha256::digest(bytes))
 }
 
+/// Hex sha256 of everything `reader` yields, read in 64 KiB chunks.
+pub fn sha256_hex_reader(reader: impl Read) -> std::io::Result<String> {
+    let raw = stream(reader, Sha256::new())?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Hashes everything `reader` yields, in 64 KiB chunks.
+fn stream<H: sha2::Digest>(mut reader: impl Read, mut hasher: H) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().to_vec());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 /// Hex sha256 of `bytes` (used for content-addressed file names and the lock).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -311,23 +329,14 @@ impl Algorithm {
 }
 
 fn hash_file(path: &Path, algorithm: Algorithm) -> Result<String, VerifyError> {
-    fn stream<H: sha2::Digest>(mut file: std::fs::File, mut hasher: H) -> std::io::Result<String> {
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok(BASE64.encode(hasher.finalize()));
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
     let io = |source| VerifyError::Io { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(io)?;
-    match algorithm {
+    let raw = match algorithm {
         Algorithm::Sha256 => stream(file, Sha256::new()),
         Algorithm::Sha512 => stream(file, sha2::Sha512::new()),
     }
-    .map_err(io)
+    .map_err(io)?;
+    Ok(BASE64.encode(raw))
 }
 
 /// The files a digest covers (relative `/`-separated paths, sorted): every regular file
