@@ -34,6 +34,9 @@ pub struct GenVariant {
     pub library_file: String,
     /// Library bytes (already verified).
     pub bytes: Vec<u8>,
+    /// Whether the library lists `libtvm_ffi.so` in `DT_NEEDED`, so the runtime library is
+    /// embedded too (not rendered).
+    pub needs_tvm_ffi: bool,
 }
 
 /// A layer mapping as the registry lists it.
@@ -246,12 +249,14 @@ mod tests {
                             archs: vec!["8.0".into(), "9.0+PTX".into()],
                             library_file: "_norm_cuda_abc1234.so".into(),
                             bytes: b"cuda".to_vec(),
+                            needs_tvm_ffi: true,
                         },
                         GenVariant {
                             variant: "tvm-ffi01-cpu-x86_64-linux".into(),
                             archs: vec![],
                             library_file: "_norm_cpu_abc1234.so".into(),
                             bytes: b"cpu".to_vec(),
+                            needs_tvm_ffi: false,
                         },
                     ],
                 },

@@ -294,11 +294,13 @@ fn run(
                         },
                     )?;
                     let archs = fetched.metadata.backend.map(|b| b.archs).unwrap_or_default();
+                    let needs_tvm_ffi = needs_tvm_ffi(&fetched.dir.join(&fetched.library_file)).unwrap_or(false);
                     variants.push(GenVariant {
                         variant: variant.name.clone(),
                         archs,
                         library_file: fetched.library_file,
                         bytes: fetched.library,
+                        needs_tvm_ffi,
                     });
                 }
                 GenKernel { name: decl.name.clone(), repo: repo.clone(), commit: Some(pinned.commit.clone()), variants }
@@ -333,7 +335,7 @@ fn run(
             mode: l.mode,
         })
         .collect();
-    generated.tvm_ffi = runtime_library(&generated, &kernels_dir, env, pins.tvm_ffi.as_ref(), out)?;
+    generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), out)?;
 
     let registry = codegen::write(&kernels_dir, &generated)
         .map_err(|source| BuildError::Io { path: kernels_dir.join("registry.rs"), source })?;
@@ -422,7 +424,8 @@ fn local_variants(
         let bytes =
             std::fs::read(&path).map_err(|source| local_err(local::LocalError::Io { path: path.clone(), source }))?;
         let archs = meta.backend.map(|b| b.archs).unwrap_or_default();
-        variants.push(GenVariant { variant, archs, library_file, bytes });
+        let needs_tvm_ffi = needs_tvm_ffi(&path).unwrap_or(false);
+        variants.push(GenVariant { variant, archs, library_file, bytes, needs_tvm_ffi });
     }
     Ok(variants)
 }
@@ -432,22 +435,11 @@ fn local_variants(
 /// the build says so.
 fn runtime_library(
     generated: &GenRegistry,
-    kernels_dir: &Path,
     env: &Env,
     pin: Option<&lock::RuntimePin>,
     out: &mut CargoOutput,
 ) -> Result<Option<GenRuntimeLib>, BuildError> {
-    let probe_dir = kernels_dir.join("probe");
-    let mut needed = false;
-    for v in generated.kernels.iter().flat_map(|k| &k.variants) {
-        let probe = probe_dir.join(&v.library_file);
-        codegen::write_if_changed(&probe, &v.bytes).map_err(|source| BuildError::Io { path: probe.clone(), source })?;
-        if needs_tvm_ffi(&probe).unwrap_or(false) {
-            needed = true;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&probe_dir);
-    if !needed {
+    if !generated.kernels.iter().flat_map(|k| &k.variants).any(|v| v.needs_tvm_ffi) {
         return Ok(None);
     }
     let located = match env.path(kernels_runtime::ffi::TVM_FFI_LIB_ENV) {
