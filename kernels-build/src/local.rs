@@ -37,8 +37,8 @@ pub enum LocalError {
     #[error("kernel crate {0} produced no cdylib; add `[lib] crate-type = [\"cdylib\"]` to its Cargo.toml")]
     NoCdylib(PathBuf),
     /// The target has no variant name (unknown CPU arch or OS).
-    #[error("target `{0}` has no kernel variant name (supported: x86_64/aarch64 on linux, darwin, windows)")]
-    Target(String),
+    #[error(transparent)]
+    Target(#[from] crate::target::UnsupportedTarget),
     /// I/O.
     #[error("{path}: {source}")]
     Io {
@@ -58,7 +58,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
 
 /// The CPU variant name a kernel crate built for `target` gets.
 pub fn cpu_variant_for(target: &str) -> Result<VariantName, LocalError> {
-    let (cpu, os) = target_parts(target).map_err(|e| LocalError::Target(e.0))?;
+    let (cpu, os) = target_parts(target)?;
     Ok(VariantName::Arch {
         framework: Framework::TvmFfi(TVM_FFI_ABI_VERSION),
         cxx_abi: None,
@@ -131,7 +131,7 @@ pub fn build_crate(
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let manifest_canon = std::fs::canonicalize(&manifest).unwrap_or(manifest.clone());
-    let ext = match target_parts(target).map_err(|e| LocalError::Target(e.0))?.1 {
+    let ext = match target_parts(target)?.1 {
         Os::Darwin => ".dylib",
         Os::Windows => ".dll",
         _ => ".so",
