@@ -945,7 +945,9 @@ pub fn decide(
         // Hub cache, verified against its metadata digest; never the network.
         None if entry.variants.is_empty() => match entry.commit {
             Some(commit) => match loader::load_cached(entry.repo, commit, platform, request) {
-                Err(LoadError::Io { .. }) => {
+                // Only absent files mean "not prefetched"; present but unreadable or invalid
+                // files are a load failure and say what is wrong with them.
+                Err(e) if e.is_not_found() => {
                     return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None });
                 }
                 other => other,
@@ -1358,23 +1360,27 @@ pub mod __private {
         #[cold]
         #[inline(never)]
         fn resolve(&'static self, target: Target, mode: Mode, slot: Option<usize>) -> &'static Resolution {
-            let mut state = state();
             let key = (self as *const Layer as usize, target, mode);
-            match slot {
+            let made = |state: &State| match slot {
                 Some(i) => {
                     let p = self.slots[i].load(Ordering::Acquire);
-                    if !p.is_null() {
-                        // SAFETY: as in `kernel`.
-                        return unsafe { &*p };
-                    }
+                    // SAFETY: as in `kernel`.
+                    (!p.is_null()).then(|| unsafe { &*p })
                 }
-                None => {
-                    if let Some(r) = state.overflow.get(&key) {
-                        return r;
-                    }
-                }
+                None => state.overflow.get(&key).copied(),
+            };
+            if let Some(r) = made(&state()) {
+                return r;
             }
+            // Deciding may load libraries (file I/O, dlopen, initialisers): it runs without the
+            // dispatch lock, so other layers and `report()` are never held up behind it. Two
+            // threads may decide the same slot at once; the first to publish wins, and the
+            // loader makes each library load only once.
             let decision = decide(self.registry, self.name, target, mode, &Settings::from_env(), platform());
+            let mut state = state();
+            if let Some(r) = made(&state) {
+                return r;
+            }
             let resolution: &'static Resolution = Box::leak(Box::new(Resolution {
                 layer: self.name,
                 type_name: self.type_name,

@@ -27,6 +27,8 @@ pub mod registry;
 #[cfg(feature = "runtime")]
 pub mod select;
 #[cfg(feature = "runtime")]
+mod unpack;
+#[cfg(feature = "runtime")]
 pub mod variant;
 
 #[cfg(feature = "runtime")]

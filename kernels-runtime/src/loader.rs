@@ -1,16 +1,15 @@
 //! Loading kernel variants: from a directory, from bytes embedded in the binary, or from a
 //! `LOCAL_KERNELS` override; verified before `dlopen`, never unloaded.
 //!
-//! Embedded libraries are written once to a content-addressed file (named by sha256) under
-//! `$KERNELS_CACHE`, else `$XDG_CACHE_HOME/kernels-rs`, else `$HOME/.cache/kernels-rs`, else
-//! the temp dir. Writing goes through a temp file in the same directory, `fsync` and an atomic
-//! `rename`, so many threads and processes can unpack the same kernel at once; the file is
-//! hashed again through the very descriptor that is then handed to `dlopen`
-//! (`/proc/self/fd/N` on Linux), so what is loaded is what was verified.
+//! Embedded libraries are checked against the digest the build recorded, then loaded from a
+//! sealed memfd on Linux (see `unpack`), or from a content-addressed file (named by sha256)
+//! in a private cache directory: `$KERNELS_CACHE`, else `$XDG_CACHE_HOME/kernels-rs`, else
+//! `$HOME/.cache/kernels-rs`, then `<temp>/kernels-rs-<uid>`. A cache file is re-hashed through
+//! the very descriptor handed to `dlopen` (`/proc/self/fd/N` on Linux), so what is loaded is
+//! what was verified; that descriptor stays open for the life of the process.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -20,6 +19,7 @@ use crate::ffi::{KernelFunction, ResolveError};
 use crate::metadata::{self, Metadata, VerifyError};
 use crate::platform::Platform;
 use crate::select::{Candidate, DecisionTrace, Request, select};
+use crate::unpack::{self, Strategy};
 use crate::variant::VariantName;
 
 /// Where a loaded kernel came from.
@@ -105,6 +105,25 @@ pub enum LoadError {
     /// A `LOCAL_KERNELS` entry is malformed.
     #[error("LOCAL_KERNELS: {0}")]
     LocalKernels(String),
+    /// An embedded library could be put neither in a memfd nor in any private cache directory.
+    #[error(
+        "cannot unpack the embedded {library}: {}; set KERNELS_CACHE to a directory owned by this user and not writable by others",
+        refused.iter().map(|(place, why)| format!("{}: {why}", place.display())).collect::<Vec<_>>().join("; ")
+    )]
+    NoUnpackDir {
+        /// The library's file name in its variant.
+        library: String,
+        /// Each place tried, with why it was refused.
+        refused: Vec<(PathBuf, String)>,
+    },
+}
+
+impl LoadError {
+    /// Whether the error only means "the files are not there" (as opposed to present but
+    /// wrong, or unreadable).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
@@ -144,24 +163,35 @@ impl LoadedKernel {
     }
 }
 
-/// Loads a verified library, keeping one handle per path for the life of the process.
-fn open(path: &Path, display_path: &Path) -> Result<&'static Library, LoadError> {
-    static OPENED: OnceLock<Mutex<BTreeMap<PathBuf, &'static Library>>> = OnceLock::new();
-    let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(lib) = opened.get(display_path) {
+/// Loads a verified library once per `key` (its sha256, or its path), keeping the handle for
+/// the life of the process. `path` is what `dlopen` opens, `display_path` what messages show.
+fn open(key: &str, path: &Path, display_path: &Path) -> Result<&'static Library, LoadError> {
+    if let Some((lib, _)) = opened(key) {
         return Ok(lib);
     }
     let needs = crate::ffi::needs_tvm_ffi(path).map_err(io_err(display_path))?;
     if needs {
         ensure_tvm_ffi().map_err(|message| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message })?;
     }
+    let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((lib, _)) = opened.get(key) {
+        return Ok(lib);
+    }
     // SAFETY: the bytes were verified against the digest recorded at build time or in the
     // variant's metadata; loading runs the library's initialisers, which is the point.
     let lib = unsafe { libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL) }
         .map_err(|e| LoadError::Dlopen { path: display_path.to_owned(), message: e.to_string() })?;
     let lib: &'static Library = Box::leak(Box::new(Library::from(lib)));
-    opened.insert(display_path.to_owned(), lib);
+    opened.insert(key.to_owned(), (lib, display_path.to_owned()));
     Ok(lib)
+}
+
+/// Libraries loaded so far, by key, with the place each was loaded from.
+type Opened = BTreeMap<String, (&'static Library, PathBuf)>;
+static OPENED: OnceLock<Mutex<Opened>> = OnceLock::new();
+
+fn opened(key: &str) -> Option<(&'static Library, PathBuf)> {
+    OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
 }
 
 static EMBEDDED_TVM_FFI: OnceLock<EmbeddedFile> = OnceLock::new();
@@ -180,8 +210,10 @@ fn ensure_tvm_ffi() -> Result<(), String> {
     }
     let env_override = std::env::var_os(crate::ffi::TVM_FFI_LIB_ENV).is_some_and(|v| !v.is_empty());
     if let (false, Some(file)) = (env_override, EMBEDDED_TVM_FFI.get()) {
-        let (_file, path) = unpack(file, &kernels_cache_dir()).map_err(|e| e.to_string())?;
-        return crate::ffi::preload_tvm_ffi_from(&path).map(|_| ()).map_err(|e| e.to_string());
+        let unpacked = unpack::unpack(file, &unpack_dirs(), Strategy::from_env()).map_err(|e| e.to_string())?;
+        let result = crate::ffi::preload_tvm_ffi_from(&unpacked.load_path()).map(|_| ()).map_err(|e| e.to_string());
+        unpacked.keep_open();
+        return result;
     }
     crate::ffi::preload_tvm_ffi().map(|_| ()).map_err(|e| e.to_string())
 }
@@ -193,7 +225,7 @@ pub fn load_variant_dir(dir: &Path) -> Result<LoadedKernel, LoadError> {
     let os = crate::variant::Os::current();
     let file = meta.library_file(&os).ok_or_else(|| LoadError::NoLibraryId { dir: dir.to_owned() })?;
     let path = dir.join(file);
-    let library = open(&path, &path)?;
+    let library = open(&path.to_string_lossy(), &path, &path)?;
     let variant = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(LoadedKernel { library, path, variant, source: Source::Local })
 }
@@ -271,7 +303,10 @@ pub fn load_cached(
 ) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
     let cache = hf_hub_cache_dir().ok_or_else(|| LoadError::Io {
         path: PathBuf::from("$HF_HUB_CACHE"),
-        source: std::io::Error::other("no Hub cache: HF_HUB_CACHE, HF_HOME and HOME are all unset"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no Hub cache: HF_HUB_CACHE, HF_HOME and HOME are all unset",
+        ),
     })?;
     let root = cache.join(format!("kernels--{}", repo.replace('/', "--"))).join("snapshots").join(commit);
     let (mut loaded, trace) = load_from_dir(repo, &root, platform, request)?;
@@ -325,7 +360,8 @@ pub struct EmbeddedVariant {
     pub library: EmbeddedFile,
 }
 
-/// The directory embedded libraries are unpacked into (see the module docs).
+/// The directory embedded libraries are unpacked into when memfd is not used (see the module
+/// docs).
 pub fn kernels_cache_dir() -> PathBuf {
     let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = nonempty("KERNELS_CACHE") {
@@ -337,65 +373,48 @@ pub fn kernels_cache_dir() -> PathBuf {
     if let Some(home) = nonempty("HOME") {
         return home.join(".cache").join("kernels-rs");
     }
+    per_user_temp_dir()
+}
+
+fn per_user_temp_dir() -> PathBuf {
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     std::env::temp_dir().join(format!("kernels-rs-{uid}"))
 }
 
-/// Writes `file` to `<cache>/<sha256>.so` unless an intact copy is already there, then
-/// opens it and checks its hash through the descriptor that will be loaded.
+/// The cache directories to try, in order: [`kernels_cache_dir`], then `<temp>/kernels-rs-<uid>`.
+fn unpack_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![kernels_cache_dir()];
+    let temp = per_user_temp_dir();
+    if !dirs.contains(&temp) {
+        dirs.push(temp);
+    }
+    dirs
+}
+
+/// Writes `file` to `<cache>/<sha256>.<ext>` unless an intact copy is already there, and
+/// returns it opened, checked through that descriptor: a regular file of this user, not
+/// writable by others, with the recorded digest. `cache` is created mode 0700 and must be
+/// this user's and not writable by others.
 pub fn unpack(file: &EmbeddedFile, cache: &Path) -> Result<(std::fs::File, PathBuf), LoadError> {
-    let actual = metadata::sha256_hex(file.bytes);
-    if actual != file.sha256 {
-        return Err(LoadError::DigestMismatch {
-            path: PathBuf::from(format!("<embedded {}>", file.path)),
-            expected: file.sha256.to_owned(),
-            actual,
-        });
-    }
-    let ext = Path::new(file.path).extension().and_then(|e| e.to_str()).unwrap_or("so");
-    let target = cache.join(format!("{}.{ext}", file.sha256));
-    // Two attempts: an existing but damaged file is replaced once.
-    for _ in 0..2 {
-        if let Ok(f) = std::fs::File::open(&target) {
-            let found = metadata::sha256_hex_reader(&f).map_err(io_err(&target))?;
-            if found == file.sha256 {
-                return Ok((f, target));
-            }
-        }
-        std::fs::create_dir_all(cache).map_err(io_err(cache))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file.sha256))
-            .suffix(".tmp")
-            .tempfile_in(cache)
-            .map_err(io_err(cache))?;
-        tmp.write_all(file.bytes).map_err(io_err(tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-        tmp.persist(&target).map_err(|e| LoadError::Io { path: target.clone(), source: e.error })?;
-        if let Ok(dir) = std::fs::File::open(cache) {
-            let _ = dir.sync_all();
-        }
-    }
-    let f = std::fs::File::open(&target).map_err(io_err(&target))?;
-    let found = metadata::sha256_hex_reader(&f).map_err(io_err(&target))?;
-    Err(LoadError::DigestMismatch { path: target, expected: file.sha256.to_owned(), actual: found })
+    let unpacked = unpack::unpack(file, &[cache.to_owned()], Strategy::File)?;
+    Ok((unpacked.fd.into(), unpacked.path))
 }
 
 /// Unpacks (if needed), verifies and loads an embedded variant.
 pub fn load_embedded(variant: &EmbeddedVariant) -> Result<LoadedKernel, LoadError> {
-    let cache = kernels_cache_dir();
-    let (file, path) = unpack(&variant.library, &cache)?;
-    // Load through the descriptor that was just hashed, so a file swapped in between
-    // cannot be what runs.
-    #[cfg(target_os = "linux")]
-    let load_path = {
-        use std::os::fd::AsRawFd as _;
-        PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    let key = variant.library.sha256;
+    let (library, path) = match opened(key) {
+        Some(found) => found,
+        None => {
+            let unpacked = unpack::unpack(&variant.library, &unpack_dirs(), Strategy::from_env())?;
+            let library = open(key, &unpacked.load_path(), &unpacked.path);
+            let path = unpacked.path.clone();
+            // Kept open even on failure: glibc may have recorded the name.
+            unpacked.keep_open();
+            (library?, path)
+        }
     };
-    #[cfg(not(target_os = "linux"))]
-    let load_path = path.clone();
-    let library = open(&load_path, &path)?;
-    drop(file);
     Ok(LoadedKernel { library, path, variant: variant.variant.to_owned(), source: Source::Embedded })
 }
 

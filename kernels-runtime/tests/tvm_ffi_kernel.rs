@@ -178,6 +178,17 @@ fn raised_errors_carry_kind_and_message() {
 }
 
 #[test]
+fn an_error_left_raised_by_a_successful_call_is_not_the_next_failures() {
+    let Some(p) = probe() else { return };
+    // SAFETY: neither function touches memory of ours.
+    unsafe { function(p, "raise_but_succeed").call(&[]) }.unwrap();
+    // SAFETY: as above.
+    let err = unsafe { function(p, "fail_silently").call(&[]) }.unwrap_err();
+    assert!(matches!(&err, KernelError::NoMessage { code: -2, .. }), "{err:?}");
+    assert!(!err.to_string().contains("left behind"), "{err}");
+}
+
+#[test]
 fn streams_are_set_for_the_call_and_restored() {
     let Some(p) = probe() else { return };
     let f = function(p, "stream");

@@ -100,24 +100,33 @@ fn the_demo_runs_kernels_offline_and_from_an_empty_directory() {
     let stdout = output(out.unwrap(), "the demo");
     assert_kernels_on_cpu(&stdout);
 
-    // Copied alone into an empty directory, no HOME, no Hub: it unpacks its embedded kernels.
+    // Copied alone into an empty directory, no HOME, no Hub: it loads its embedded kernels
+    // from memory and writes nothing; asked to use files, it unpacks them to the temp dir.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(empty.join("tmp")).unwrap();
     let copy = empty.join("kernels-demo");
     std::fs::copy(&bin, &copy).unwrap();
-    let out = demo(&copy, &empty)
-        .env_clear()
-        .env("HOME", "")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TMPDIR", empty.join("tmp"))
-        .output();
-    let stdout = output(out.unwrap(), "the copied demo");
-    assert_kernels_on_cpu(&stdout);
-    let unpacked = std::fs::read_dir(empty.join("tmp"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .count();
-    assert!(unpacked >= 1, "nothing was unpacked under {}", empty.join("tmp").display());
+    let unpacked = || {
+        std::fs::read_dir(empty.join("tmp"))
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .count()
+    };
+    for unpack in ["memfd", "file"] {
+        let out = demo(&copy, &empty)
+            .env_clear()
+            .env("HOME", "")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("TMPDIR", empty.join("tmp"))
+            .env("KERNELS_UNPACK", unpack)
+            .output();
+        let stdout = output(out.unwrap(), &format!("the copied demo, KERNELS_UNPACK={unpack}"));
+        assert_kernels_on_cpu(&stdout);
+        match unpack {
+            "memfd" => assert_eq!(unpacked(), 0, "memfd wrote files under {}", empty.join("tmp").display()),
+            _ => assert!(unpacked() >= 1, "nothing was unpacked under {}", empty.join("tmp").display()),
+        }
+    }
 
     // DISABLE_KERNEL_MAPPING=1: candle everywhere, the same output.
     let out = demo(&bin, tmp.path())

@@ -132,4 +132,15 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
     assert!(matches!(&d.choice, Choice::Kernel(k) if k.source == Source::Cached), "{}", d.choice);
     let d = decide(registry("1".repeat(40)), "RMSNorm", cpu, Mode::Inference, &settings, &Platform::detect());
     assert!(matches!(&d.choice, Choice::Fallback(_)) && d.choice.to_string().contains("Hub cache"), "{}", d.choice);
+
+    // A snapshot that is there but unreadable is a load failure that says what is wrong with
+    // it, not "not prefetched".
+    let broken = "2".repeat(40);
+    let snapshot = cache.path().join("kernels--kernels-test--cached/snapshots").join(&broken);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(snapshot.join("build"), b"a file where build/ should be").unwrap();
+    let d = decide(registry(broken), "RMSNorm", cpu, Mode::Inference, &settings, &Platform::detect());
+    use kernels_runtime::dispatch::FallbackReason;
+    assert!(matches!(&d.choice, Choice::Fallback(FallbackReason::LoadFailed { .. })), "{}", d.choice);
+    assert!(!d.choice.to_string().contains("prefetch"), "{}", d.choice);
 }

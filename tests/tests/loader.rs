@@ -158,29 +158,70 @@ fn embedded_kernels_load_from_the_content_addressed_cache() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
-#[test]
-fn sixteen_processes_unpacking_the_same_kernel_all_succeed_and_leave_one_file() {
-    let lib = library_in(&only_variant(rust_cpu_kernel()));
-    let cache = tempfile::tempdir().unwrap();
+/// Runs `unpack-child` on `lib` in `n` processes that start together, with `env` set (and
+/// the cache variables cleared first); returns each child's output.
+fn race_children(lib: &Path, n: usize, env: &[(&str, &std::ffi::OsStr)]) -> Vec<std::process::Output> {
     let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1500;
-    let children: Vec<_> = (0..16)
+    let children: Vec<_> = (0..n)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_unpack-child"))
-                .arg(&lib)
-                .arg(start.to_string())
-                .env("KERNELS_CACHE", cache.path())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_unpack-child"));
+            cmd.arg(lib).arg(start.to_string());
+            for key in ["KERNELS_CACHE", "KERNELS_UNPACK", "XDG_CACHE_HOME"] {
+                cmd.env_remove(key);
+            }
+            cmd.envs(env.iter().copied());
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
         })
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
-    }
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn thirty_two_processes_unpacking_the_same_kernel_to_files_all_succeed_and_leave_one_file() {
+    let lib = library_in(&only_variant(rust_cpu_kernel()));
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("KERNELS_UNPACK", "file".as_ref()), ("KERNELS_CACHE", cache.path().as_os_str())];
+    race_children(&lib, 32, &env).iter().for_each(assert_ok);
     let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     let sha = sha256_hex(&std::fs::read(&lib).unwrap());
     assert_eq!(files, vec![std::ffi::OsString::from(format!("{sha}.so"))], "exactly one file, no temp files");
+}
+
+#[test]
+fn kernels_run_without_any_writable_cache_directory() {
+    let lib = library_in(&only_variant(rust_cpu_kernel()));
+    // A HOME that cannot hold a cache (a file), as with a read-only root file system:
+    // memfd needs no directory at all.
+    let home = tempfile::NamedTempFile::new().unwrap();
+    race_children(&lib, 4, &[("HOME", home.path().as_os_str())]).iter().for_each(assert_ok);
+
+    // Without memfd, a KERNELS_CACHE that names a file falls through to the per-user temp dir.
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("KERNELS_UNPACK", "file".as_ref()),
+        ("KERNELS_CACHE", home.path().as_os_str()),
+        ("TMPDIR", tmp.path().as_os_str()),
+    ];
+    race_children(&lib, 4, &env).iter().for_each(assert_ok);
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(tmp.path()).unwrap());
+    let per_user = tmp.path().join(format!("kernels-rs-{uid}"));
+    assert_eq!(std::fs::read_dir(&per_user).unwrap().count(), 1, "{}", per_user.display());
+
+    // And when nothing is usable, the error names each place and the fix.
+    let env = [
+        ("KERNELS_UNPACK", "file".as_ref()),
+        ("KERNELS_CACHE", home.path().as_os_str()),
+        ("TMPDIR", home.path().as_os_str()),
+    ];
+    let out = &race_children(&lib, 1, &env)[0];
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot unpack the embedded kernel.so"), "{stderr}");
+    assert!(stderr.contains(&format!("{}: it is not a directory", home.path().display())), "{stderr}");
+    assert!(stderr.contains("set KERNELS_CACHE to a directory owned by this user"), "{stderr}");
 }

@@ -370,6 +370,7 @@ impl KernelFunction {
                 Arg::None => TVMFFIAny::none(),
             };
         }
+        self.clear_pending_error();
         let mut result = TVMFFIAny::none();
         // SAFETY: `call` has the safe-call signature (resolve's contract); `packed[..len]` are
         // initialised values whose tensor pointers point into `tensors`, alive for the call;
@@ -386,6 +387,32 @@ impl KernelFunction {
             unsafe { dec_ref(result.ptr()) };
         }
         Ok(())
+    }
+
+    /// Drops an error left raised by an earlier call that still returned 0, so a failure of
+    /// this call is never reported with another call's message.
+    #[inline]
+    fn clear_pending_error(&self) {
+        match self.errors {
+            ErrorChannel::Rust(take) => {
+                unsafe extern "C" fn discard(_: *mut c_void, _: *const TVMFFIByteArray, _: *const TVMFFIByteArray) {}
+                // SAFETY: `take` has the KernelsTakeErrorFn signature (resolve's contract); the
+                // sink ignores its arguments and the context is never read.
+                unsafe { take(core::ptr::null_mut(), discard) };
+            }
+            ErrorChannel::TvmFfi { move_from_raised, dec_ref } => {
+                let mut handle: TVMFFIObjectHandle = core::ptr::null_mut();
+                // SAFETY: signatures guaranteed by resolve's contract; a raised error moved out
+                // is an owned reference, released here.
+                unsafe {
+                    move_from_raised(&mut handle);
+                    if !handle.is_null() {
+                        dec_ref(handle);
+                    }
+                }
+            }
+            ErrorChannel::None => {}
+        }
     }
 
     /// Reads (and clears) the error behind return code `code`.

@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
@@ -136,10 +137,35 @@ static PRELOAD_LOCK: Mutex<()> = Mutex::new(());
 /// (A copy embedded by the build is the loader's to unpack; it then calls
 /// [`preload_tvm_ffi_from`] with the unpacked path.)
 pub fn locate_tvm_ffi() -> Result<PathBuf, TvmFfiError> {
-    locate_with(std::env::var_os(TVM_FFI_LIB_ENV), OsStr::new(TVM_FFI_CONFIG))
+    locate_with(std::env::var_os(TVM_FFI_LIB_ENV), OsStr::new(TVM_FFI_CONFIG), CONFIG_TOOL_DEADLINE)
 }
 
-fn locate_with(env_value: Option<OsString>, config_tool: &OsStr) -> Result<PathBuf, TvmFfiError> {
+/// How long `tvm-ffi-config --libdir` may take before it is killed.
+const CONFIG_TOOL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `tool arg`, killing it if it has not exited within `deadline`.
+fn output_within(tool: &OsStr, arg: &str, deadline: Duration) -> io::Result<std::process::Output> {
+    let mut child = Command::new(tool)
+        .arg(arg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let start = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return child.wait_with_output();
+        }
+        if start.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {deadline:?}; killed")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn locate_with(env_value: Option<OsString>, config_tool: &OsStr, deadline: Duration) -> Result<PathBuf, TvmFfiError> {
     if let Some(value) = env_value.filter(|v| !v.is_empty()) {
         let mut path = PathBuf::from(value);
         if path.is_dir() {
@@ -155,9 +181,7 @@ fn locate_with(env_value: Option<OsString>, config_tool: &OsStr) -> Result<PathB
         };
     }
     let tool = Path::new(config_tool).display();
-    let output = Command::new(config_tool)
-        .arg("--libdir")
-        .output()
+    let output = output_within(config_tool, "--libdir", deadline)
         .map_err(|e| TvmFfiError::NotFound { reason: format!("`{tool} --libdir` could not run ({e})") })?;
     if !output.status.success() {
         return Err(TvmFfiError::NotFound {
@@ -255,11 +279,11 @@ mod tests {
         let lib = dir.path().join(TVM_FFI_LIBRARY);
         std::fs::write(&lib, b"not really a library").unwrap();
         let nowhere = OsStr::new("/nonexistent/tvm-ffi-config");
-        assert_eq!(locate_with(Some(lib.clone().into()), nowhere).unwrap(), lib);
+        assert_eq!(locate_with(Some(lib.clone().into()), nowhere, CONFIG_TOOL_DEADLINE).unwrap(), lib);
         // A directory means the library inside it.
-        assert_eq!(locate_with(Some(dir.path().into()), nowhere).unwrap(), lib);
+        assert_eq!(locate_with(Some(dir.path().into()), nowhere, CONFIG_TOOL_DEADLINE).unwrap(), lib);
         let missing = dir.path().join("missing.so");
-        let err = locate_with(Some(missing.into()), nowhere).unwrap_err();
+        let err = locate_with(Some(missing.into()), nowhere, CONFIG_TOOL_DEADLINE).unwrap_err();
         assert!(matches!(err, TvmFfiError::EnvPath { ref source, .. } if source.kind() == io::ErrorKind::NotFound));
         assert!(err.to_string().starts_with("KERNELS_TVM_FFI_LIB="), "{err}");
     }
@@ -274,12 +298,28 @@ mod tests {
         std::fs::write(&tool, script).unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         // The directory has no library yet.
-        let err = locate_with(None, tool.as_os_str()).unwrap_err();
+        let err = locate_with(None, tool.as_os_str(), CONFIG_TOOL_DEADLINE).unwrap_err();
         assert!(err.to_string().contains("which has no libtvm_ffi.so"), "{err}");
         std::fs::write(libdir.join(TVM_FFI_LIBRARY), b"").unwrap();
-        assert_eq!(locate_with(Some(OsString::new()), tool.as_os_str()).unwrap(), libdir.join(TVM_FFI_LIBRARY));
-        let err = locate_with(None, OsStr::new("/nonexistent/tvm-ffi-config")).unwrap_err();
+        assert_eq!(
+            locate_with(Some(OsString::new()), tool.as_os_str(), CONFIG_TOOL_DEADLINE).unwrap(),
+            libdir.join(TVM_FFI_LIBRARY)
+        );
+        let err = locate_with(None, OsStr::new("/nonexistent/tvm-ffi-config"), CONFIG_TOOL_DEADLINE).unwrap_err();
         assert!(matches!(err, TvmFfiError::NotFound { .. }));
         assert!(err.to_string().contains("pip install apache-tvm-ffi"), "{err}");
+    }
+
+    #[test]
+    fn a_tvm_ffi_config_that_hangs_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tvm-ffi-config");
+        std::fs::write(&tool, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let start = Instant::now();
+        let err = locate_with(None, tool.as_os_str(), Duration::from_millis(300)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(30), "waited {:?}", start.elapsed());
+        assert!(matches!(err, TvmFfiError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("no answer within"), "{err}");
     }
 }

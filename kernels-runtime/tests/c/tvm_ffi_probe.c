@@ -51,6 +51,17 @@ EXPORT int __tvm_ffi_fail(void* handle, const TVMFFIAny* args, int32_t num_args,
   return -1;
 }
 
+/* raise_but_succeed(): raises an error, then reports success anyway. */
+EXPORT int __tvm_ffi_raise_but_succeed(void* handle, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
+  TVMFFIErrorSetRaisedFromCStr("RuntimeError", "left behind by raise_but_succeed");
+  return 0;
+}
+
+/* fail_silently(): fails without raising anything. */
+EXPORT int __tvm_ffi_fail_silently(void* handle, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
+  return -2;
+}
+
 /* stream(out, x): out[0] = the current stream of x's device. */
 EXPORT int __tvm_ffi_stream(void* handle, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
   int64_t* out = output(args, num_args, 1);
