@@ -71,12 +71,28 @@ struct Segment {
     filesz: u64,
 }
 
+/// The file being read, and its length.
+struct Input<'r, R> {
+    reader: &'r mut R,
+    path: &'r Path,
+    len: u64,
+}
+
 /// Reads exactly `len` bytes at `offset`; `len` is bounded by the caller. A range that does not
-/// fit in a file offset is invalid data, not an I/O error of the seek.
-fn read_at<R: Read + Seek>(reader: &mut R, path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    if offset.checked_add(len).is_none_or(|end| end > i64::MAX as u64) {
-        return Err(invalid(path, "offset out of range"));
+/// fit in a file offset is invalid data, one past the end of the file is truncation: neither
+/// is sought to (a seek far past the end fails with an I/O error on some file systems).
+fn read_at<R: Read + Seek>(input: &mut Input<'_, R>, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
     }
+    let end = offset.checked_add(len).filter(|&end| end <= i64::MAX as u64);
+    let Some(end) = end else {
+        return Err(invalid(input.path, "offset out of range"));
+    };
+    if end > input.len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "ELF file is truncated"));
+    }
+    let reader = &mut *input.reader;
     reader.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     reader.take(len).read_to_end(&mut buf)?;
@@ -99,6 +115,7 @@ pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
 /// segment and 16 MiB of string table.
 pub fn needed_libraries_from<R: Read + Seek>(reader: &mut R, origin: &Path) -> io::Result<Vec<String>> {
     let path = origin;
+    let len = reader.seek(SeekFrom::End(0))?;
     reader.seek(SeekFrom::Start(0))?;
     let mut ident = Vec::with_capacity(64);
     reader.take(64).read_to_end(&mut ident)?;
@@ -127,7 +144,8 @@ pub fn needed_libraries_from<R: Read + Seek>(reader: &mut R, origin: &Path) -> i
         return Err(invalid(path, "bad program header table"));
     }
     // At most 4096 × 256 bytes: no overflow, and a bounded read.
-    let table = read_at(reader, path, phoff, u64::from(phentsize) * u64::from(phnum))?;
+    let mut input = Input { reader, path, len };
+    let table = read_at(&mut input, phoff, u64::from(phentsize) * u64::from(phnum))?;
     let segments: Vec<Segment> = table
         .chunks_exact(usize::from(phentsize.max(1)))
         .map(|p| {
@@ -155,7 +173,7 @@ pub fn needed_libraries_from<R: Read + Seek>(reader: &mut R, origin: &Path) -> i
     if dynamic.filesz > MAX_DYNAMIC_BYTES {
         return Err(invalid(path, "dynamic segment too large"));
     }
-    let dynamic = read_at(reader, path, dynamic.offset, dynamic.filesz)?;
+    let dynamic = read_at(&mut input, dynamic.offset, dynamic.filesz)?;
     let entry = if layout.is64 { 16 } else { 8 };
     let half = entry / 2;
     let (mut needed, mut strtab, mut strsz) = (Vec::new(), None, None);
@@ -190,7 +208,7 @@ pub fn needed_libraries_from<R: Read + Seek>(reader: &mut R, origin: &Path) -> i
         .offset
         .checked_add(strtab - load.vaddr)
         .ok_or_else(|| invalid(path, "string table offset out of range"))?;
-    let strings = read_at(reader, path, strtab_offset, strsz)?;
+    let strings = read_at(&mut input, strtab_offset, strsz)?;
     needed
         .into_iter()
         .map(|at| {
@@ -335,6 +353,20 @@ mod tests {
             let err = needed_libraries(write(&elf).path()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{offset:#x}: {err}");
         }
+    }
+
+    #[test]
+    fn ranges_past_the_end_of_the_file_are_truncation() {
+        // From a fuzz run: no program headers, at an offset the file system refuses to seek to
+        // (EINVAL, an I/O error), though the same bytes read from memory were a valid file.
+        let mut elf = elf64(&["libc.so.6"]);
+        elf[32..40].copy_from_slice(&0x0008_0006_0000_0040u64.to_le_bytes());
+        elf[56..58].copy_from_slice(&0u16.to_le_bytes());
+        assert!(needed_libraries(write(&elf).path()).unwrap().is_empty());
+        // With program headers to read there, the file is truncated.
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let err = needed_libraries(write(&elf).path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
     #[test]
