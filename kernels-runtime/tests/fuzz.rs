@@ -309,7 +309,7 @@ fn check_elf(scratch: &Path, input: &[u8]) -> Result<(), String> {
         Err(e) => return Err(format!("an error of kind {:?} from memory: {e}", e.kind())),
     }
     // Through a real file, one input in eight: the same answer.
-    if input.len() % 8 == 0 {
+    if input.len().is_multiple_of(8) {
         std::fs::write(scratch, input).map_err(|e| e.to_string())?;
         let from_file = needed_libraries(scratch);
         let same = match (&outcome, &from_file) {
