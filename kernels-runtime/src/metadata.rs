@@ -227,6 +227,12 @@ pub enum Violation {
         /// Base64 hash of the file on disk.
         actual: String,
     },
+    /// Listed in the digest under a path that is not inside the variant directory (absolute,
+    /// with a `..`, `.` or empty component, a `\` or a `:`); it is not looked at.
+    Unsafe {
+        /// The path as listed.
+        path: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -236,6 +242,9 @@ impl fmt::Display for Violation {
             Violation::Unknown { path } => write!(f, "unknown file `{path}` (not listed in the digest)"),
             Violation::Mismatch { path, expected, actual } => {
                 write!(f, "`{path}` does not match the digest (expected {expected}, found {actual})")
+            }
+            Violation::Unsafe { path } => {
+                write!(f, "`{path}` (listed in the digest) is not a path inside the variant directory")
             }
         }
     }
@@ -385,7 +394,8 @@ pub fn digest_files(dir: &Path) -> Result<BTreeMap<String, String>, VerifyError>
 }
 
 /// Verifies every file of `dir` against `metadata.digest`: missing, unknown and mismatching
-/// files are each reported.
+/// files are each reported, and so is a digest path that is not inside `dir`, which is never
+/// read.
 pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
     let digest = metadata.digest.as_ref().ok_or_else(|| VerifyError::NoDigest { dir: dir.to_owned() })?;
     let algorithm = Algorithm::named(&digest.algorithm)
@@ -393,6 +403,11 @@ pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
     let on_disk = variant_files(dir)?;
     let mut violations = Vec::new();
     for (path, expected) in &digest.files {
+        // The key comes from the file: it is joined to `dir` only once it is known to stay there.
+        if !is_inside(path) {
+            violations.push(Violation::Unsafe { path: path.clone() });
+            continue;
+        }
         let file = dir.join(path);
         if !file.is_file() {
             violations.push(Violation::Missing { path: path.clone() });
@@ -415,9 +430,21 @@ pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
     Err(VerifyError::Violations { dir: dir.to_owned(), violations })
 }
 
+/// Whether a digest key is a path inside the variant directory: relative, `/`-separated, with
+/// no empty, `.` or `..` component, no `\` and no `:` (a Windows drive or stream).
+fn is_inside(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains(['\\', ':', '\0'])
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
 fn violation_path(v: &Violation) -> &str {
     match v {
-        Violation::Missing { path } | Violation::Unknown { path } | Violation::Mismatch { path, .. } => path,
+        Violation::Missing { path }
+        | Violation::Unknown { path }
+        | Violation::Mismatch { path, .. }
+        | Violation::Unsafe { path } => path,
     }
 }
 
@@ -534,6 +561,39 @@ mod tests {
         std::fs::write(dir.path().join(METADATA_FILE), meta).unwrap();
         read_and_verify(dir.path()).unwrap();
         assert!(matches!(Metadata::read(&dir.path().join("nope")), Err(MetadataError::Read { .. })));
+    }
+
+    #[test]
+    fn digest_paths_outside_the_directory_are_unsafe_and_never_read() {
+        // The variant's files, and a copy of them one level up: a digest key that climbs out of
+        // the directory would find the copy, and its hash would match.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("v");
+        for (rel, bytes) in FILES {
+            for base in [root.path(), dir.as_path()] {
+                std::fs::create_dir_all(base.join(rel).parent().unwrap()).unwrap();
+                std::fs::write(base.join(rel), bytes).unwrap();
+            }
+        }
+        let mut files = digest_files(&dir).unwrap();
+        let hash = files["__init__.py"].clone();
+        // From fuzz runs: a trailing `/`, a `.` component, a climb out, an absolute path.
+        let absolute = root.path().join("__init__.py").display().to_string();
+        let unsafe_paths = ["layers/__init__.py/", "./__init__.py", "../__init__.py", &absolute, "a\\b", "C:x"];
+        for path in unsafe_paths {
+            files.insert(path.to_owned(), hash.clone());
+        }
+        let meta = Metadata {
+            digest: Some(DigestMetadata { algorithm: DIGEST_ALGORITHM.into(), files }),
+            ..Metadata::parse("{}", Path::new("m.json")).unwrap()
+        };
+        let err = verify_dir(&dir, &meta).unwrap_err();
+        let VerifyError::Violations { violations, .. } = &err else { panic!("{err}") };
+        let mut expected: Vec<Violation> =
+            unsafe_paths.iter().map(|p| Violation::Unsafe { path: (*p).to_owned() }).collect();
+        expected.sort_by(|a, b| violation_path(a).cmp(violation_path(b)));
+        assert_eq!(violations, &expected, "{err}");
+        assert!(err.to_string().contains("`../__init__.py` (listed in the digest) is not a path inside"), "{err}");
     }
 
     #[test]

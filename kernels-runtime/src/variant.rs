@@ -216,11 +216,13 @@ impl Backend {
             [("rocm", Backend::Rocm), ("xpu", Backend::Xpu), ("cann", Backend::Cann), ("cu", Backend::Cuda)];
         for (prefix, make) in versioned {
             if let Some(digits) = s.strip_prefix(prefix) {
-                return backend_version(digits).map(make).ok_or_else(|| {
-                    format!(
-                        "backend `{s}` needs `{prefix}` followed by at least two digits (e.g. `{prefix}{}`)",
-                        example_digits(prefix)
-                    )
+                return backend_version(digits).map(make).map_err(|e| {
+                    digits_reason(e, s, || {
+                        format!(
+                            "backend `{s}` needs `{prefix}` followed by at least two digits (e.g. `{prefix}{}`)",
+                            example_digits(prefix)
+                        )
+                    })
                 });
             }
         }
@@ -432,22 +434,46 @@ impl fmt::Display for VariantName {
     }
 }
 
-/// Splits framework digits: the major is the first digit, the minor the rest (`212` → 2.12).
-fn framework_version(digits: &str) -> Option<Version> {
+/// Why version digits were refused.
+enum DigitsError {
+    /// Fewer than two digits, something else than digits, or a number past `u32`.
+    Malformed,
+    /// A multi-digit component starting with `0` (`torch207`): it would print without the zero,
+    /// so the name would not round-trip.
+    LeadingZero,
+}
+
+/// Splits version digits at `at` into major and minor.
+fn split_version(digits: &str, at: usize) -> Result<Version, DigitsError> {
     if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(DigitsError::Malformed);
     }
-    let (major, minor) = digits.split_at(1);
-    Some(Version::new(major.parse().ok()?, minor.parse().ok()?))
+    let (major, minor) = digits.split_at(at);
+    if [major, minor].iter().any(|part| part.len() > 1 && part.starts_with('0')) {
+        return Err(DigitsError::LeadingZero);
+    }
+    let number = |part: &str| part.parse::<u32>().map_err(|_| DigitsError::Malformed);
+    Ok(Version::new(number(major)?, number(minor)?))
+}
+
+/// Splits framework digits: the major is the first digit, the minor the rest (`212` → 2.12).
+fn framework_version(digits: &str) -> Result<Version, DigitsError> {
+    split_version(digits, 1)
 }
 
 /// Splits backend digits: the minor is the last digit, the major the rest (`130` → 13.0).
-fn backend_version(digits: &str) -> Option<Version> {
-    if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+fn backend_version(digits: &str) -> Result<Version, DigitsError> {
+    split_version(digits, digits.len().saturating_sub(1))
+}
+
+/// The reason for refused version digits in `found`; `malformed` describes the usual form.
+fn digits_reason(error: DigitsError, found: &str, malformed: impl FnOnce() -> String) -> String {
+    match error {
+        DigitsError::Malformed => malformed(),
+        DigitsError::LeadingZero => {
+            format!("the version of `{found}` has a leading zero (it would not print back as written)")
+        }
     }
-    let (major, minor) = digits.split_at(digits.len() - 1);
-    Some(Version::new(major.parse().ok()?, minor.parse().ok()?))
 }
 
 fn parse_variant(name: &str) -> Result<VariantName, String> {
@@ -460,14 +486,18 @@ fn parse_variant(name: &str) -> Result<VariantName, String> {
     // Framework prefix, then the arch components that follow it.
     let (framework, rest) = if let Some(rest) = name.strip_prefix("tvm-ffi") {
         let (digits, rest) = rest.split_once('-').unwrap_or((rest, ""));
-        let v = framework_version(digits).ok_or_else(|| {
-            format!("`tvm-ffi` must be followed by its version digits (e.g. `tvm-ffi01`), found `tvm-ffi{digits}`")
+        let v = framework_version(digits).map_err(|e| {
+            digits_reason(e, &format!("tvm-ffi{digits}"), || {
+                format!("`tvm-ffi` must be followed by its version digits (e.g. `tvm-ffi01`), found `tvm-ffi{digits}`")
+            })
         })?;
         (Framework::TvmFfi(v), rest)
     } else if let Some(rest) = name.strip_prefix("torch-stable-abi") {
         let (digits, rest) = rest.split_once('-').unwrap_or((rest, ""));
-        let v = framework_version(digits).ok_or_else(|| {
-            format!("`torch-stable-abi` must be followed by the torch version digits (e.g. `torch-stable-abi211`), found `{digits}`")
+        let v = framework_version(digits).map_err(|e| {
+            digits_reason(e, &format!("torch-stable-abi{digits}"), || {
+                format!("`torch-stable-abi` must be followed by the torch version digits (e.g. `torch-stable-abi211`), found `{digits}`")
+            })
         })?;
         (Framework::TorchStableAbi(v), rest)
     } else if let Some(rest) = name.strip_prefix("torch-") {
@@ -480,8 +510,10 @@ fn parse_variant(name: &str) -> Result<VariantName, String> {
             });
     } else if let Some(rest) = name.strip_prefix("torch") {
         let (digits, rest) = rest.split_once('-').unwrap_or((rest, ""));
-        let v = framework_version(digits).ok_or_else(|| {
-            format!("`torch` must be followed by its version digits (e.g. `torch212`), found `torch{digits}`")
+        let v = framework_version(digits).map_err(|e| {
+            digits_reason(e, &format!("torch{digits}"), || {
+                format!("`torch` must be followed by its version digits (e.g. `torch212`), found `torch{digits}`")
+            })
         })?;
         (Framework::Torch(v), rest)
     } else {
@@ -615,6 +647,28 @@ mod tests {
             let err = VariantName::parse(name).expect_err(name);
             assert!(err.reason.contains(needle), "{name}: {}", err.reason);
             assert!(err.to_string().contains(&format!("`{name}`")));
+        }
+    }
+
+    #[test]
+    fn version_digits_with_a_leading_zero_are_refused() {
+        // Each would print without its zero (`torch207` as `torch27`), so the name would not
+        // round-trip; the Hub writes none of them.
+        for name in [
+            "torch207-cxx98-cu118-x86_64-linux",
+            "torch20112-cxx11-cu130-x86_64-linux",
+            "tvm-ffi001-cpu-x86_64-linux",
+            "torch-stable-abi2011-cu126-x86_64-linux",
+            "torch212-cxx11-cu0130-x86_64-linux",
+            "tvm-ffi01-rocm071-x86_64-linux",
+            "torch212-cxx11-xpu020253-x86_64-linux",
+        ] {
+            let err = VariantName::parse(name).expect_err(name);
+            assert!(err.reason.contains("leading zero"), "{name}: {}", err.reason);
+        }
+        // A lone zero is a version component, not a leading zero.
+        for name in ["tvm-ffi01-cpu-x86_64-linux", "torch20-cu00-x86_64-linux", "torch210-cu100-x86_64-linux"] {
+            assert_eq!(VariantName::parse(name).unwrap().to_string(), name);
         }
     }
 }

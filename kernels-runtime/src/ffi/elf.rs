@@ -1,6 +1,10 @@
 //! Reading the `DT_NEEDED` entries of an ELF shared library, to know whether a kernel needs
 //! `libtvm_ffi.so` before it is opened. Reads only the headers, the dynamic segment and the
 //! dynamic string table, never the whole file.
+//!
+//! Every offset, size and count comes from the file and is untrusted: arithmetic on them is
+//! checked, and each read is bounded, so a corrupt or hostile file gives an error, never a
+//! panic, a huge allocation or a long read.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -16,10 +20,16 @@ const DT_NEEDED: u64 = 1;
 const DT_STRTAB: u64 = 5;
 const DT_STRSZ: u64 = 10;
 
-/// Upper bounds that keep a corrupt file from making us allocate or loop without end.
+/// Upper bounds that keep a corrupt file from making us allocate, read or loop without end.
 const MAX_PROGRAM_HEADERS: u64 = 4096;
+/// Program header entries are 56 (ELF64) or 32 (ELF32) bytes; larger ones are allowed (the
+/// reader skips the tail of each), up to this.
+const MAX_PROGRAM_HEADER_SIZE: u16 = 256;
 const MAX_DYNAMIC_BYTES: u64 = 1 << 20;
 const MAX_STRTAB_BYTES: u64 = 16 << 20;
+/// Real libraries need a few dozen; each name is at most a path.
+const MAX_NEEDED: usize = 4096;
+const MAX_NEEDED_NAME_BYTES: usize = 4096;
 
 fn invalid(path: &Path, what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a valid ELF shared library: {what}", path.display()))
@@ -61,10 +71,31 @@ struct Segment {
     filesz: u64,
 }
 
-fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    file.seek(SeekFrom::Start(offset))?;
+/// The file being read, and its length.
+struct Input<'r, R> {
+    reader: &'r mut R,
+    path: &'r Path,
+    len: u64,
+}
+
+/// Reads exactly `len` bytes at `offset`; `len` is bounded by the caller. A range that does not
+/// fit in a file offset is invalid data, one past the end of the file is truncation: neither
+/// is sought to (a seek far past the end fails with an I/O error on some file systems).
+fn read_at<R: Read + Seek>(input: &mut Input<'_, R>, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let end = offset.checked_add(len).filter(|&end| end <= i64::MAX as u64);
+    let Some(end) = end else {
+        return Err(invalid(input.path, "offset out of range"));
+    };
+    if end > input.len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "ELF file is truncated"));
+    }
+    let reader = &mut *input.reader;
+    reader.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
-    file.take(len).read_to_end(&mut buf)?;
+    reader.take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "ELF file is truncated"));
     }
@@ -76,9 +107,18 @@ fn read_at(file: &mut File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
 /// Errors: I/O errors as they come; `InvalidData` for a file that is not ELF or is malformed;
 /// `UnexpectedEof` for a truncated one.
 pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
-    let mut file = File::open(path)?;
+    needed_libraries_from(&mut File::open(path)?, path)
+}
+
+/// [`needed_libraries`] of an ELF file held by `reader` (positioned anywhere); `origin` names
+/// it in errors. Reads at most the headers, 256 KiB of program headers, 1 MiB of dynamic
+/// segment and 16 MiB of string table.
+pub fn needed_libraries_from<R: Read + Seek>(reader: &mut R, origin: &Path) -> io::Result<Vec<String>> {
+    let path = origin;
+    let len = reader.seek(SeekFrom::End(0))?;
+    reader.seek(SeekFrom::Start(0))?;
     let mut ident = Vec::with_capacity(64);
-    (&mut file).take(64).read_to_end(&mut ident)?;
+    reader.take(64).read_to_end(&mut ident)?;
     let n = ident.len();
     if n < 16 || &ident[..4] != b"\x7fELF" {
         return Err(invalid(path, "missing ELF magic"));
@@ -98,10 +138,14 @@ pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
         (u64::from(layout.u32(h, 28)), layout.u16(h, 42), layout.u16(h, 44))
     };
     let min_entry = if layout.is64 { 56 } else { 32 };
-    if u64::from(phnum) > MAX_PROGRAM_HEADERS || (phnum > 0 && usize::from(phentsize) < min_entry) {
+    if u64::from(phnum) > MAX_PROGRAM_HEADERS
+        || (phnum > 0 && (usize::from(phentsize) < min_entry || phentsize > MAX_PROGRAM_HEADER_SIZE))
+    {
         return Err(invalid(path, "bad program header table"));
     }
-    let table = read_at(&mut file, phoff, u64::from(phentsize) * u64::from(phnum))?;
+    // At most 4096 × 256 bytes: no overflow, and a bounded read.
+    let mut input = Input { reader, path, len };
+    let table = read_at(&mut input, phoff, u64::from(phentsize) * u64::from(phnum))?;
     let segments: Vec<Segment> = table
         .chunks_exact(usize::from(phentsize.max(1)))
         .map(|p| {
@@ -129,7 +173,7 @@ pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
     if dynamic.filesz > MAX_DYNAMIC_BYTES {
         return Err(invalid(path, "dynamic segment too large"));
     }
-    let dynamic = read_at(&mut file, dynamic.offset, dynamic.filesz)?;
+    let dynamic = read_at(&mut input, dynamic.offset, dynamic.filesz)?;
     let entry = if layout.is64 { 16 } else { 8 };
     let half = entry / 2;
     let (mut needed, mut strtab, mut strsz) = (Vec::new(), None, None);
@@ -137,6 +181,7 @@ pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
         let (tag, value) = (layout.word(d, 0), layout.word(d, half));
         match tag {
             DT_NULL => break,
+            DT_NEEDED if needed.len() == MAX_NEEDED => return Err(invalid(path, "too many DT_NEEDED entries")),
             DT_NEEDED => needed.push(value),
             DT_STRTAB => strtab = Some(value),
             DT_STRSZ => strsz = Some(value),
@@ -157,7 +202,13 @@ pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
         .iter()
         .find(|s| s.kind == PT_LOAD && s.vaddr <= strtab && strtab - s.vaddr < s.filesz)
         .ok_or_else(|| invalid(path, "string table outside every loaded segment"))?;
-    let strings = read_at(&mut file, load.offset + (strtab - load.vaddr), strsz)?;
+    // `vaddr <= strtab` holds for the segment found; its file offset plus the distance into it
+    // may still leave the u64 range.
+    let strtab_offset = load
+        .offset
+        .checked_add(strtab - load.vaddr)
+        .ok_or_else(|| invalid(path, "string table offset out of range"))?;
+    let strings = read_at(&mut input, strtab_offset, strsz)?;
     needed
         .into_iter()
         .map(|at| {
@@ -165,7 +216,15 @@ pub fn needed_libraries(path: &Path) -> io::Result<Vec<String>> {
                 .ok()
                 .and_then(|at| strings.get(at..))
                 .ok_or_else(|| invalid(path, "bad DT_NEEDED offset"))?;
-            let end = rest.iter().position(|&b| b == 0).ok_or_else(|| invalid(path, "unterminated DT_NEEDED name"))?;
+            let rest = &rest[..rest.len().min(MAX_NEEDED_NAME_BYTES + 1)];
+            let end = rest.iter().position(|&b| b == 0).ok_or_else(|| {
+                let why = if rest.len() > MAX_NEEDED_NAME_BYTES {
+                    "DT_NEEDED name too long"
+                } else {
+                    "unterminated DT_NEEDED name"
+                };
+                invalid(path, why)
+            })?;
             Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
         })
         .collect()
@@ -270,5 +329,83 @@ mod tests {
         bad_offset[dyn_off + 8..dyn_off + 16].copy_from_slice(&1000u64.to_le_bytes());
         assert_eq!(needed_libraries(write(&bad_offset).path()).unwrap_err().kind(), io::ErrorKind::InvalidData);
         assert_eq!(needed_libraries(Path::new("/nonexistent/lib.so")).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn load_segment_offset_near_u64_max_is_an_error() {
+        // The string table's file offset is the PT_LOAD offset plus the address's distance
+        // into the segment: with an offset near u64::MAX that sum leaves the u64 range.
+        let mut elf = elf64(&["libtvm_ffi.so"]);
+        let load_offset = 64 + 8;
+        elf[load_offset..load_offset + 8].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+        let err = needed_libraries(write(&elf).path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn offsets_past_the_file_offset_range_are_invalid_data() {
+        // The PT_DYNAMIC offset (second program header, bytes 8..16) past i64::MAX: a seek
+        // there cannot be made, and is reported as a bad file, not as an I/O failure.
+        let mut elf = elf64(&["libc.so.6"]);
+        let dynamic_offset = 64 + 56 + 8;
+        for offset in [1u64 << 63, u64::MAX, u64::MAX - 16] {
+            elf[dynamic_offset..dynamic_offset + 8].copy_from_slice(&offset.to_le_bytes());
+            let err = needed_libraries(write(&elf).path()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{offset:#x}: {err}");
+        }
+    }
+
+    #[test]
+    fn ranges_past_the_end_of_the_file_are_truncation() {
+        // From a fuzz run: no program headers, at an offset the file system refuses to seek to
+        // (EINVAL, an I/O error), though the same bytes read from memory were a valid file.
+        let mut elf = elf64(&["libc.so.6"]);
+        elf[32..40].copy_from_slice(&0x0008_0006_0000_0040u64.to_le_bytes());
+        elf[56..58].copy_from_slice(&0u16.to_le_bytes());
+        assert!(needed_libraries(write(&elf).path()).unwrap().is_empty());
+        // With program headers to read there, the file is truncated.
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let err = needed_libraries(write(&elf).path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    #[test]
+    fn oversized_program_header_entries_are_refused_before_reading() {
+        // 4096 entries of 65535 bytes would be a 256 MiB read.
+        let mut elf = elf64(&["libc.so.6"]);
+        elf[54..56].copy_from_slice(&u16::MAX.to_le_bytes());
+        elf[56..58].copy_from_slice(&4096u16.to_le_bytes());
+        let err = needed_libraries(write(&elf).path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // Entries a little larger than the ELF64 size are still read.
+        let mut elf = elf64(&["libc.so.6"]);
+        elf[54..56].copy_from_slice(&MAX_PROGRAM_HEADER_SIZE.to_le_bytes());
+        elf[56..58].copy_from_slice(&0u16.to_le_bytes());
+        assert!(needed_libraries(write(&elf).path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn needed_names_and_their_number_are_bounded() {
+        let longest = "l".repeat(MAX_NEEDED_NAME_BYTES);
+        assert_eq!(needed_libraries(write(&elf64(&[&longest])).path()).unwrap(), [longest.as_str()]);
+        let too_long = "l".repeat(MAX_NEEDED_NAME_BYTES + 1);
+        let err = needed_libraries(write(&elf64(&[&too_long])).path()).unwrap_err();
+        assert!(err.to_string().contains("DT_NEEDED name too long"), "{err}");
+
+        let names = vec!["libc.so.6"; MAX_NEEDED];
+        assert_eq!(needed_libraries(write(&elf64(&names)).path()).unwrap().len(), MAX_NEEDED);
+        let names = vec!["libc.so.6"; MAX_NEEDED + 1];
+        let err = needed_libraries(write(&elf64(&names)).path()).unwrap_err();
+        assert!(err.to_string().contains("too many DT_NEEDED entries"), "{err}");
+    }
+
+    #[test]
+    fn reads_from_memory() {
+        let elf = elf64(&["libtvm_ffi.so.0"]);
+        let mut reader = std::io::Cursor::new(elf);
+        reader.set_position(100);
+        assert_eq!(needed_libraries_from(&mut reader, Path::new("mem.so")).unwrap(), ["libtvm_ffi.so.0"]);
+        let err = needed_libraries_from(&mut std::io::Cursor::new(b"\x7fELF"), Path::new("mem.so")).unwrap_err();
+        assert!(err.to_string().starts_with("mem.so: "), "{err}");
     }
 }

@@ -76,7 +76,7 @@ pub use abi::{DLDataType, DLDevice, DLDeviceType, DLTensor, Element};
 #[cfg(feature = "runtime")]
 pub use call::{Arg, KernelError, KernelFunction, MAX_ARGS, ResolveError, Stream};
 #[cfg(feature = "runtime")]
-pub use elf::{TVM_FFI_LIBRARY, needed_libraries, needs_tvm_ffi};
+pub use elf::{TVM_FFI_LIBRARY, needed_libraries, needed_libraries_from, needs_tvm_ffi};
 #[cfg(feature = "runtime")]
 pub use tensor::{MAX_NDIM, TensorError, TensorView};
 #[cfg(feature = "runtime")]
