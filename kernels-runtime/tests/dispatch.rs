@@ -27,6 +27,7 @@ use kernels_runtime::variant::{BackendKind, CpuArch, Os};
 const RUST_CPU: &str = "kernels-test/rust-cpu";
 const DAMAGED: &str = "kernels-test/damaged";
 const FOREIGN: &str = "kernels-test/foreign";
+const SLOW: &str = "kernels-test/slow";
 
 const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str, mode: ModeSupport) -> LayerEntry {
     LayerEntry { layer, device: BackendKind::Cpu, kernel, function, capability: None, mode }
@@ -37,6 +38,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         KernelEntry { name: "damaged", repo: DAMAGED, commit: None, variants: &[] },
         KernelEntry { name: "foreign", repo: FOREIGN, commit: None, variants: &[] },
         KernelEntry { name: "ops", repo: RUST_CPU, commit: None, variants: &[] },
+        KernelEntry { name: "slow", repo: SLOW, commit: None, variants: &[] },
     ],
     layers: &[
         cpu("AddRMSNorm", "ops", "add_rms_norm", ModeSupport::Inference),
@@ -45,6 +47,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         cpu("Misnamed", "ops", "rms_norm_v2", ModeSupport::Inference),
         cpu("RMSNorm", "ops", "rms_norm", ModeSupport::Inference),
         cpu("SiluAndMul", "ops", "silu_and_mul", ModeSupport::Training),
+        cpu("Slow", "slow", "rms_norm", ModeSupport::Inference),
     ],
     tvm_ffi: None,
 };
@@ -101,6 +104,7 @@ rms_norm_layer!(Unmapped, "Unmapped");
 rms_norm_layer!(Misnamed, "Misnamed");
 rms_norm_layer!(Damaged, "Damaged");
 rms_norm_layer!(Foreign, "Foreign");
+rms_norm_layer!(Slow, "Slow");
 
 /// `silu(x[..d]) * x[d..]` on a flat slice, with a `Vec` output and a boxed error type.
 #[kernelize(
@@ -511,5 +515,74 @@ fn views_and_unsupported_devices() {
         assert_eq!(layer.calls.load(Ordering::Relaxed), 1);
         let r = report().find("SiluAndMul", Target::Unsupported(7), Mode::Inference).expect("decided");
         assert!(matches!(r.choice(), Choice::Fallback(FallbackReason::UnsupportedDevice { device_type: 7 })));
+    });
+}
+
+/// A library whose initialiser waits until the file `$KERNELS_TEST_GATE` exists (at most a
+/// minute), laid out as a Hub kernel for this machine; returns the repo root.
+fn slow_kernel() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow-kernel");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("slow.c");
+    std::fs::write(
+        &source,
+        "#include <stdlib.h>\n#include <unistd.h>\n\
+         __attribute__((constructor)) static void wait_for_gate(void) {\n\
+           const char* gate = getenv(\"KERNELS_TEST_GATE\");\n\
+           for (int i = 0; gate && i < 60000 && access(gate, F_OK) != 0; ++i) usleep(1000);\n\
+         }\n",
+    )
+    .unwrap();
+    let library = dir.join("libslow.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let status = Command::new(cc).args(["-shared", "-fPIC", "-o"]).arg(&library).arg(&source).status().unwrap();
+    assert!(status.success(), "cc failed");
+    let root = dir.join("hub");
+    let _ = std::fs::remove_dir_all(&root);
+    let variant = format!("tvm-ffi01-cpu-{}-{}", CpuArch::current(), Os::current());
+    example_kernel::lay_out(&std::fs::read(&library).unwrap(), &variant, &root);
+    root
+}
+
+#[test]
+fn a_slow_library_load_does_not_hold_up_the_report_or_decided_layers() {
+    let gate = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow-kernel-gate");
+    let env = if std::env::var(CHILD).is_ok() {
+        vec![]
+    } else {
+        let _ = std::fs::remove_file(&gate);
+        let (key, value) = local_kernels();
+        let value = format!("{value}:{SLOW}={}", slow_kernel().display());
+        vec![(key, value), ("KERNELS_TEST_GATE", gate.display().to_string())]
+    };
+    in_own_process("a_slow_library_load_does_not_hold_up_the_report_or_decided_layers", &env, || {
+        let norm = RmsNorm::new(16);
+        let x = HostTensor::new(values(16, 3), &[1, 16]).unwrap();
+        norm.kernel_forward(&x).unwrap();
+        assert!(matches!(resolution("RMSNorm", Mode::Inference).choice(), Choice::Kernel(_)));
+        std::thread::scope(|s| {
+            let slow = s.spawn(|| Slow::new(16).kernel_forward(&x).unwrap());
+            // Wait until the slow library is mapped, i.e. its initialiser is running.
+            let library = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow-kernel/libslow.so");
+            let id = format!("_rust_cpu_ops_{}", &example_kernel::sha256_hex(&std::fs::read(library).unwrap())[..7]);
+            let start = std::time::Instant::now();
+            while !std::fs::read_to_string("/proc/self/maps").unwrap().contains(&id) {
+                assert!(start.elapsed().as_secs() < 30, "the slow library was never mapped");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                let norm = RmsNorm::new(16);
+                let x = HostTensor::new(values(16, 4), &[1, 16]).unwrap();
+                norm.kernel_forward(&x).unwrap();
+                tx.send(report().to_string()).unwrap();
+            });
+            let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+            std::fs::write(&gate, b"").unwrap();
+            let report = answer.expect("report() and a decided layer waited for another layer's library load");
+            assert!(report.contains("RMSNorm"), "{report}");
+            slow.join().unwrap();
+        });
+        assert!(matches!(fallback_of("Slow", Mode::Inference), FallbackReason::MissingSymbol { .. }));
     });
 }

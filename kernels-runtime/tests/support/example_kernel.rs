@@ -52,13 +52,13 @@ fn build_example_kernel() -> PathBuf {
     panic!("cargo reported no shared library for kernels-example-cpu:\n{stdout}");
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     kernels_runtime::metadata::sha256_hex(bytes)
 }
 
 /// Lays `library` out as `<root>/build/<variant>/<id>.so` + `metadata.json`, as
 /// kernel-builder does for a CPU tvm-ffi variant.
-fn lay_out(library: &[u8], variant: &str, root: &Path) {
+pub(crate) fn lay_out(library: &[u8], variant: &str, root: &Path) {
     let id = format!("_rust_cpu_ops_{}", &sha256_hex(library)[..7]);
     let dir = root.join("build").join(variant);
     std::fs::create_dir_all(&dir).unwrap();
