@@ -84,7 +84,7 @@ impl HubSettings {
 }
 
 /// `endpoint` without the `user:password@` part, for messages.
-pub fn redact_endpoint(endpoint: &str) -> String {
+fn redact_endpoint(endpoint: &str) -> String {
     match Url::parse(endpoint) {
         Ok(url) => shown_url(&url).trim_end_matches('/').to_owned(),
         Err(_) => match endpoint.split_once("://") {
@@ -327,13 +327,15 @@ impl std::fmt::Debug for Http {
     }
 }
 
-/// `org/name`, each part a plain name (it becomes part of URLs and of the cache folder name).
+/// `org/name`, each part a plain name as the Hub allows them (no `--` or `..`): it becomes part
+/// of URLs and of the cache folder name.
 fn split_repo(repo: &str) -> Result<(&str, &str), FetchError> {
     let plain = |s: &str| {
         !s.is_empty()
             && s != "."
             && s != ".."
             && !s.contains("--")
+            && !s.contains("..")
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     };
     match repo.split_once('/') {
@@ -343,7 +345,7 @@ fn split_repo(repo: &str) -> Result<(&str, &str), FetchError> {
 }
 
 /// Whether `s` is a commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
-pub fn is_commit_id(s: &str) -> bool {
+fn is_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
@@ -460,11 +462,11 @@ impl Hub {
                 why: "HF_HUB_OFFLINE or CARGO_NET_OFFLINE is set",
             });
         }
-        if self.http.is_none() {
-            let http = self.new_http().map_err(|e| self.hub_err("creating the Hub client", e))?;
-            self.http = Some(http);
-        }
-        Ok(self.http.as_ref().expect("created above"))
+        let http = match self.http.take() {
+            Some(http) => http,
+            None => self.new_http().map_err(|e| self.hub_err("creating the Hub client", e))?,
+        };
+        Ok(self.http.insert(http))
     }
 
     fn new_http(&self) -> Result<Http, HubError> {
@@ -740,13 +742,15 @@ impl Hub {
             });
         }
         let cached = self.cache_path(repo, commit, path);
-        if let Some(bytes) = read_cached(&cached, size)? {
-            let intact = sha256.is_none_or(|want| sha256_hex(&bytes) == want);
-            let sized = size.is_none_or(|want| bytes.len() as u64 == want);
-            if intact && sized {
-                return Ok((cached, bytes));
+        if let Ok(meta) = std::fs::metadata(&cached)
+            && meta.is_file()
+        {
+            // A copy of the wrong size is not even read.
+            let bytes = size.is_none_or(|want| meta.len() == want).then(|| std::fs::read(&cached).ok()).flatten();
+            match bytes {
+                Some(bytes) if sha256.is_none_or(|want| sha256_hex(&bytes) == want) => return Ok((cached, bytes)),
+                _ => remove_cached(&self.settings.cache_dir, &cached),
             }
-            remove_cached(&self.settings.cache_dir, &cached);
         }
         self.download(repo, commit, path, sha256, size)
     }
@@ -832,15 +836,14 @@ impl Hub {
         let blob = blobs.join(&actual);
         temp.persist(&blob)?;
 
-        let components: Vec<&str> = path.split('/').collect();
-        let (file_name, dirs) = components.split_last().expect("a checked path has a component");
+        let (dirs, file_name) = path.rsplit_once('/').map_or(("", path), |(d, f)| (d, f));
+        let dirs: Vec<&str> = dirs.split('/').filter(|d| !d.is_empty()).collect();
         let mut snapshot = vec![folder.as_str(), "snapshots", commit];
-        snapshot.extend(dirs);
+        snapshot.extend(&dirs);
         let dir = ensure_dirs(&cache_dir, &snapshot)?;
-        let link = dir.join(file_name);
         let up = "../".repeat(dirs.len() + 2);
-        place_link(&blob, &format!("{up}blobs/{actual}"), &link)?;
-        Ok((link, bytes))
+        place_link(&blob, &format!("{up}blobs/{actual}"), &dir, file_name)?;
+        Ok((dir.join(file_name), bytes))
     }
 }
 
@@ -1105,10 +1108,10 @@ impl Drop for TempFile {
     }
 }
 
-/// Makes `link` a relative link to `target` (the blob), replacing what is there atomically;
-/// a copy of `blob` where links are not available.
-fn place_link(blob: &Path, target: &str, link: &Path) -> Result<(), FetchError> {
-    let dir = link.parent().expect("a snapshot file has a directory");
+/// Makes `dir/name` a relative link to `target` (the blob), replacing what is there
+/// atomically; a copy of `blob` where links are not available.
+fn place_link(blob: &Path, target: &str, dir: &Path, name: &str) -> Result<(), FetchError> {
+    let link = dir.join(name);
     let temp = temp_name(dir, "link");
     let io = |source| FetchError::Io { path: link.to_owned(), source };
     #[cfg(unix)]
@@ -1122,19 +1125,10 @@ fn place_link(blob: &Path, target: &str, link: &Path) -> Result<(), FetchError> 
         std::fs::copy(blob, &temp).map(|_| ())
     };
     made.map_err(io)?;
-    std::fs::rename(&temp, link).map_err(|e| {
+    std::fs::rename(&temp, &link).map_err(|e| {
         let _ = std::fs::remove_file(&temp);
         io(e)
     })
-}
-
-/// The cached copy at `path`, if there is a readable one; one larger than `size` is not read.
-fn read_cached(path: &Path, size: Option<u64>) -> Result<Option<Vec<u8>>, FetchError> {
-    let Ok(meta) = std::fs::metadata(path) else { return Ok(None) };
-    if !meta.is_file() || size.is_some_and(|n| meta.len() != n) {
-        return Ok(Some(Vec::new()).filter(|_| meta.is_file()));
-    }
-    Ok(std::fs::read(path).ok())
 }
 
 /// Removes a cached file: the snapshot entry and, when it links to a blob of the same repo
@@ -1232,7 +1226,7 @@ mod tests {
             assert!(matches!(err, FetchError::UnsafePath { .. }), "{path:?}: {err}");
             assert!(err.to_string().contains(&path.escape_debug().to_string()), "{err}");
         }
-        for repo in ["org/../k", "../k", "org/k/x", "org/", "o--x/k"] {
+        for repo in ["org/../k", "../k", "org/k/x", "org/", "o--x/k", "org/a..b", "org/a b"] {
             assert!(matches!(hub.fetch(repo, COMMIT, "x", None), Err(FetchError::RepoId(_))), "{repo}");
         }
         // `forget` removes nothing outside a snapshot directory of the cache.

@@ -235,18 +235,15 @@ fn truncated_body_fails_without_a_corrupt_file() {
 #[test]
 fn a_partial_download_of_another_process_is_left_alone() {
     // A partial blob that is not ours belongs to a download in progress elsewhere (here one of
-    // huggingface_hub, whose lock is held).
+    // huggingface_hub).
     let server = Server::start();
     server.route("GET", &resolve(), [Reply::file(COMMIT, BYTES).fault(Fault::Truncate(BYTES.len() / 2))]);
     let cache = tempfile::tempdir().unwrap();
     let folder = "kernels--kernels-test--relu";
     let busy = "0000000000000000000000000000000000000000000000000000000000000000";
     std::fs::create_dir_all(cache.path().join(folder).join("blobs")).unwrap();
-    std::fs::create_dir_all(cache.path().join(".locks").join(folder)).unwrap();
     let partial = cache.path().join(folder).join("blobs").join(format!("{busy}.incomplete"));
     std::fs::write(&partial, b"in progress").unwrap();
-    let lock = std::fs::File::create(cache.path().join(".locks").join(folder).join(format!("{busy}.lock"))).unwrap();
-    lock.lock().unwrap();
 
     let mut hub = hub(&server, cache.path());
     let err = hub.fetch(REPO, COMMIT, FILE, Some(&expected())).unwrap_err();
@@ -254,7 +251,6 @@ fn a_partial_download_of_another_process_is_left_alone() {
     assert_eq!(std::fs::read(&partial).unwrap(), b"in progress");
     let blobs = tree(&cache.path().join(folder).join("blobs"));
     assert_eq!(blobs, [format!("{busy}.incomplete (11 bytes)")], "{:#?}", tree(cache.path()));
-    drop(lock);
 }
 
 #[test]
@@ -789,4 +785,43 @@ fn a_redirect_loop_ends_in_an_error() {
     assert!(err.to_string().contains("redirects"), "{err}");
     assert!(server.count("GET", &resolve()) <= 11, "{}", server.count("GET", &resolve()));
     assert_nothing_cached(cache.path());
+}
+
+#[test]
+fn two_fetches_of_the_same_file_at_once_both_succeed() {
+    let server = Server::start();
+    server.route("GET", &resolve(), [Reply::file(COMMIT, BYTES).fault(Fault::Stall(10, Duration::from_millis(300)))]);
+    let cache = tempfile::tempdir().unwrap();
+    let fetches: Vec<_> = (0..2)
+        .map(|_| {
+            let mut hub = hub(&server, cache.path());
+            std::thread::spawn(move || hub.fetch(REPO, COMMIT, FILE, Some(&expected())).map(|(_, bytes)| bytes))
+        })
+        .collect();
+    for fetch in fetches {
+        assert_eq!(fetch.join().unwrap().unwrap(), BYTES);
+    }
+    assert_eq!(server.count("GET", &resolve()), 2);
+    assert_cached_intact(&hub(&server, cache.path()), cache.path());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_planted_in_the_cache_is_not_written_through() {
+    // An older client could be made to leave a snapshot directory that links elsewhere.
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let snapshots = cache.join("kernels--kernels-test--relu/snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    std::os::unix::fs::symlink(&outside, snapshots.join(COMMIT)).unwrap();
+    let server = Server::start();
+    server.route("GET", &resolve(), [Reply::file(COMMIT, BYTES)]);
+    let mut hub = hub(&server, &cache);
+
+    let err = hub.fetch(REPO, COMMIT, FILE, Some(&expected())).unwrap_err();
+    assert!(matches!(&err, FetchError::Io { path, .. } if path == &snapshots.join(COMMIT)), "{err:?}");
+    assert!(err.to_string().contains("should be a directory"), "{err}");
+    assert!(tree(&outside).is_empty(), "{:#?}", tree(&outside));
 }
