@@ -183,7 +183,7 @@ pub enum FetchError {
     },
     /// A download carried more bytes than the file may have; it was stopped.
     #[error(
-        "{repo}@{commit}: {path} is larger than the {limit} bytes it may have (its listed or pinned size); the download was stopped and nothing was kept"
+        "{repo}@{commit}: {path} is larger than the {limit} bytes it may have; the download was stopped and nothing was kept"
     )]
     TooLarge {
         /// Repo.
@@ -782,27 +782,27 @@ impl Hub {
         let http = self.http(&what)?;
         let received = http.runtime.block_on(async {
             let deadline = tokio::time::Instant::now() + timeout;
-            let mut response = http.get(url, timeout).await.map_err(Ok)?;
+            let mut response = http.get(url, timeout).await?;
             if !response.status().is_success() {
-                return Err(Ok(status_error(response).await));
+                return Err(Stop::Hub(status_error(response).await));
             }
             if response.content_length().is_some_and(|n| n > limit) {
-                return Err(Err(too_large()));
+                return Err(Stop::Fetch(too_large()));
             }
             let mut hasher = Sha256::new();
             let capacity = response.content_length().unwrap_or(0).min(limit).min(256 << 20);
             let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
             loop {
                 let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
-                    Err(_) => return Err(Ok(HubError::Deadline(timeout))),
-                    Ok(Err(e)) => return Err(Ok(HubError::transport(e))),
+                    Err(_) => return Err(Stop::Hub(HubError::Deadline(timeout))),
+                    Ok(Err(e)) => return Err(Stop::Hub(HubError::transport(e))),
                     Ok(Ok(None)) => break,
                     Ok(Ok(Some(chunk))) => chunk,
                 };
                 if bytes.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(Err(too_large()));
+                    return Err(Stop::Fetch(too_large()));
                 }
-                temp.file.write_all(&chunk).map_err(|source| Err(temp.io(source)))?;
+                temp.file.write_all(&chunk).map_err(|source| Stop::Fetch(temp.io(source)))?;
                 hasher.update(&chunk);
                 bytes.extend_from_slice(&chunk);
             }
@@ -810,8 +810,8 @@ impl Hub {
         });
         let (bytes, digest) = match received {
             Ok(received) => received,
-            Err(Ok(source)) => return Err(self.hub_err(&what, source)),
-            Err(Err(e)) => return Err(e),
+            Err(Stop::Hub(source)) => return Err(self.hub_err(&what, source)),
+            Err(Stop::Fetch(e)) => return Err(e),
         };
         let actual: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         if let Some(expected) = size.filter(|&n| n != bytes.len() as u64) {
@@ -1068,6 +1068,18 @@ fn temp_name(dir: &Path, stem: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(".{stem}.{}-{nanos}-{n}.incomplete", std::process::id()))
+}
+
+/// Why a download stopped: the Hub (or the network), or something on our side.
+enum Stop {
+    Hub(HubError),
+    Fetch(FetchError),
+}
+
+impl From<HubError> for Stop {
+    fn from(e: HubError) -> Self {
+        Stop::Hub(e)
+    }
 }
 
 /// A file being downloaded; removed unless persisted.
