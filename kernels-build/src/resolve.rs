@@ -126,26 +126,14 @@ pub fn resolve(hub: &mut Hub, name: &str, repo: &str, requested: &Requested) -> 
 }
 
 /// Fetches a file that no lock pins yet. Without a hash to check, the size the Hub's tree
-/// listing gives is checked instead, so an error page stored in place of the file (hf-hub does
-/// not check a download's status) is never pinned.
+/// listing gives is checked instead, so an error page or a cut-off body is never pinned.
 fn fetch_sized(
     hub: &mut Hub,
     repo: &str,
     commit: &str,
     remote: &crate::fetch::RemoteFile,
 ) -> Result<Vec<u8>, FetchError> {
-    let (path, bytes) = hub.fetch(repo, commit, &remote.path, None)?;
-    if bytes.len() as u64 != remote.size {
-        hub.forget(&path);
-        return Err(FetchError::Size {
-            repo: repo.to_owned(),
-            commit: commit.to_owned(),
-            path: remote.path.clone(),
-            expected: remote.size,
-            actual: bytes.len() as u64,
-        });
-    }
-    Ok(bytes)
+    Ok(hub.fetch_expecting(repo, commit, &remote.path, None, Some(remote.size))?.1)
 }
 
 fn resolve_variant(hub: &mut Hub, repo: &str, commit: &str, variant: &str) -> Result<ResolvedVariant, ResolveError> {
@@ -233,7 +221,7 @@ pub fn fetch_variant(
     let mut meta_bytes = None;
     for file in &variant.files {
         let path = format!("build/{}/{}", variant.name, file.path);
-        let (local, bytes) = hub.fetch(repo, commit, &path, Some(&file.sha256))?;
+        let (local, bytes) = hub.fetch_expecting(repo, commit, &path, Some(&file.sha256), Some(file.size))?;
         if file.path == METADATA_FILE {
             dir = local.parent().map(std::path::Path::to_path_buf);
             meta_bytes = Some(bytes);

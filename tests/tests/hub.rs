@@ -1,4 +1,4 @@
-//! Resolution and fetching through the real `hf-hub` crate against the loopback Hub (olah),
+//! Resolution and fetching through `kernels_build::fetch` against the loopback Hub (olah),
 //! serving kernel repos built from this repository's example kernels.
 
 use kernels_build::fetch::{Hub, HubSettings};

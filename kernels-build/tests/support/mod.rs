@@ -27,6 +27,10 @@ pub(crate) enum Fault {
     Reset(usize),
     /// Send the head and this many body bytes, then wait this long before the rest.
     Stall(usize, Duration),
+    /// Send the head, then the body one byte at a time with this wait before each byte.
+    Trickle(Duration),
+    /// Send no `Content-Length`: the body ends when the connection closes.
+    Unsized,
 }
 
 /// One scripted reply.
@@ -34,7 +38,8 @@ pub(crate) enum Fault {
 pub(crate) struct Reply {
     /// HTTP status.
     pub(crate) status: u16,
-    /// Extra headers (`Content-Length` and `Connection: close` are always added).
+    /// Extra headers (`Connection: close` is always added, `Content-Length` unless the fault
+    /// is [`Fault::Unsized`]).
     pub(crate) headers: Vec<(String, String)>,
     /// Body; its length is the advertised `Content-Length`, also for `HEAD` (which sends none).
     pub(crate) body: Vec<u8>,
@@ -85,6 +90,12 @@ impl Reply {
         self
     }
 
+    /// Replaces every header called `name` (any case) with one of this value.
+    pub(crate) fn set_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.header(name, value)
+    }
+
     /// Sets the fault.
     pub(crate) fn fault(mut self, fault: Fault) -> Self {
         self.fault = fault;
@@ -99,6 +110,17 @@ pub(crate) struct Request {
     pub(crate) method: String,
     /// Path without the query.
     pub(crate) path: String,
+    /// The query, without the `?` (empty when there is none).
+    pub(crate) query: String,
+    /// Headers, names in lowercase, in the order received.
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The value of header `name` (lowercase), if it was sent.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -186,21 +208,27 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
         return;
     }
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((name, value)) = line.trim_end().split_once(':') {
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                }
+            }
         }
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default();
-    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_owned(), query.to_owned());
     let reply = {
         let mut state = lock(state);
-        state.log.push(Request { method: method.clone(), path: path.clone() });
+        state.log.push(Request { method: method.clone(), path: path.clone(), query, headers });
         match state.routes.get_mut(&(method.clone(), path)) {
             Some(queue) if queue.len() > 1 => queue.pop_front(),
             Some(queue) => queue.front().cloned(),
@@ -232,14 +260,17 @@ fn write_reply(mut stream: TcpStream, reply: &Reply, head_only: bool) {
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", reply.body.len()));
+    if reply.fault != Fault::Unsized {
+        head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
+    }
+    head.push_str("connection: close\r\n\r\n");
     if stream.write_all(head.as_bytes()).is_err() || head_only {
         let _ = stream.flush();
         return;
     }
     let body = &reply.body;
     let result = match reply.fault {
-        Fault::None | Fault::DelayHead(_) => stream.write_all(body),
+        Fault::None | Fault::DelayHead(_) | Fault::Unsized => stream.write_all(body),
         Fault::Truncate(sent) => {
             let _ = stream.write_all(&body[..sent.min(body.len())]);
             let _ = stream.flush();
@@ -260,6 +291,15 @@ fn write_reply(mut stream: TcpStream, reply: &Reply, head_only: bool) {
             let _ = stream.flush();
             std::thread::sleep(wait);
             stream.write_all(&body[sent..])
+        }
+        Fault::Trickle(wait) => {
+            for byte in body {
+                std::thread::sleep(wait);
+                if stream.write_all(std::slice::from_ref(byte)).and_then(|()| stream.flush()).is_err() {
+                    return;
+                }
+            }
+            Ok(())
         }
     };
     if result.is_ok() {
