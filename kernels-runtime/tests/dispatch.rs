@@ -34,9 +34,9 @@ const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str, 
 
 static __KERNELS_REGISTRY: Registry = Registry {
     kernels: &[
-        KernelEntry { name: "damaged", repo: DAMAGED, commit: None, variants: &[] },
-        KernelEntry { name: "foreign", repo: FOREIGN, commit: None, variants: &[] },
-        KernelEntry { name: "ops", repo: RUST_CPU, commit: None, variants: &[] },
+        KernelEntry { name: "damaged", repo: DAMAGED, commit: None, variants: &[], cached: &[] },
+        KernelEntry { name: "foreign", repo: FOREIGN, commit: None, variants: &[], cached: &[] },
+        KernelEntry { name: "ops", repo: RUST_CPU, commit: None, variants: &[], cached: &[] },
     ],
     layers: &[
         cpu("AddRMSNorm", "ops", "add_rms_norm", ModeSupport::Inference),

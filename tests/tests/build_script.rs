@@ -203,3 +203,61 @@ fn a_missing_optional_path_kernel_is_a_warning_and_its_layers_fall_back() {
     assert!(matches!(err, BuildError::Local { ref name, .. } if name == "gpu-ops"), "{err}");
     assert!(err.to_string().contains("not a kernel directory"), "{err}");
 }
+
+#[test]
+fn a_tvm_ffi_runtime_other_than_the_pinned_one_fails_a_locked_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("kernels.toml"),
+        format!(
+            "[kernels.cpp-ops]\npath = {:?}\n\n[layers.SiluAndMul]\ncpu = {{ kernel = \"cpp-ops\", function = \"silu_and_mul\" }}\n\n\
+             [build]\nbackends = [\"cpu\"]\n",
+            cpp_cpu_kernel()
+        ),
+    )
+    .unwrap();
+    // The lock pins another libtvm_ffi.so than the one KERNELS_TVM_FFI_LIB names.
+    let pinned = "0".repeat(64);
+    std::fs::write(
+        dir.join("kernels.lock"),
+        format!(
+            "version = 1\n\n[tvm-ffi]\nfile = \"libtvm_ffi.so\"\nsha256 = \"{pinned}\"\nsize = 1\nsource = \"apache-tvm-ffi==0.0.1\"\n"
+        ),
+    )
+    .unwrap();
+    let tvm = std::env::var_os("KERNELS_TVM_FFI_LIB").expect("KERNELS_TVM_FFI_LIB: run the tests with scripts/test.sh");
+    let local = kernels_runtime::metadata::sha256_hex(&std::fs::read(&tvm).unwrap());
+    let run = |out: &str, locked: bool| {
+        let mut vars = vec![("KERNELS_TVM_FFI_LIB", tvm.clone())];
+        if locked {
+            vars.push(("KERNELS_LOCKED", "1".into()));
+        }
+        Builder::new()
+            .env(Env::fixed(vars))
+            .manifest_dir(dir)
+            .out_dir(dir.join(out))
+            .target(target())
+            .hub(HubSettings {
+                endpoint: "http://127.0.0.1:9".into(),
+                cache_dir: dir.join("hf"),
+                token: None,
+                offline: true,
+            })
+            .run()
+    };
+
+    // Not locked: a warning, and the local one is embedded.
+    let report = run("out1", false).unwrap();
+    let warnings: Vec<&String> = report.cargo.lines().iter().filter(|l| l.starts_with("cargo:warning=")).collect();
+    assert!(warnings.iter().any(|w| w.contains(&local) && w.contains("embedding the local one")), "{warnings:?}");
+    assert!(report.generated.tvm_ffi.is_some());
+
+    // Locked: an error naming both hashes and the fixes; nothing is generated.
+    let err = run("out2", true).unwrap_err();
+    let msg = err.to_string();
+    for part in [local.as_str(), pinned.as_str(), "KERNELS_LOCKED", "cargo kernels lock", "KERNELS_TVM_FFI_LIB"] {
+        assert!(msg.contains(part), "{part} not in: {msg}");
+    }
+    assert!(!dir.join("out2/kernels/registry.rs").exists());
+}
