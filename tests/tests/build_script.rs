@@ -261,3 +261,35 @@ fn a_tvm_ffi_runtime_other_than_the_pinned_one_fails_a_locked_build() {
     }
     assert!(!dir.join("out2/kernels/registry.rs").exists());
 }
+
+#[test]
+fn a_prefetch_only_build_lists_the_lock_pins_of_each_variant() {
+    publish("kernels-test/prefetch-pins", rust_cpu_repo_dir(), &["main", "v1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, cache) = (tmp.path().join("crate"), tmp.path().join("hf"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kernels.toml"),
+        "[kernels.hub-ops]\nrepo = \"kernels-test/prefetch-pins\"\nversion = 1\n\n\
+         [layers.RMSNorm]\ncpu = { kernel = \"hub-ops\", function = \"rms_norm\" }\n\n\
+         [build]\nbackends = [\"cpu\"]\nembed = false\n",
+    )
+    .unwrap();
+    let first = builder(&dir, &tmp.path().join("out1"), &cache, false).run().unwrap();
+    std::fs::copy(first.proposed_lock.unwrap(), dir.join("kernels.lock")).unwrap();
+    let report = builder(&dir, &tmp.path().join("out2"), &cache, true).locked(true).run().unwrap();
+
+    let lock = Lock::read(&dir.join("kernels.lock")).unwrap().unwrap();
+    let pinned = &lock.kernels[0].variants[0];
+    let kernel = &report.generated.kernels[0];
+    assert!(kernel.variants.is_empty(), "nothing is embedded");
+    let [cached] = &kernel.cached[..] else { panic!("{:?}", kernel.cached) };
+    assert_eq!(cached.variant, pinned.name);
+    assert_eq!(Some(&cached.metadata), pinned.metadata_file());
+    assert!(cached.library.path.ends_with(".so"));
+    assert!(pinned.files.contains(&cached.library), "{:?} not in {:?}", cached.library, pinned.files);
+    let text = std::fs::read_to_string(&report.registry).unwrap();
+    for pin in [&cached.library, &cached.metadata] {
+        assert!(text.contains(&format!("sha256: {:?}, size: {}", pin.sha256, pin.size)), "{text}");
+    }
+}
