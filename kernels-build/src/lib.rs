@@ -206,8 +206,9 @@ impl Builder {
         self
     }
 
-    /// Whether a missing or stale lock is an error (default: `KERNELS_LOCKED`). Cargo does
-    /// not tell build scripts about `--locked`, so CI sets `KERNELS_LOCKED=1`.
+    /// Whether a missing or stale lock, or a `libtvm_ffi.so` other than the one the lock's
+    /// `[tvm-ffi]` pins, is an error (default: `KERNELS_LOCKED`). Cargo does not tell build
+    /// scripts about `--locked`, so CI sets `KERNELS_LOCKED=1`.
     pub fn locked(mut self, locked: bool) -> Self {
         self.locked = Some(locked);
         self

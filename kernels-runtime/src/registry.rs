@@ -1,5 +1,6 @@
 //! What the build script (`kernels-build`) generates for a crate: its kernels with their
-//! embedded variants, and which layer each serves on which device. Everything is `const`
+//! embedded variants (or, for `[build] embed = false`, the lock's hashes of the variants to
+//! load from the Hub cache), and which layer each serves on which device. Everything is `const`
 //! data in `&'static` slices, brought into the crate by [`include_kernels!`].
 //!
 //! [`include_kernels!`]: crate::include_kernels
