@@ -1,5 +1,8 @@
 //! Writing `$OUT_DIR/kernels/`: the registry (`registry.rs`) and the embedded libraries
-//! (`blobs/<sha256>.<ext>`, pulled in with relative `include_bytes!`). The output depends only
+//! (`blobs/<sha256>.<ext>`, pulled in with relative `include_bytes!`). Variants prefetched
+//! without embedding (`[build] embed = false`) are listed with the sha256 and size
+//! `kernels.lock` pins for their library and `metadata.json`, which the runtime checks before
+//! loading them from the Hub cache. The output depends only
 //! on its inputs — no absolute paths, no timestamps, sorted — and files are rewritten only
 //! when their bytes change, so a no-op build touches nothing.
 
@@ -9,6 +12,8 @@ use std::path::{Path, PathBuf};
 use kernels_runtime::metadata::sha256_hex;
 use kernels_runtime::registry::ModeSupport;
 use kernels_runtime::variant::{BackendKind, Version};
+
+use crate::resolve::ResolvedFile;
 
 /// A kernel as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +26,21 @@ pub struct GenKernel {
     pub commit: Option<String>,
     /// Embedded variants.
     pub variants: Vec<GenVariant>,
+    /// Variants prefetched into the Hub cache instead, with their pins.
+    pub cached: Vec<GenCachedVariant>,
+}
+
+/// A variant loaded from the Hub cache at run time, pinned by the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenCachedVariant {
+    /// Variant directory name.
+    pub variant: String,
+    /// `backend.archs` of its metadata.
+    pub archs: Vec<String>,
+    /// The library as the lock pins it.
+    pub library: ResolvedFile,
+    /// `metadata.json` as the lock pins it.
+    pub metadata: ResolvedFile,
 }
 
 /// A variant whose library is embedded.
@@ -114,12 +134,17 @@ fn embedded_file(out: &mut String, indent: &str, file: &str, bytes: &[u8]) {
     let _ = write!(out, "{indent}}}");
 }
 
+fn pinned_file(f: &ResolvedFile) -> String {
+    format!("{RT}::registry::PinnedFile {{ path: {:?}, sha256: {:?}, size: {} }}", f.path, f.sha256, f.size)
+}
+
 /// The text of `registry.rs`.
 pub fn render(reg: &GenRegistry) -> String {
     let mut kernels = reg.kernels.clone();
     kernels.sort_by(|a, b| a.name.cmp(&b.name));
     for k in &mut kernels {
         k.variants.sort_by(|a, b| a.variant.cmp(&b.variant));
+        k.cached.sort_by(|a, b| a.variant.cmp(&b.variant));
     }
     let mut layers: Vec<(usize, &GenLayer)> = reg.layers.iter().enumerate().collect();
     layers.sort_by(|(i, a), (j, b)| (&a.layer, a.device, i).cmp(&(&b.layer, b.device, j)));
@@ -149,6 +174,20 @@ pub fn render(reg: &GenRegistry) -> String {
             s.push_str("                    library: ");
             embedded_file(&mut s, "                    ", &v.library_file, &v.bytes);
             s.push_str(",\n                },\n");
+        }
+        if k.cached.is_empty() {
+            s.push_str("            ],\n            cached: &[],\n        },\n");
+            continue;
+        }
+        s.push_str("            ],\n            cached: &[\n");
+        for v in &k.cached {
+            let _ = writeln!(s, "                {RT}::registry::CachedVariant {{");
+            let _ = writeln!(s, "                    variant: {:?},", v.variant);
+            let archs: Vec<String> = v.archs.iter().map(|a| format!("{a:?}")).collect();
+            let _ = writeln!(s, "                    archs: &[{}],", archs.join(", "));
+            let _ = writeln!(s, "                    library: {},", pinned_file(&v.library));
+            let _ = writeln!(s, "                    metadata: {},", pinned_file(&v.metadata));
+            s.push_str("                },\n");
         }
         s.push_str("            ],\n        },\n");
     }
@@ -259,8 +298,47 @@ mod tests {
                             needs_tvm_ffi: false,
                         },
                     ],
+                    cached: vec![],
                 },
-                GenKernel { name: "act".into(), repo: "../kernels/act".into(), commit: None, variants: vec![] },
+                GenKernel {
+                    name: "act".into(),
+                    repo: "../kernels/act".into(),
+                    commit: None,
+                    variants: vec![],
+                    cached: vec![],
+                },
+                GenKernel {
+                    name: "prefetched".into(),
+                    repo: "kernels-test/prefetched".into(),
+                    commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),
+                    variants: vec![],
+                    cached: vec![
+                        GenCachedVariant {
+                            variant: "tvm-ffi01-cu130-x86_64-linux".into(),
+                            archs: vec!["9.0".into()],
+                            library: ResolvedFile {
+                                path: "_prefetched_cuda_def5678.so".into(),
+                                sha256: sha256_hex(b"cuda library"),
+                                size: 12,
+                            },
+                            metadata: ResolvedFile { path: "metadata.json".into(), sha256: sha256_hex(b"{}"), size: 2 },
+                        },
+                        GenCachedVariant {
+                            variant: "tvm-ffi01-cpu-x86_64-linux".into(),
+                            archs: vec![],
+                            library: ResolvedFile {
+                                path: "_prefetched_cpu_def5678.so".into(),
+                                sha256: sha256_hex(b"cpu library"),
+                                size: 11,
+                            },
+                            metadata: ResolvedFile {
+                                path: "metadata.json".into(),
+                                sha256: sha256_hex(b"{ }"),
+                                size: 3,
+                            },
+                        },
+                    ],
+                },
             ],
             layers: vec![
                 GenLayer {
@@ -300,7 +378,8 @@ mod tests {
         let a = sample();
         let mut b = sample();
         b.kernels.reverse();
-        b.kernels[1].variants.reverse();
+        b.kernels[2].variants.reverse();
+        b.kernels[0].cached.reverse();
         assert_eq!(render(&a), render(&b));
     }
 

@@ -22,7 +22,12 @@
 //!    Face cache, each file checked against its pinned sha256 and each variant against its
 //!    `metadata.json` digest ([`fetch`]); with a warm cache no network call is made;
 //! 4. builds `path` kernels that are crates for the target ([`local`]);
-//! 5. writes `$OUT_DIR/kernels/registry.rs` and the embedded blobs ([`codegen`]).
+//! 5. writes `$OUT_DIR/kernels/registry.rs` and the embedded blobs ([`codegen`]): the bytes
+//!    embedded are the bytes verified, read once; with `[build] embed = false` the registry
+//!    lists instead the lock's sha256 and size of each variant's library and `metadata.json`,
+//!    which the runtime checks before loading them from the Hub cache. A `libtvm_ffi.so` to
+//!    embed that differs from the lock's `[tvm-ffi]` pin is a warning, and an error when the
+//!    build is locked.
 //!
 //! Every variable read is tracked with `cargo:rerun-if-env-changed` and `rerun-if-changed` is
 //! emitted only for files that exist ([`env`]).
@@ -43,7 +48,7 @@ use std::path::{Path, PathBuf};
 use kernels_runtime::ffi::needs_tvm_ffi;
 use kernels_runtime::metadata;
 
-use crate::codegen::{GenKernel, GenLayer, GenRegistry, GenRuntimeLib, GenVariant};
+use crate::codegen::{GenCachedVariant, GenKernel, GenLayer, GenRegistry, GenRuntimeLib, GenVariant};
 use crate::env::{CargoOutput, Env};
 use crate::fetch::{Hub, HubSettings};
 use crate::lock::{LOCK_FILE, Lock};
@@ -74,6 +79,25 @@ pub enum BuildError {
         /// The crate directory.
         dir: PathBuf,
         /// Why resolving is not allowed.
+        why: &'static str,
+    },
+    /// The local `libtvm_ffi.so` is not the one `kernels.lock` pins, and the build is locked.
+    #[error(
+        "{} (sha256 {found}) differs from the libtvm_ffi.so pinned in kernels.lock ({source_name}, sha256 {pinned}) \
+         and the build is locked{why}: point KERNELS_TVM_FFI_LIB at the pinned {source_name}, or run `cargo kernels lock` \
+         to pin the local one",
+        path.display()
+    )]
+    TvmFfiPin {
+        /// The local library.
+        path: PathBuf,
+        /// Its hex sha256.
+        found: String,
+        /// The pinned hex sha256.
+        pinned: String,
+        /// Where the pinned one came from (`apache-tvm-ffi==…`).
+        source_name: String,
+        /// Why the build is locked.
         why: &'static str,
     },
     /// The target has no variants.
@@ -182,8 +206,9 @@ impl Builder {
         self
     }
 
-    /// Whether a missing or stale lock is an error (default: `KERNELS_LOCKED`). Cargo does
-    /// not tell build scripts about `--locked`, so CI sets `KERNELS_LOCKED=1`.
+    /// Whether a missing or stale lock, or a `libtvm_ffi.so` other than the one the lock's
+    /// `[tvm-ffi]` pins, is an error (default: `KERNELS_LOCKED`). Cargo does not tell build
+    /// scripts about `--locked`, so CI sets `KERNELS_LOCKED=1`.
     pub fn locked(mut self, locked: bool) -> Self {
         self.locked = Some(locked);
         self
@@ -249,19 +274,19 @@ fn run(
     let needs_hub = manifest.kernels.values().any(|k| matches!(k.source, KernelSource::Hub { .. }));
     let mut pins = lock.clone().unwrap_or_default();
     let mut proposed_lock = None;
+    let locked_by = if locked == Some(true) {
+        Some(" (the build was told to stay locked)")
+    } else if locked.is_none() && env.flag("KERNELS_LOCKED") {
+        Some(" (KERNELS_LOCKED is set)")
+    } else {
+        None
+    };
     if needs_hub && (lock.is_none() || !stale.is_empty()) {
         let state = if lock.is_none() { "missing" } else { "out of date" };
         let details = if lock.is_none() {
             "  no kernels.lock next to kernels.toml".to_owned()
         } else {
             stale.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n")
-        };
-        let locked_by = if locked == Some(true) {
-            Some(" (the build was told to stay locked)")
-        } else if locked.is_none() && env.flag("KERNELS_LOCKED") {
-            Some(" (KERNELS_LOCKED is set)")
-        } else {
-            None
         };
         if let Some(why) = locked_by {
             return Err(BuildError::Locked { path: lock_path, state, details, dir: manifest_dir, why });
@@ -285,15 +310,22 @@ fn run(
             KernelSource::Hub { repo, .. } => {
                 let pinned = pins.kernel(&decl.name).expect("every Hub kernel is pinned by now");
                 let mut variants = Vec::new();
+                let mut cached = Vec::new();
                 for variant in pinned.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
-                    let fetched = resolve::fetch_variant(&mut hub, repo, &pinned.commit, variant, &spec.os).map_err(
-                        |source| BuildError::Variant {
-                            name: decl.name.clone(),
-                            variant: variant.name.clone(),
-                            source: Box::new(source),
-                        },
-                    )?;
+                    let variant_err = |source| BuildError::Variant {
+                        name: decl.name.clone(),
+                        variant: variant.name.clone(),
+                        source: Box::new(source),
+                    };
+                    let fetched = resolve::fetch_variant(&mut hub, repo, &pinned.commit, variant, &spec.os)
+                        .map_err(variant_err)?;
                     let archs = fetched.metadata.backend.map(|b| b.archs).unwrap_or_default();
+                    if !manifest.build.embed {
+                        // Loaded from the Hub cache at run time, checked against these pins.
+                        let (library, metadata) = fetched.pins;
+                        cached.push(GenCachedVariant { variant: variant.name.clone(), archs, library, metadata });
+                        continue;
+                    }
                     let needs_tvm_ffi = needs_tvm_ffi(&fetched.dir.join(&fetched.library_file)).unwrap_or(false);
                     variants.push(GenVariant {
                         variant: variant.name.clone(),
@@ -303,7 +335,13 @@ fn run(
                         needs_tvm_ffi,
                     });
                 }
-                GenKernel { name: decl.name.clone(), repo: repo.clone(), commit: Some(pinned.commit.clone()), variants }
+                GenKernel {
+                    name: decl.name.clone(),
+                    repo: repo.clone(),
+                    commit: Some(pinned.commit.clone()),
+                    variants,
+                    cached,
+                }
             }
             KernelSource::Path(rel) => {
                 let variants = if decl.optional && !is_kernel_dir(&manifest_dir.join(rel)) {
@@ -312,13 +350,20 @@ fn run(
                 } else {
                     local_variants(&decl.name, rel, &manifest_dir, &kernels_dir, &spec, env, out)?
                 };
-                GenKernel { name: decl.name.clone(), repo: rel.to_string_lossy().into_owned(), commit: None, variants }
+                GenKernel {
+                    name: decl.name.clone(),
+                    repo: rel.to_string_lossy().into_owned(),
+                    commit: None,
+                    variants,
+                    cached: Vec::new(),
+                }
             }
         };
         generated.kernels.push(kernel);
     }
     if !manifest.build.embed {
-        // Prefetch only: the variants are verified in the Hub cache; nothing is embedded.
+        // Prefetch only: Hub variants are verified in the Hub cache and listed with their pins
+        // (above); nothing is embedded.
         for k in &mut generated.kernels {
             k.variants.clear();
         }
@@ -335,7 +380,7 @@ fn run(
             mode: l.mode,
         })
         .collect();
-    generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), out)?;
+    generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), locked_by, out)?;
 
     let registry = codegen::write(&kernels_dir, &generated)
         .map_err(|source| BuildError::Io { path: kernels_dir.join("registry.rs"), source })?;
@@ -413,16 +458,12 @@ fn local_variants(
         if spec.wants(&variant).is_err() {
             continue;
         }
-        let meta = metadata::read_and_verify(&vdir).map_err(|e| local_err(local::LocalError::Verify(e)))?;
-        let library_file = meta.library_file(&spec.os).ok_or_else(|| {
-            local_err(local::LocalError::Io {
-                path: vdir.join(metadata::METADATA_FILE),
-                source: std::io::Error::other("metadata.json has no `id`, so the library file is unknown"),
-            })
-        })?;
+        let verify_err = |e| local_err(local::LocalError::Verify(e));
+        let meta = metadata::read_and_verify(&vdir).map_err(verify_err)?;
+        let library_file = meta.checked_library_file(&vdir, &spec.os).map_err(verify_err)?;
         let path = vdir.join(&library_file);
-        let bytes =
-            std::fs::read(&path).map_err(|source| local_err(local::LocalError::Io { path: path.clone(), source }))?;
+        // Embedded are the bytes checked against the digest, read once.
+        let bytes = metadata::read_verified(&vdir, &meta, &library_file).map_err(verify_err)?;
         let archs = meta.backend.map(|b| b.archs).unwrap_or_default();
         let needs_tvm_ffi = needs_tvm_ffi(&path).unwrap_or(false);
         variants.push(GenVariant { variant, archs, library_file, bytes, needs_tvm_ffi });
@@ -432,11 +473,13 @@ fn local_variants(
 
 /// `libtvm_ffi.so` to embed, when an embedded variant needs it: `KERNELS_TVM_FFI_LIB`, else
 /// `tvm-ffi-config --libdir`. Without one the runtime looks for it on the machine it runs on;
-/// the build says so.
+/// the build says so. One that differs from the lock's `[tvm-ffi]` pin is embedded with a
+/// warning, or refused when the build is locked (`locked_by` says why).
 fn runtime_library(
     generated: &GenRegistry,
     env: &Env,
     pin: Option<&lock::RuntimePin>,
+    locked_by: Option<&'static str>,
     out: &mut CargoOutput,
 ) -> Result<Option<GenRuntimeLib>, BuildError> {
     if !generated.kernels.iter().flat_map(|k| &k.variants).any(|v| v.needs_tvm_ffi) {
@@ -457,6 +500,17 @@ fn runtime_library(
     let bytes = std::fs::read(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
     if let Some(pin) = pin {
         let sha = metadata::sha256_hex(&bytes);
+        if sha != pin.sha256
+            && let Some(why) = locked_by
+        {
+            return Err(BuildError::TvmFfiPin {
+                path,
+                found: sha,
+                pinned: pin.sha256.clone(),
+                source_name: pin.source.clone(),
+                why,
+            });
+        }
         if sha != pin.sha256 {
             out.warning(&format!(
                 "{} (sha256 {sha}) differs from the libtvm_ffi.so pinned in kernels.lock ({}, {}); embedding the local one",

@@ -24,6 +24,11 @@
 //! source = "apache-tvm-ffi==0.1.15.post2"
 //! ```
 //!
+//! The build embeds a `libtvm_ffi.so` that differs from `[tvm-ffi]` with a warning, and
+//! refuses it when locked (`KERNELS_LOCKED=1`). Kernels built with `[build] embed = false`
+//! carry their variants' library and `metadata.json` pins into the binary, which checks the
+//! Hub cache against them before loading.
+//!
 //! Only Hub kernels are locked: `path` kernels are verified by their own `metadata.json`. The
 //! writer owns the layout: kernels sorted by name, variants by name, files by path, one file
 //! per line, `\n` line ends. The same pins always give the same bytes, and a change is a small

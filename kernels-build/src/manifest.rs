@@ -29,6 +29,7 @@
 //! [build]
 //! backends = ["cpu", "cuda"]            # variants to fetch and embed (default: all the target runs)
 //! embed = true                          # embed into the binary (default), or only fetch into the cache
+//!                                       # (loaded from there at run time if the lock's hashes still match)
 //! ```
 //!
 //! Rules:
@@ -153,7 +154,8 @@ pub struct BuildOptions {
     /// Backends whose variants are fetched and embedded; `None`: all the target can run.
     pub backends: Option<Vec<BackendKind>>,
     /// Embed the variants into the binary (`true`, the default) or only fetch them into the
-    /// Hub cache.
+    /// Hub cache, to be loaded from there at run time when their library and `metadata.json`
+    /// still have the sha256 and size `kernels.lock` pins.
     pub embed: bool,
 }
 

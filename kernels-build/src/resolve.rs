@@ -179,8 +179,10 @@ pub struct FetchedVariant {
     pub metadata: Metadata,
     /// The library's file name (`<id>.so`).
     pub library_file: String,
-    /// The library's bytes.
+    /// The library's bytes: the very bytes that were checked against the lock.
     pub library: Vec<u8>,
+    /// The library and `metadata.json` as the lock pins them.
+    pub pins: (ResolvedFile, ResolvedFile),
 }
 
 /// Fetching a pinned variant failed.
@@ -192,6 +194,20 @@ pub enum VariantError {
     /// The variant directory does not match its own `metadata.json` digest.
     #[error(transparent)]
     Verify(#[from] kernels_runtime::metadata::VerifyError),
+    /// The lock pins no file of that name for the variant, so the library is not verified.
+    #[error(
+        "{repo}@{commit}: build/{variant}/{file} is the variant's library but kernels.lock pins no such file; run `cargo kernels lock`"
+    )]
+    LibraryNotPinned {
+        /// Repo.
+        repo: String,
+        /// Commit.
+        commit: String,
+        /// Variant.
+        variant: String,
+        /// The library file.
+        file: String,
+    },
     /// The variant has no `metadata.json` or no `id`, so its library is unknown.
     #[error(
         "{repo}@{commit}: build/{variant} has no metadata.json with an `id`; kernels-rs cannot tell which file is the library"
@@ -207,7 +223,8 @@ pub enum VariantError {
 }
 
 /// Downloads (or finds in the cache) every pinned file of `variant`, each checked against its
-/// pinned sha256, then verifies the directory against its `metadata.json` digest.
+/// pinned sha256, then verifies the directory against its `metadata.json` digest. The library
+/// bytes returned are the ones read and checked against the lock, never a second read.
 pub fn fetch_variant(
     hub: &mut Hub,
     repo: &str,
@@ -215,26 +232,110 @@ pub fn fetch_variant(
     variant: &ResolvedVariant,
     os: &kernels_runtime::variant::Os,
 ) -> Result<FetchedVariant, VariantError> {
+    fetch_variant_then(hub, repo, commit, variant, os, |_| {})
+}
+
+/// [`fetch_variant`], running `after_verify` on the variant directory once every file is
+/// verified (tests change files there to show that nothing is read again).
+fn fetch_variant_then(
+    hub: &mut Hub,
+    repo: &str,
+    commit: &str,
+    variant: &ResolvedVariant,
+    os: &kernels_runtime::variant::Os,
+    after_verify: impl FnOnce(&std::path::Path),
+) -> Result<FetchedVariant, VariantError> {
     let no_library =
         || VariantError::NoLibrary { repo: repo.to_owned(), commit: commit.to_owned(), variant: variant.name.clone() };
     let mut dir = None;
     let mut meta_bytes = None;
+    let mut verified = std::collections::BTreeMap::new();
     for file in &variant.files {
         let path = format!("build/{}/{}", variant.name, file.path);
         let (local, bytes) = hub.fetch_expecting(repo, commit, &path, Some(&file.sha256), Some(file.size))?;
         if file.path == METADATA_FILE {
             dir = local.parent().map(std::path::Path::to_path_buf);
             meta_bytes = Some(bytes);
+        } else {
+            verified.insert(file.path.as_str(), bytes);
         }
     }
-    let (Some(dir), Some(meta_bytes)) = (dir, meta_bytes) else { return Err(no_library()) };
+    let (Some(dir), Some(meta_bytes), Some(meta_pin)) = (dir, meta_bytes, variant.metadata_file()) else {
+        return Err(no_library());
+    };
     let text = String::from_utf8_lossy(&meta_bytes);
     let metadata =
         Metadata::parse(&text, &dir.join(METADATA_FILE)).map_err(kernels_runtime::metadata::VerifyError::from)?;
     kernels_runtime::metadata::verify_dir(&dir, &metadata)?;
-    let library_file = metadata.library_file(os).ok_or_else(no_library)?;
-    let library_path = dir.join(&library_file);
-    let library = std::fs::read(&library_path)
-        .map_err(|source| VariantError::Fetch(FetchError::Io { path: library_path.clone(), source }))?;
-    Ok(FetchedVariant { dir, metadata, library_file, library })
+    let library_file = metadata.checked_library_file(&dir, os)?;
+    after_verify(&dir);
+    let not_pinned = || VariantError::LibraryNotPinned {
+        repo: repo.to_owned(),
+        commit: commit.to_owned(),
+        variant: variant.name.clone(),
+        file: library_file.clone(),
+    };
+    let library_pin = variant.files.iter().find(|f| f.path == library_file).ok_or_else(not_pinned)?;
+    let library = verified.remove(library_file.as_str()).ok_or_else(not_pinned)?;
+    let pins = (library_pin.clone(), meta_pin.clone());
+    Ok(FetchedVariant { dir, metadata, library_file, library, pins })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::HubSettings;
+
+    #[test]
+    fn the_library_returned_is_the_one_verified_not_a_second_read() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut hub = Hub::new(HubSettings {
+            endpoint: "http://127.0.0.1:9".into(),
+            cache_dir: cache.path().to_owned(),
+            token: None,
+            offline: true,
+        });
+        let (repo, commit, variant) =
+            ("org/k", "0123456789abcdef0123456789abcdef01234567", "tvm-ffi01-cpu-x86_64-linux");
+        let library = b"\x7fELF the pinned library".to_vec();
+        let meta = serde_json::json!({
+            "id": "_k",
+            "digest": { "algorithm": "sha256", "files": { "_k.so": kernels_runtime::metadata::sha256_base64(&library) } },
+        });
+        let meta = serde_json::to_vec(&meta).unwrap();
+        let mut files = Vec::new();
+        for (rel, bytes) in [("_k.so", &library), (METADATA_FILE, &meta)] {
+            let path = hub.cache_path(repo, commit, &format!("build/{variant}/{rel}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            files.push(ResolvedFile { path: rel.into(), sha256: sha256_hex(bytes), size: bytes.len() as u64 });
+        }
+        let pinned = ResolvedVariant { name: variant.into(), files };
+
+        // The library changes on disk once every file was verified: what is returned (and
+        // embedded) is still the verified buffer.
+        let fetched =
+            fetch_variant_then(&mut hub, repo, commit, &pinned, &kernels_runtime::variant::Os::Linux, |dir| {
+                std::fs::write(dir.join("_k.so"), b"\x7fELF swapped in after the check").unwrap();
+            })
+            .unwrap();
+        assert_eq!(fetched.library, library);
+        assert_eq!(fetched.library_file, "_k.so");
+        assert_eq!(fetched.pins.0, pinned.files[0]);
+        assert_eq!(fetched.pins.1, pinned.files[1]);
+
+        // An `id` outside the variant directory is refused.
+        let dir = fetched.dir;
+        let bad = serde_json::to_vec(&serde_json::json!({
+            "id": "../_k",
+            "digest": { "algorithm": "sha256", "files": {} },
+        }))
+        .unwrap();
+        std::fs::write(dir.join("_k.so"), &library).unwrap();
+        std::fs::write(dir.join(METADATA_FILE), &bad).unwrap();
+        let mut pinned = pinned;
+        pinned.files[1].sha256 = sha256_hex(&bad);
+        let err = fetch_variant(&mut hub, repo, commit, &pinned, &kernels_runtime::variant::Os::Linux).unwrap_err();
+        assert!(err.to_string().contains("is not a bare file name"), "{err}");
+    }
 }

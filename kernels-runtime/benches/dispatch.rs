@@ -24,7 +24,7 @@ mod example_kernel;
 const REPO: &str = "kernels-bench/rust-cpu";
 
 static __KERNELS_REGISTRY: Registry = Registry {
-    kernels: &[KernelEntry { name: "ops", repo: REPO, commit: None, variants: &[] }],
+    kernels: &[KernelEntry { name: "ops", repo: REPO, commit: None, variants: &[], cached: &[] }],
     layers: &[LayerEntry {
         layer: "RMSNorm",
         device: BackendKind::Cpu,

@@ -942,17 +942,19 @@ pub fn decide(
     let loaded: Result<(LoadedKernel, DecisionTrace), LoadError> = match &local {
         Some(dir) => loader::load_from_dir(entry.name, dir, platform, request),
         // Prefetched without embedding (`[build] embed = false`): the lock-pinned commit in the
-        // Hub cache, verified against its metadata digest; never the network.
+        // Hub cache, its files checked against the lock's hashes; never the network.
         None if entry.variants.is_empty() => match entry.commit {
-            Some(commit) => match loader::load_cached(entry.repo, commit, platform, request) {
-                // Only absent files mean "not prefetched"; present but unreadable or invalid
-                // files are a load failure and say what is wrong with them.
-                Err(e) if e.is_not_found() => {
-                    return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None });
+            Some(commit) if !entry.cached.is_empty() => {
+                match loader::load_cached(entry.repo, commit, entry.cached, platform, request) {
+                    // Only absent files mean "not prefetched"; present but unreadable or invalid
+                    // files are a load failure and say what is wrong with them.
+                    Err(e) if e.is_not_found() => {
+                        return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None });
+                    }
+                    other => other,
                 }
-                other => other,
-            },
-            None => return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None }),
+            }
+            _ => return Decision::fallback(FallbackReason::NoVariant { kernel, repo, trace: None }),
         },
         None => loader::select_embedded(entry.name, entry.variants, platform, request),
     };
@@ -1470,8 +1472,8 @@ mod tests {
 
     fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
         let kernels: &'static [KernelEntry] = Box::leak(Box::new([
-            KernelEntry { name: "act", repo: "kernels-test/act", commit: None, variants },
-            KernelEntry { name: "norm", repo: "kernels-test/norm", commit: None, variants: &[] },
+            KernelEntry { name: "act", repo: "kernels-test/act", commit: None, variants, cached: &[] },
+            KernelEntry { name: "norm", repo: "kernels-test/norm", commit: None, variants: &[], cached: &[] },
         ]));
         let range = |min, max| Some(CapabilityRange { min, max });
         let v = |a, b| Some(Version::new(a, b));

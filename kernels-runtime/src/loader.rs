@@ -18,6 +18,7 @@ use libloading::Library;
 use crate::ffi::{KernelFunction, ResolveError};
 use crate::metadata::{self, Metadata, VerifyError};
 use crate::platform::Platform;
+use crate::registry::{CachedVariant, PinnedFile};
 use crate::select::{Candidate, DecisionTrace, Request, select};
 use crate::unpack::{self, Strategy};
 use crate::variant::VariantName;
@@ -61,11 +62,36 @@ pub enum LoadError {
         /// Hex sha256 found.
         actual: String,
     },
-    /// `metadata.json` has no `id`, so the library file is unknown.
-    #[error("{dir}: metadata.json has no `id`, so the library file name is unknown")]
-    NoLibraryId {
+    /// A file of a Hub cache snapshot is not the one `kernels.lock` pinned when the binary
+    /// was built.
+    #[error(
+        "{path}: sha256 {actual} ({actual_size} bytes), but kernels.lock pins sha256 {expected} ({expected_size} bytes); \
+         the Hub cache no longer holds the pinned file, so it is not loaded. Run `cargo kernels download` to fetch the \
+         pinned files again, or `cargo kernels lock` and rebuild to pin the new ones"
+    )]
+    PinMismatch {
+        /// The file checked.
+        path: PathBuf,
+        /// Hex sha256 the lock pins.
+        expected: String,
+        /// Size the lock pins.
+        expected_size: u64,
+        /// Hex sha256 found.
+        actual: String,
+        /// Size found.
+        actual_size: u64,
+    },
+    /// The pinned `metadata.json` names another library than the lock pins.
+    #[error(
+        "{dir}: metadata.json names the library `{found}`, but kernels.lock pins `{expected}`; run `cargo kernels lock` and rebuild"
+    )]
+    PinnedLibrary {
         /// Variant directory.
         dir: PathBuf,
+        /// The library file the lock pins.
+        expected: String,
+        /// The library file `metadata.json` names.
+        found: String,
     },
     /// `dlopen` refused the library.
     #[error("cannot load {path}: {message}")]
@@ -219,11 +245,11 @@ fn ensure_tvm_ffi() -> Result<(), String> {
 }
 
 /// Loads a Hub-layout variant directory (`build/<variant>/`), verifying every file against
-/// its `metadata.json` first.
+/// its `metadata.json` first; the library is `<id>.so`, which the digest must list.
 pub fn load_variant_dir(dir: &Path) -> Result<LoadedKernel, LoadError> {
     let meta = metadata::read_and_verify(dir)?;
     let os = crate::variant::Os::current();
-    let file = meta.library_file(&os).ok_or_else(|| LoadError::NoLibraryId { dir: dir.to_owned() })?;
+    let file = meta.checked_library_file(dir, &os)?;
     let path = dir.join(file);
     let library = open(&path.to_string_lossy(), &path, &path)?;
     let variant = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -292,12 +318,16 @@ pub fn hf_hub_cache_from(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBu
 }
 
 /// Loads `repo` at the pinned `commit` from the Hub cache (kernels built with
-/// `[build] embed = false` are prefetched there): the variants of
-/// `<cache>/kernels--<org>--<name>/snapshots/<commit>/build/`, selected, verified against
-/// their `metadata.json` digest, loaded. Never touches the network.
+/// `[build] embed = false` are prefetched there): one of `variants` (what the build pinned
+/// from `kernels.lock`) is selected, and loaded from
+/// `<cache>/kernels--<org>--<name>/snapshots/<commit>/build/<variant>/` only when its
+/// `metadata.json` and library have the pinned sha256 and size and the directory matches the
+/// `metadata.json` digest. The library is hashed through the descriptor that is loaded.
+/// Never touches the network.
 pub fn load_cached(
     repo: &str,
     commit: &str,
+    variants: &[CachedVariant],
     platform: &Platform,
     request: Request,
 ) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
@@ -309,9 +339,63 @@ pub fn load_cached(
         ),
     })?;
     let root = cache.join(format!("kernels--{}", repo.replace('/', "--"))).join("snapshots").join(commit);
-    let (mut loaded, trace) = load_from_dir(repo, &root, platform, request)?;
-    loaded.source = Source::Cached;
-    Ok((loaded, trace))
+    let candidates: Vec<Candidate> =
+        variants.iter().map(|v| Candidate::new(v.variant).with_archs(v.archs.iter().copied())).collect();
+    let selection = select(platform, request, &candidates);
+    let Some(i) = selection.chosen else {
+        return Err(LoadError::NoUsableVariant { kernel: repo.to_owned(), trace: Box::new(selection.trace) });
+    };
+    let loaded = load_pinned(&root.join("build").join(variants[i].variant), &variants[i])?;
+    Ok((loaded, selection.trace))
+}
+
+/// Checks a file's size and hex sha256 against its pin.
+fn check_pin(path: &Path, pin: &PinnedFile, size: u64, sha256: String) -> Result<(), LoadError> {
+    if size == pin.size && sha256 == pin.sha256 {
+        return Ok(());
+    }
+    Err(LoadError::PinMismatch {
+        path: path.to_owned(),
+        expected: pin.sha256.to_owned(),
+        expected_size: pin.size,
+        actual: sha256,
+        actual_size: size,
+    })
+}
+
+/// Loads a Hub cache variant directory when its files are the ones `pinned` records.
+fn load_pinned(dir: &Path, pinned: &CachedVariant) -> Result<LoadedKernel, LoadError> {
+    // The metadata bytes checked against the lock are the bytes parsed.
+    let meta_path = dir.join(metadata::METADATA_FILE);
+    let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
+    check_pin(&meta_path, &pinned.metadata, bytes.len() as u64, metadata::sha256_hex(&bytes))?;
+    let meta = Metadata::parse(&String::from_utf8_lossy(&bytes), &meta_path).map_err(VerifyError::from)?;
+    metadata::verify_dir(dir, &meta)?;
+    let file = meta.checked_library_file(dir, &crate::variant::Os::current())?;
+    if file != pinned.library.path {
+        return Err(LoadError::PinnedLibrary {
+            dir: dir.to_owned(),
+            expected: pinned.library.path.to_owned(),
+            found: file,
+        });
+    }
+    // The library is hashed through the descriptor that is then loaded.
+    let path = dir.join(&file);
+    let lib = std::fs::File::open(&path).map_err(io_err(&path))?;
+    let size = lib.metadata().map_err(io_err(&path))?.len();
+    let sha256 = metadata::sha256_hex_reader(&lib).map_err(io_err(&path))?;
+    check_pin(&path, &pinned.library, size, sha256)?;
+    #[cfg(target_os = "linux")]
+    let load_path = {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", lib.as_raw_fd()))
+    };
+    #[cfg(not(target_os = "linux"))]
+    let load_path = path.clone();
+    let library = open(pinned.library.sha256, &load_path, &path);
+    // Never closed: glibc knows the library by its `/proc/self/fd/N` name (see `unpack`).
+    std::mem::forget(lib);
+    Ok(LoadedKernel { library: library?, path, variant: pinned.variant.to_owned(), source: Source::Cached })
 }
 
 /// Parses `LOCAL_KERNELS` (`org/repo=path:org/repo2=path2`) into repo → path.

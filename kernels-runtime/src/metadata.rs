@@ -137,14 +137,65 @@ impl Metadata {
         self.backend.iter().flat_map(|b| &b.archs).filter_map(|a| CudaArch::parse(a).ok()).collect()
     }
 
-    /// The library file the variant ships: `<id>.so` (`.dylib` on macOS, `.dll` on Windows).
+    /// The library file the variant ships: `<id>.so` (`.dylib` on macOS, `.dll` on Windows);
+    /// `None` without an `id` or when the `id` is not a bare file name (see [`check_id`]).
     pub fn library_file(&self, os: &crate::variant::Os) -> Option<String> {
         let ext = match os {
             crate::variant::Os::Darwin => "dylib",
             crate::variant::Os::Windows => "dll",
             _ => "so",
         };
-        self.id.as_ref().map(|id| format!("{id}.{ext}"))
+        self.id.as_ref().filter(|id| check_id(id).is_ok()).map(|id| format!("{id}.{ext}"))
+    }
+
+    /// The library file of the variant in `dir`, for loading it: `id` must be present, a bare
+    /// file name, and `<id>.<ext>` must be listed in the digest, so the digest covers what is
+    /// loaded.
+    pub fn checked_library_file(&self, dir: &Path, os: &crate::variant::Os) -> Result<String, VerifyError> {
+        let id = self.id.as_deref().ok_or_else(|| VerifyError::NoId { dir: dir.to_owned() })?;
+        check_id(id).map_err(|reason| VerifyError::UnsafeId { dir: dir.to_owned(), id: id.to_owned(), reason })?;
+        let file = self.library_file(os).ok_or_else(|| VerifyError::NoId { dir: dir.to_owned() })?;
+        let listed = self.digest.as_ref().is_some_and(|d| d.files.contains_key(&file));
+        if !listed {
+            return Err(VerifyError::LibraryNotInDigest { dir: dir.to_owned(), file });
+        }
+        Ok(file)
+    }
+}
+
+/// Checks that a `metadata.json` `id` is a bare file name: not empty, no `/`, `\`, `..` or
+/// NUL, so `<id>.so` names a file inside the variant directory.
+pub fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        Err("it is empty")
+    } else if id.contains(['/', '\\']) {
+        Err("it contains a path separator")
+    } else if id.contains("..") {
+        Err("it contains `..`")
+    } else if id.contains('\0') {
+        Err("it contains a NUL byte")
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks that a digest key is a relative `/`-separated path inside the variant directory:
+/// not empty, not absolute, no `\` or NUL, and no empty, `.` or `..` component.
+pub fn check_digest_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        Err("it is empty")
+    } else if path.starts_with('/') {
+        Err("it is absolute")
+    } else if path.contains('\\') {
+        Err("it contains `\\`; digest paths are `/`-separated")
+    } else if path.contains('\0') {
+        Err("it contains a NUL byte")
+    } else if path.split('/').any(|c| c == "..") {
+        Err("it has a `..` component")
+    } else if path.split('/').any(|c| c.is_empty() || c == ".") {
+        Err("it has an empty or `.` component")
+    } else {
+        Ok(())
     }
 }
 
@@ -270,6 +321,49 @@ pub enum VerifyError {
         /// The algorithm named.
         algorithm: String,
     },
+    /// `metadata.json` has no `id`, so the library file name is unknown.
+    #[error("{}: metadata.json has no `id`, so the library file name is unknown", dir.display())]
+    NoId {
+        /// Variant directory.
+        dir: PathBuf,
+    },
+    /// The `id` of `metadata.json` is not a bare file name.
+    #[error(
+        "{}: metadata.json `id` {id:?} is not a bare file name ({reason}); the library must be a file of the variant directory that the digest lists",
+        dir.join(METADATA_FILE).display()
+    )]
+    UnsafeId {
+        /// Variant directory.
+        dir: PathBuf,
+        /// The `id` found.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A digest key is not a relative path inside the variant directory.
+    #[error(
+        "{}: digest entry {path:?} is not a relative path inside the variant directory ({reason})",
+        dir.join(METADATA_FILE).display()
+    )]
+    UnsafePath {
+        /// Variant directory.
+        dir: PathBuf,
+        /// The key found.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The library `<id>.<ext>` is not listed in the digest.
+    #[error(
+        "{}: the library `{file}` is not listed in the digest, so nothing verifies it",
+        dir.join(METADATA_FILE).display()
+    )]
+    LibraryNotInDigest {
+        /// Variant directory.
+        dir: PathBuf,
+        /// The library file name.
+        file: String,
+    },
     /// Walking or hashing the directory failed.
     #[error("cannot hash {path}: {source}")]
     Io {
@@ -337,6 +431,37 @@ impl Algorithm {
     }
 }
 
+fn digest_of(dir: &Path, digest: &DigestMetadata) -> Result<Algorithm, VerifyError> {
+    Algorithm::named(&digest.algorithm)
+        .ok_or_else(|| VerifyError::Algorithm { dir: dir.to_owned(), algorithm: digest.algorithm.clone() })
+}
+
+/// Reads `rel` of the variant directory `dir` once and checks those bytes against the digest
+/// of `metadata`, so the bytes returned are the bytes verified (a file changed after the
+/// check cannot slip in through a second read).
+pub fn read_verified(dir: &Path, metadata: &Metadata, rel: &str) -> Result<Vec<u8>, VerifyError> {
+    let digest = metadata.digest.as_ref().ok_or_else(|| VerifyError::NoDigest { dir: dir.to_owned() })?;
+    let algorithm = digest_of(dir, digest)?;
+    check_digest_path(rel).map_err(|reason| VerifyError::UnsafePath {
+        dir: dir.to_owned(),
+        path: rel.to_owned(),
+        reason,
+    })?;
+    let violation = |v| VerifyError::Violations { dir: dir.to_owned(), violations: vec![v] };
+    let expected = digest.files.get(rel).ok_or_else(|| violation(Violation::Unknown { path: rel.to_owned() }))?;
+    let path = dir.join(rel);
+    let bytes = std::fs::read(&path).map_err(|source| VerifyError::Io { path: path.clone(), source })?;
+    let raw = match algorithm {
+        Algorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
+        Algorithm::Sha512 => sha2::Sha512::digest(&bytes).to_vec(),
+    };
+    let actual = BASE64.encode(raw);
+    if &actual != expected {
+        return Err(violation(Violation::Mismatch { path: rel.to_owned(), expected: expected.clone(), actual }));
+    }
+    Ok(bytes)
+}
+
 fn hash_file(path: &Path, algorithm: Algorithm) -> Result<String, VerifyError> {
     let io = |source| VerifyError::Io { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(io)?;
@@ -398,8 +523,17 @@ pub fn digest_files(dir: &Path) -> Result<BTreeMap<String, String>, VerifyError>
 /// read.
 pub fn verify_dir(dir: &Path, metadata: &Metadata) -> Result<(), VerifyError> {
     let digest = metadata.digest.as_ref().ok_or_else(|| VerifyError::NoDigest { dir: dir.to_owned() })?;
-    let algorithm = Algorithm::named(&digest.algorithm)
-        .ok_or_else(|| VerifyError::Algorithm { dir: dir.to_owned(), algorithm: digest.algorithm.clone() })?;
+    let algorithm = digest_of(dir, digest)?;
+    for path in digest.files.keys() {
+        check_digest_path(path).map_err(|reason| VerifyError::UnsafePath {
+            dir: dir.to_owned(),
+            path: path.clone(),
+            reason,
+        })?;
+    }
+    if let Some(id) = &metadata.id {
+        check_id(id).map_err(|reason| VerifyError::UnsafeId { dir: dir.to_owned(), id: id.clone(), reason })?;
+    }
     let on_disk = variant_files(dir)?;
     let mut violations = Vec::new();
     for (path, expected) in &digest.files {
@@ -561,6 +695,74 @@ mod tests {
         std::fs::write(dir.path().join(METADATA_FILE), meta).unwrap();
         read_and_verify(dir.path()).unwrap();
         assert!(matches!(Metadata::read(&dir.path().join("nope")), Err(MetadataError::Read { .. })));
+    }
+
+    /// Rewrites the variant's `metadata.json` with `id` and extra digest entries.
+    fn rewrite(dir: &Path, id: &str, extra: &[(&str, &str)]) {
+        let mut files = digest_files(dir).unwrap();
+        for (k, v) in extra {
+            files.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let meta = serde_json::json!({ "id": id, "digest": { "algorithm": "sha256", "files": files } });
+        std::fs::write(dir.join(METADATA_FILE), serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_id_that_leaves_the_variant_directory_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("variant");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("ok.so"), b"listed").unwrap();
+        // A library next to the variant directory, which no digest covers.
+        std::fs::write(root.path().join("x.so"), b"outside").unwrap();
+        for id in ["../x", "..", "sub/x", "a\\b", "", "x\0y"] {
+            rewrite(&dir, id, &[]);
+            let err = read_and_verify(&dir).unwrap_err();
+            assert!(matches!(err, VerifyError::UnsafeId { .. }), "{id:?}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains("metadata.json") && msg.contains("`id`"), "{msg}");
+            let meta = Metadata::read(&dir).unwrap();
+            assert_eq!(meta.library_file(&crate::variant::Os::Linux), None, "{id:?}");
+        }
+        // A bare id whose library the digest does not list names no loadable library either.
+        rewrite(&dir, "unlisted", &[]);
+        let meta = read_and_verify(&dir).unwrap();
+        let err = meta.checked_library_file(&dir, &crate::variant::Os::Linux).unwrap_err();
+        assert!(err.to_string().contains("`unlisted.so` is not listed in the digest"), "{err}");
+        rewrite(&dir, "ok", &[]);
+        let meta = read_and_verify(&dir).unwrap();
+        assert_eq!(meta.checked_library_file(&dir, &crate::variant::Os::Linux).unwrap(), "ok.so");
+    }
+
+    #[test]
+    fn digest_paths_outside_the_variant_directory_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("variant");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("ok.so"), b"listed").unwrap();
+        std::fs::write(root.path().join("x.so"), b"outside").unwrap();
+        let outside = sha256_base64(b"outside");
+        for key in ["../x.so", "/etc/passwd", "a\\..\\x.so", "./ok.so", "sub//x.so", ""] {
+            rewrite(&dir, "ok", &[(key, &outside)]);
+            let err = read_and_verify(&dir).unwrap_err();
+            assert!(matches!(&err, VerifyError::UnsafePath { path, .. } if path == key), "{key:?}: {err}");
+            assert!(err.to_string().contains(&format!("{key:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn read_verified_returns_the_bytes_it_checked() {
+        let dir = variant(FILES);
+        let meta = read_and_verify(dir.path()).unwrap();
+        let lib = "_relu_cpu_7a4e5a7.so";
+        assert_eq!(read_verified(dir.path(), &meta, lib).unwrap(), b"\x7fELF fake library");
+        // Changed after the directory was verified: the changed bytes are refused, not returned.
+        std::fs::write(dir.path().join(lib), b"\x7fELF other library").unwrap();
+        let err = read_verified(dir.path(), &meta, lib).unwrap_err();
+        assert!(err.to_string().contains(&format!("`{lib}` does not match the digest")), "{err}");
+        let err = read_verified(dir.path(), &meta, "extra.so").unwrap_err();
+        assert!(err.to_string().contains("unknown file `extra.so`"), "{err}");
+        assert!(matches!(read_verified(dir.path(), &meta, "../x.so"), Err(VerifyError::UnsafePath { .. })));
     }
 
     #[test]

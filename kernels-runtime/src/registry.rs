@@ -1,5 +1,6 @@
 //! What the build script (`kernels-build`) generates for a crate: its kernels with their
-//! embedded variants, and which layer each serves on which device. Everything is `const`
+//! embedded variants (or, for `[build] embed = false`, the lock's hashes of the variants to
+//! load from the Hub cache), and which layer each serves on which device. Everything is `const`
 //! data in `&'static` slices, brought into the crate by [`include_kernels!`].
 //!
 //! [`include_kernels!`]: crate::include_kernels
@@ -48,6 +49,36 @@ pub struct KernelEntry {
     pub commit: Option<&'static str>,
     /// Variants embedded in the binary.
     pub variants: &'static [EmbeddedVariant],
+    /// Variants prefetched into the Hub cache instead (`[build] embed = false`), with what
+    /// `kernels.lock` pins for them; only these are loaded from the cache, each checked
+    /// against its pins first.
+    pub cached: &'static [CachedVariant],
+}
+
+/// One file of a variant as `kernels.lock` pins it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedFile {
+    /// Path relative to the variant directory.
+    pub path: &'static str,
+    /// Hex sha256.
+    pub sha256: &'static str,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A variant the build verified in the Hub cache without embedding it: loaded from the
+/// lock-pinned snapshot at run time, and only when its `metadata.json` and library still have
+/// the pinned hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedVariant {
+    /// Variant directory name.
+    pub variant: &'static str,
+    /// `backend.archs` from its `metadata.json`.
+    pub archs: &'static [&'static str],
+    /// The shared library (`<id>.so`).
+    pub library: PinnedFile,
+    /// Its `metadata.json`.
+    pub metadata: PinnedFile,
 }
 
 /// Whether a mapping serves inference only, or training too (the kernel has backward).

@@ -40,7 +40,7 @@ const fn cpu(layer: &'static str, function: &'static str) -> LayerEntry {
 }
 
 static __KERNELS_REGISTRY: Registry = Registry {
-    kernels: &[KernelEntry { name: "ops", repo: REPO, commit: None, variants: &[] }],
+    kernels: &[KernelEntry { name: "ops", repo: REPO, commit: None, variants: &[], cached: &[] }],
     layers: &[
         cpu("AddRMSNorm", "add_rms_norm"),
         cpu("InPlace", "rms_norm"),

@@ -35,10 +35,10 @@ const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str, 
 
 static __KERNELS_REGISTRY: Registry = Registry {
     kernels: &[
-        KernelEntry { name: "damaged", repo: DAMAGED, commit: None, variants: &[] },
-        KernelEntry { name: "foreign", repo: FOREIGN, commit: None, variants: &[] },
-        KernelEntry { name: "ops", repo: RUST_CPU, commit: None, variants: &[] },
-        KernelEntry { name: "slow", repo: SLOW, commit: None, variants: &[] },
+        KernelEntry { name: "damaged", repo: DAMAGED, commit: None, variants: &[], cached: &[] },
+        KernelEntry { name: "foreign", repo: FOREIGN, commit: None, variants: &[], cached: &[] },
+        KernelEntry { name: "ops", repo: RUST_CPU, commit: None, variants: &[], cached: &[] },
+        KernelEntry { name: "slow", repo: SLOW, commit: None, variants: &[], cached: &[] },
     ],
     layers: &[
         cpu("AddRMSNorm", "ops", "add_rms_norm", ModeSupport::Inference),
@@ -572,7 +572,11 @@ fn a_slow_library_load_does_not_hold_up_the_report() {
                 tx.send(report().to_string()).unwrap();
             });
             assert_eq!(rx.recv().unwrap(), "", "the reporting thread is ready");
-            let slow = s.spawn(|| Slow::new(16).kernel_forward(&x).unwrap());
+            let slow = s.spawn(|| {
+                let layer = Slow::new(16);
+                layer.kernel_forward(&x).unwrap();
+                layer.forward_calls()
+            });
             // Wait until the slow library is mapped, i.e. its initialiser is running.
             let library = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow-kernel/libslow.so");
             let id = format!("_rust_cpu_ops_{}", &example_kernel::sha256_hex(&std::fs::read(library).unwrap())[..7]);
@@ -586,7 +590,7 @@ fn a_slow_library_load_does_not_hold_up_the_report() {
             std::fs::write(&gate, b"").unwrap();
             let report = answer.expect("report() waited for another layer's library load");
             assert!(report.contains("RMSNorm"), "{report}");
-            slow.join().unwrap();
+            assert_eq!(slow.join().unwrap(), 1, "the slow layer fell back to its forward");
         });
         assert!(matches!(fallback_of("Slow", Mode::Inference), FallbackReason::MissingSymbol { .. }));
     });

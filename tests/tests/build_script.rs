@@ -203,3 +203,93 @@ fn a_missing_optional_path_kernel_is_a_warning_and_its_layers_fall_back() {
     assert!(matches!(err, BuildError::Local { ref name, .. } if name == "gpu-ops"), "{err}");
     assert!(err.to_string().contains("not a kernel directory"), "{err}");
 }
+
+#[test]
+fn a_tvm_ffi_runtime_other_than_the_pinned_one_fails_a_locked_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("kernels.toml"),
+        format!(
+            "[kernels.cpp-ops]\npath = {:?}\n\n[layers.SiluAndMul]\ncpu = {{ kernel = \"cpp-ops\", function = \"silu_and_mul\" }}\n\n\
+             [build]\nbackends = [\"cpu\"]\n",
+            cpp_cpu_kernel()
+        ),
+    )
+    .unwrap();
+    // The lock pins another libtvm_ffi.so than the one KERNELS_TVM_FFI_LIB names.
+    let pinned = "0".repeat(64);
+    std::fs::write(
+        dir.join("kernels.lock"),
+        format!(
+            "version = 1\n\n[tvm-ffi]\nfile = \"libtvm_ffi.so\"\nsha256 = \"{pinned}\"\nsize = 1\nsource = \"apache-tvm-ffi==0.0.1\"\n"
+        ),
+    )
+    .unwrap();
+    let tvm = std::env::var_os("KERNELS_TVM_FFI_LIB").expect("KERNELS_TVM_FFI_LIB: run the tests with scripts/test.sh");
+    let local = kernels_runtime::metadata::sha256_hex(&std::fs::read(&tvm).unwrap());
+    let run = |out: &str, locked: bool| {
+        let mut vars = vec![("KERNELS_TVM_FFI_LIB", tvm.clone())];
+        if locked {
+            vars.push(("KERNELS_LOCKED", "1".into()));
+        }
+        Builder::new()
+            .env(Env::fixed(vars))
+            .manifest_dir(dir)
+            .out_dir(dir.join(out))
+            .target(target())
+            .hub(HubSettings {
+                endpoint: "http://127.0.0.1:9".into(),
+                cache_dir: dir.join("hf"),
+                token: None,
+                offline: true,
+            })
+            .run()
+    };
+
+    // Not locked: a warning, and the local one is embedded.
+    let report = run("out1", false).unwrap();
+    let warnings: Vec<&String> = report.cargo.lines().iter().filter(|l| l.starts_with("cargo:warning=")).collect();
+    assert!(warnings.iter().any(|w| w.contains(&local) && w.contains("embedding the local one")), "{warnings:?}");
+    assert!(report.generated.tvm_ffi.is_some());
+
+    // Locked: an error naming both hashes and the fixes; nothing is generated.
+    let Err(err) = run("out2", true) else { panic!("a locked build embedded a libtvm_ffi.so the lock does not pin") };
+    let msg = err.to_string();
+    for part in [local.as_str(), pinned.as_str(), "KERNELS_LOCKED", "cargo kernels lock", "KERNELS_TVM_FFI_LIB"] {
+        assert!(msg.contains(part), "{part} not in: {msg}");
+    }
+    assert!(!dir.join("out2/kernels/registry.rs").exists());
+}
+
+#[test]
+fn a_prefetch_only_build_lists_the_lock_pins_of_each_variant() {
+    publish("kernels-test/prefetch-pins", rust_cpu_repo_dir(), &["main", "v1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, cache) = (tmp.path().join("crate"), tmp.path().join("hf"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kernels.toml"),
+        "[kernels.hub-ops]\nrepo = \"kernels-test/prefetch-pins\"\nversion = 1\n\n\
+         [layers.RMSNorm]\ncpu = { kernel = \"hub-ops\", function = \"rms_norm\" }\n\n\
+         [build]\nbackends = [\"cpu\"]\nembed = false\n",
+    )
+    .unwrap();
+    let first = builder(&dir, &tmp.path().join("out1"), &cache, false).run().unwrap();
+    std::fs::copy(first.proposed_lock.unwrap(), dir.join("kernels.lock")).unwrap();
+    let report = builder(&dir, &tmp.path().join("out2"), &cache, true).locked(true).run().unwrap();
+
+    let lock = Lock::read(&dir.join("kernels.lock")).unwrap().unwrap();
+    let pinned = &lock.kernels[0].variants[0];
+    let kernel = &report.generated.kernels[0];
+    assert!(kernel.variants.is_empty(), "nothing is embedded");
+    let [cached] = &kernel.cached[..] else { panic!("{:?}", kernel.cached) };
+    assert_eq!(cached.variant, pinned.name);
+    assert_eq!(Some(&cached.metadata), pinned.metadata_file());
+    assert!(cached.library.path.ends_with(".so"));
+    assert!(pinned.files.contains(&cached.library), "{:?} not in {:?}", cached.library, pinned.files);
+    let text = std::fs::read_to_string(&report.registry).unwrap();
+    for pin in [&cached.library, &cached.metadata] {
+        assert!(text.contains(&format!("sha256: {:?}, size: {}", pin.sha256, pin.size)), "{text}");
+    }
+}

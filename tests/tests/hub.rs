@@ -91,16 +91,27 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
     let cache = tempfile::tempdir().unwrap();
     let mut hub = hub(cache.path(), false);
     let kernel = resolve::resolve(&mut hub, "ops", "kernels-test/cached", &Requested::Version(1)).unwrap();
-    resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    let fetched =
+        resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    // What the build generates for it: the lock's pins of its library and metadata.json.
+    use kernels_runtime::registry::{CachedVariant, PinnedFile};
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    let pin = |f: &resolve::ResolvedFile| PinnedFile { path: leak(&f.path), sha256: leak(&f.sha256), size: f.size };
+    let cached: &'static [CachedVariant] = Box::leak(Box::new([CachedVariant {
+        variant: leak(&kernel.variants[0].name),
+        archs: &[],
+        library: pin(&fetched.pins.0),
+        metadata: pin(&fetched.pins.1),
+    }]));
     // SAFETY: tests in this binary do not read HF_HUB_CACHE concurrently with this write.
     unsafe { std::env::set_var("HF_HUB_CACHE", cache.path()) };
     let (loaded, trace) =
-        loader::load_cached("kernels-test/cached", &commit, &Platform::detect(), Request::cpu()).unwrap();
+        loader::load_cached("kernels-test/cached", &commit, cached, &Platform::detect(), Request::cpu()).unwrap();
     assert_eq!(loaded.source(), Source::Cached);
     assert_eq!(trace.chosen(), Some("tvm-ffi01-cpu-x86_64-linux"));
     loaded.function("rms_norm").unwrap();
-    let err =
-        loader::load_cached("kernels-test/cached", &"0".repeat(40), &Platform::detect(), Request::cpu()).unwrap_err();
+    let err = loader::load_cached("kernels-test/cached", &"0".repeat(40), cached, &Platform::detect(), Request::cpu())
+        .unwrap_err();
     assert!(err.to_string().contains("snapshots"), "{err}");
 
     // Dispatch takes that tier for a kernel built with `embed = false` (pinned commit, no
@@ -115,6 +126,7 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
             repo: "kernels-test/cached",
             commit: Some(commit),
             variants: &[],
+            cached,
         }]));
         let layers: &'static [LayerEntry] = Box::leak(Box::new([LayerEntry {
             layer: "RMSNorm",

@@ -11,6 +11,7 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             commit: ::core::option::Option::None,
             variants: &[
             ],
+            cached: &[],
         },
         ::kernels_runtime::registry::KernelEntry {
             name: "norm",
@@ -34,6 +35,28 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
                         sha256: "e636c973d999a634277daa3a43db4adb0e7fde4ef22d47c8e833adb29bd2e99f",
                         bytes: include_bytes!("blobs/e636c973d999a634277daa3a43db4adb0e7fde4ef22d47c8e833adb29bd2e99f.so"),
                     },
+                },
+            ],
+            cached: &[],
+        },
+        ::kernels_runtime::registry::KernelEntry {
+            name: "prefetched",
+            repo: "kernels-test/prefetched",
+            commit: ::core::option::Option::Some("89abcdef0123456789abcdef0123456789abcdef"),
+            variants: &[
+            ],
+            cached: &[
+                ::kernels_runtime::registry::CachedVariant {
+                    variant: "tvm-ffi01-cpu-x86_64-linux",
+                    archs: &[],
+                    library: ::kernels_runtime::registry::PinnedFile { path: "_prefetched_cpu_def5678.so", sha256: "a2c62dc5d50b5d657d0cc3fdeb6fb6eb89749d109c9e70f72c5a9915eb856e2e", size: 11 },
+                    metadata: ::kernels_runtime::registry::PinnedFile { path: "metadata.json", sha256: "257c1be96ae69f4b01c2c69bdb6d78605f59175819fb007d0bf245bf48444c4a", size: 3 },
+                },
+                ::kernels_runtime::registry::CachedVariant {
+                    variant: "tvm-ffi01-cu130-x86_64-linux",
+                    archs: &["9.0"],
+                    library: ::kernels_runtime::registry::PinnedFile { path: "_prefetched_cuda_def5678.so", sha256: "2425496d47f0f3ee8b452138636acf0222407f24011f3b48d93c2d64a34a71e4", size: 12 },
+                    metadata: ::kernels_runtime::registry::PinnedFile { path: "metadata.json", sha256: "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 },
                 },
             ],
         },
