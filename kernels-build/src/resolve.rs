@@ -335,6 +335,7 @@ mod tests {
         std::fs::write(dir.join(METADATA_FILE), &bad).unwrap();
         let mut pinned = pinned;
         pinned.files[1].sha256 = sha256_hex(&bad);
+        pinned.files[1].size = bad.len() as u64;
         let err = fetch_variant(&mut hub, repo, commit, &pinned, &kernels_runtime::variant::Os::Linux).unwrap_err();
         assert!(err.to_string().contains("is not a bare file name"), "{err}");
     }

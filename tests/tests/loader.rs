@@ -225,3 +225,45 @@ fn kernels_run_without_any_writable_cache_directory() {
     assert!(stderr.contains(&format!("{}: it is not a directory", home.path().display())), "{stderr}");
     assert!(stderr.contains("set KERNELS_CACHE to a directory owned by this user"), "{stderr}");
 }
+
+#[test]
+fn whatever_is_planted_at_a_cache_name_is_replaced_and_never_blocks() {
+    let lib = library_in(&only_variant(rust_cpu_kernel()));
+    let bytes: &'static [u8] = Box::leak(std::fs::read(&lib).unwrap().into_boxed_slice());
+    let sha: &'static str = Box::leak(sha256_hex(bytes).into_boxed_str());
+    let file = EmbeddedFile { path: "kernel.so", sha256: sha, bytes };
+    let cache = tempfile::tempdir().unwrap();
+    let target = cache.path().join(format!("{sha}.so"));
+    let plant = |what: &str| {
+        let _ = std::fs::remove_file(&target);
+        let _ = std::fs::remove_dir_all(&target);
+        match what {
+            "a symlink to /dev/zero" => std::os::unix::fs::symlink("/dev/zero", &target).unwrap(),
+            "a FIFO" => {
+                let status = Command::new("mkfifo").arg(&target).status().unwrap();
+                assert!(status.success());
+            }
+            "a directory" => std::fs::create_dir_all(target.join("inside")).unwrap(),
+            _ => {
+                // The right bytes, but writable by everyone: anyone could change them later.
+                std::fs::write(&target, bytes).unwrap();
+                let mode = std::os::unix::fs::PermissionsExt::from_mode(0o666);
+                std::fs::set_permissions(&target, mode).unwrap();
+            }
+        }
+    };
+    for what in ["a symlink to /dev/zero", "a FIFO", "a directory", "a world-writable copy"] {
+        plant(what);
+        // Run in a thread, so a blocking open is a failure, not a hung test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cache_dir = cache.path().to_owned();
+        std::thread::spawn(move || tx.send(loader::unpack(&file, &cache_dir).map(|(_, path)| path)));
+        let result = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_else(|_| panic!("{what}: blocked"));
+        let path = result.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(path, target, "{what}");
+        let meta = std::fs::symlink_metadata(&target).unwrap();
+        assert!(meta.is_file(), "{what}: {meta:?}");
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o022, 0, "{what}");
+        assert_eq!(std::fs::read(&target).unwrap(), bytes, "{what}");
+    }
+}
