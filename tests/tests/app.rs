@@ -98,28 +98,34 @@ fn a_fresh_crate_builds_embeds_and_runs_offline_from_an_empty_directory() {
     std::fs::create_dir_all(bin_dir.join("tmp")).unwrap();
     let bin = bin_dir.join("kernels-app");
     std::fs::copy(target_dir.join("release/kernels-app"), &bin).unwrap();
-    let out = Command::new(&bin)
-        .current_dir(&bin_dir)
-        .env_clear()
-        .env("HOME", "")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TMPDIR", bin_dir.join("tmp"))
-        .output()
-        .unwrap();
-    let text = check(out, "the copied binary");
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines.sort();
-    assert_eq!(
-        lines,
-        ["ok cpp-ops tvm-ffi01-cpu-x86_64-linux embedded", "ok hub-ops tvm-ffi01-cpu-x86_64-linux embedded"],
-        "{text}"
-    );
-    // Unpacked once into the temp dir (HOME is empty), content-addressed: the two kernels and
-    // the tvm-ffi runtime the C++ kernel needs.
-    let unpacked: Vec<_> = std::fs::read_dir(bin_dir.join("tmp"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .collect();
-    assert_eq!(unpacked.len(), 3, "{unpacked:?}");
+    let unpacked = || -> Vec<_> {
+        std::fs::read_dir(bin_dir.join("tmp"))
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .collect()
+    };
+    for unpack in ["memfd", "file"] {
+        let out = Command::new(&bin)
+            .current_dir(&bin_dir)
+            .env_clear()
+            .env("HOME", "")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("TMPDIR", bin_dir.join("tmp"))
+            .env("KERNELS_UNPACK", unpack)
+            .output()
+            .unwrap();
+        let text = check(out, &format!("the copied binary, KERNELS_UNPACK={unpack}"));
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            ["ok cpp-ops tvm-ffi01-cpu-x86_64-linux embedded", "ok hub-ops tvm-ffi01-cpu-x86_64-linux embedded"],
+            "{text}"
+        );
+        // From memory, nothing is written. To files: unpacked once into the temp dir (HOME is
+        // empty), content-addressed: the two kernels and the tvm-ffi runtime the C++ one needs.
+        let files = unpacked();
+        assert_eq!(files.len(), if unpack == "memfd" { 0 } else { 3 }, "{unpack}: {files:?}");
+    }
     assert!(Path::new(&bin).exists());
 }
