@@ -349,22 +349,9 @@ fn is_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Why `path` is not a plain relative path (`/`-separated names, none empty, `.` or `..`, no
-/// `\`, `:` or control characters), if it is not one.
+/// Why `path` is not a plain relative path, if it is not one (the rule of digest keys).
 fn path_problem(path: &str) -> Option<&'static str> {
-    if path.is_empty() {
-        Some("it is empty")
-    } else if path.starts_with('/') {
-        Some("it is absolute")
-    } else if path.contains(['\\', ':']) {
-        Some("it holds `\\` or `:`")
-    } else if path.chars().any(char::is_control) {
-        Some("it holds a control character")
-    } else if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        Some("it has an empty, `.` or `..` component")
-    } else {
-        None
-    }
+    kernels_runtime::metadata::check_digest_path(path).err()
 }
 
 /// Percent-encodes `segment` so it is exactly one path segment: everything but unreserved

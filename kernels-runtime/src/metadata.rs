@@ -179,9 +179,9 @@ pub fn check_id(id: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Checks that a digest key is a relative `/`-separated path inside the variant directory:
-/// not empty, not absolute, no `\`, `:` (a drive or stream) or NUL, and no empty, `.` or `..`
-/// component.
+/// Checks that a path from a kernel repo (a digest key, a listed file) is a relative
+/// `/`-separated path that stays inside its directory: not empty, not absolute, no `\`, `:`
+/// (a drive or stream) or control character (NUL included), and no empty, `.` or `..` component.
 pub fn check_digest_path(path: &str) -> Result<(), &'static str> {
     if path.is_empty() {
         Err("it is empty")
@@ -191,8 +191,8 @@ pub fn check_digest_path(path: &str) -> Result<(), &'static str> {
         Err("it contains `\\`; digest paths are `/`-separated")
     } else if path.contains(':') {
         Err("it contains `:`")
-    } else if path.contains('\0') {
-        Err("it contains a NUL byte")
+    } else if path.chars().any(char::is_control) {
+        Err("it contains a control character")
     } else if path.split('/').any(|c| c == "..") {
         Err("it has a `..` component")
     } else if path.split('/').any(|c| c.is_empty() || c == ".") {
