@@ -136,11 +136,11 @@ PY
         cache="$(mktemp -d)"
         echo
         echo "== kernels-demo --device cuda (f32, strict)"
-        KERNELS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda || demo_status=$?
+        KERNELS_RS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda || demo_status=$?
         echo "== kernels-demo --device cuda --dtype bf16 --seq 1024 (strict)"
-        KERNELS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda --dtype bf16 --seq 1024 || demo_status=$?
+        KERNELS_RS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda --dtype bf16 --seq 1024 || demo_status=$?
         echo "== kernels-demo --device cuda with DISABLE_KERNEL_MAPPING=1"
-        KERNELS_CACHE="$cache" DISABLE_KERNEL_MAPPING=1 "$dir/kernels-demo" --device cuda --runs 3 || demo_status=$?
+        KERNELS_RS_CACHE="$cache" DISABLE_KERNEL_MAPPING=1 "$dir/kernels-demo" --device cuda --runs 3 || demo_status=$?
         rm -rf "$cache"
         echo "gpu-check.sh: kernels-demo exited with $demo_status"
         [ "$status" -ne 0 ] || status=$demo_status

@@ -199,7 +199,7 @@ fn run_cuda_suite(options: &Options, tvm_ffi: Option<&Path>) -> i32 {
     let mut command = Command::new(&suite);
     command.args(options.to_args());
     if let Some(path) = tvm_ffi {
-        command.env(ffi::TVM_FFI_LIB_ENV, path);
+        command.env(kernels_runtime::env::TVM_FFI_LIB, path);
     }
     match command.status() {
         Ok(status) => match status.code() {

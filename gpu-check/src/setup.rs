@@ -28,7 +28,7 @@ pub fn kernel_dir(given: Option<&Path>) -> Result<PathBuf, String> {
 /// Preloads `libtvm_ffi.so`: `KERNELS_TVM_FFI_LIB` if set, else `lib/libtvm_ffi.so` next to
 /// the executable, else what `tvm-ffi-config` reports. Returns the path loaded.
 pub fn preload_tvm_ffi() -> Result<PathBuf, String> {
-    let from_env = std::env::var_os(ffi::TVM_FFI_LIB_ENV).is_some_and(|v| !v.is_empty());
+    let from_env = std::env::var_os(kernels_runtime::env::TVM_FFI_LIB).is_some_and(|v| !v.is_empty());
     let beside = exe_dir().map(|d| d.join("lib").join(ffi::TVM_FFI_LIBRARY)).filter(|p| p.is_file());
     let loaded = match (from_env, beside) {
         (false, Some(path)) => ffi::preload_tvm_ffi_from(&path),

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use kernels_runtime::metadata::sha256_hex;
+use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::registry::ModeSupport;
 use kernels_runtime::variant::{BackendKind, Version};
 

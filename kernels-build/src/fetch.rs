@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kernels_runtime::loader;
-use kernels_runtime::metadata::sha256_hex;
+use kernels_runtime::digest::sha256_hex;
+use kernels_runtime::hub_cache;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LINK, LOCATION};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest as _, Sha256};
@@ -70,8 +70,8 @@ impl std::fmt::Debug for HubSettings {
 impl HubSettings {
     /// Reads the settings the way the Python `kernels` package and `huggingface_hub` do.
     pub fn from_env(env: &Env) -> Self {
-        let hf_home = loader::hf_home_from(|k| env.path(k));
-        let cache_dir = loader::hf_hub_cache_from(|k| env.path(k))
+        let hf_home = hub_cache::hf_home_from(|k| env.path(k));
+        let cache_dir = hub_cache::dir_from(|k| env.path(k))
             .unwrap_or_else(|| std::env::temp_dir().join("huggingface").join("hub"));
         let token = env.var("HF_TOKEN").or_else(|| {
             let path = env.path("HF_TOKEN_PATH").or_else(|| hf_home.as_ref().map(|h| h.join("token")))?;

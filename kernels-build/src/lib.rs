@@ -485,7 +485,7 @@ fn runtime_library(
     if !generated.kernels.iter().flat_map(|k| &k.variants).any(|v| v.needs_tvm_ffi) {
         return Ok(None);
     }
-    let located = match env.path(kernels_runtime::ffi::TVM_FFI_LIB_ENV) {
+    let located = match env.path(kernels_runtime::env::TVM_FFI_LIB) {
         Some(p) if p.is_dir() => Some(p.join(kernels_runtime::ffi::TVM_FFI_LIBRARY)),
         Some(p) => Some(p),
         None => kernels_runtime::ffi::locate_tvm_ffi().ok(),
@@ -499,7 +499,7 @@ fn runtime_library(
     out.rerun_if_changed(&path);
     let bytes = std::fs::read(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
     if let Some(pin) = pin {
-        let sha = metadata::sha256_hex(&bytes);
+        let sha = kernels_runtime::digest::sha256_hex(&bytes);
         if sha != pin.sha256
             && let Some(why) = locked_by
         {

@@ -184,7 +184,7 @@ pub fn lay_out(
 ) -> Result<PathBuf, LocalError> {
     let bytes = std::fs::read(library).map_err(io(library))?;
     let python_name = name.replace('-', "_");
-    let id = format!("_{python_name}_cpu_{}", &metadata::sha256_hex(&bytes)[..7]);
+    let id = format!("_{python_name}_cpu_{}", &kernels_runtime::digest::sha256_hex(&bytes)[..7]);
     let ext = library.extension().and_then(|e| e.to_str()).unwrap_or("so");
     let dir = root.join("build").join(variant.to_string());
     if dir.exists() {

@@ -7,7 +7,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kernels_runtime::metadata::{METADATA_FILE, Metadata, sha256_hex};
+use kernels_runtime::digest::sha256_hex;
+use kernels_runtime::metadata::{METADATA_FILE, Metadata};
 use kernels_runtime::variant::VariantName;
 
 use crate::fetch::{FetchError, Hub};
@@ -300,7 +301,7 @@ mod tests {
         let library = b"\x7fELF the pinned library".to_vec();
         let meta = serde_json::json!({
             "id": "_k",
-            "digest": { "algorithm": "sha256", "files": { "_k.so": kernels_runtime::metadata::sha256_base64(&library) } },
+            "digest": { "algorithm": "sha256", "files": { "_k.so": kernels_runtime::digest::sha256_base64(&library) } },
         });
         let meta = serde_json::to_vec(&meta).unwrap();
         let mut files = Vec::new();

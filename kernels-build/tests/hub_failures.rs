@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kernels_build::fetch::{FetchError, Hub, HubError, HubSettings};
-use kernels_runtime::metadata::sha256_hex;
+use kernels_runtime::digest::sha256_hex;
 use support::{Fault, Reply, Server, tree};
 
 const REPO: &str = "kernels-test/relu";

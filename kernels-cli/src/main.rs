@@ -187,7 +187,7 @@ fn lock(o: &Options) -> Result<(), String> {
             .unwrap_or_else(|| lib.display().to_string());
         new.tvm_ffi = Some(RuntimePin {
             file: kernels_runtime::ffi::TVM_FFI_LIBRARY.to_owned(),
-            sha256: kernels_runtime::metadata::sha256_hex(&bytes),
+            sha256: kernels_runtime::digest::sha256_hex(&bytes),
             size: bytes.len() as u64,
             source,
         });

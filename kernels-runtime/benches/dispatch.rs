@@ -95,7 +95,7 @@ fn main() {
         None => example_kernel::hubs().intact.clone(),
     };
     // SAFETY: no other thread exists yet; the variable is read when the layer first dispatches.
-    unsafe { std::env::set_var(dispatch::LOCAL_KERNELS_ENV, format!("{REPO}={}", hub.display())) };
+    unsafe { std::env::set_var(kernels_runtime::env::LOCAL_KERNELS, format!("{REPO}={}", hub.display())) };
 
     let d = 64;
     let norm = RmsNorm { weight: (0..d).map(|i| 0.5 + i as f32 / d as f32).collect(), eps: 1e-6 };

@@ -94,6 +94,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use crate::env;
 use crate::ffi::{
     Arg, DLDevice, DLDeviceType, Element, KernelError, KernelFunction, MAX_ARGS, Stream, TensorError, TensorView,
 };
@@ -155,13 +156,6 @@ pub fn with_mode<R>(mode: Mode, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Environment variable that makes every fallback an error.
-pub const STRICT_ENV: &str = "KERNELS_STRICT";
-/// Environment variable that makes every layer use its Rust forward (as upstream).
-pub const DISABLE_ENV: &str = "DISABLE_KERNEL_MAPPING";
-/// Environment variable naming local kernel directories (`org/repo=path:…`, as upstream).
-pub const LOCAL_KERNELS_ENV: &str = "LOCAL_KERNELS";
-
 const STRICT_UNSET: u8 = 0;
 const STRICT_OFF: u8 = 1;
 const STRICT_ON: u8 = 2;
@@ -179,23 +173,12 @@ pub fn is_strict() -> bool {
         STRICT_ON => true,
         STRICT_OFF => false,
         _ => {
-            let on = env_flag(STRICT_ENV);
+            let on = env::flag(env::STRICT);
             let value = if on { STRICT_ON } else { STRICT_OFF };
             let _ = STRICT.compare_exchange(STRICT_UNSET, value, Ordering::Relaxed, Ordering::Relaxed);
             STRICT.load(Ordering::Relaxed) == STRICT_ON
         }
     }
-}
-
-/// A boolean environment variable: a non-zero integer (as upstream reads
-/// `DISABLE_KERNEL_MAPPING`), `true`, `yes` or `on` mean true.
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| flag_value(&v))
-}
-
-fn flag_value(v: &str) -> bool {
-    let v = v.trim();
-    v.parse::<i64>().map_or_else(|_| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "on"), |n| n != 0)
 }
 
 /// The environment a decision is made in.
@@ -211,8 +194,8 @@ impl Settings {
     /// Reads `DISABLE_KERNEL_MAPPING` and `LOCAL_KERNELS`.
     pub fn from_env() -> Self {
         Settings {
-            disable_mapping: env_flag(DISABLE_ENV),
-            local_kernels: std::env::var(LOCAL_KERNELS_ENV).ok().filter(|v| !v.trim().is_empty()),
+            disable_mapping: env::flag(env::DISABLE_MAPPING),
+            local_kernels: env::var(env::LOCAL_KERNELS).filter(|v| !v.trim().is_empty()),
         }
     }
 }
@@ -758,7 +741,7 @@ impl FallbackReason {
 impl fmt::Display for FallbackReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FallbackReason::Disabled => write!(f, "{DISABLE_ENV} is set"),
+            FallbackReason::Disabled => write!(f, "{} is set", env::DISABLE_MAPPING),
             FallbackReason::UnsupportedDevice { device_type } => {
                 write!(f, "its tensors are on {} devices, which no kernel variant targets", DLDeviceType(*device_type))
             }
@@ -791,9 +774,10 @@ impl fmt::Display for FallbackReason {
             }
             FallbackReason::NoVariant { kernel, repo, trace: None } => write!(
                 f,
-                "kernel `{kernel}` ({repo}) has no variant in the binary or the Hub cache and {LOCAL_KERNELS_ENV} \
+                "kernel `{kernel}` ({repo}) has no variant in the binary or the Hub cache and {local} \
                  does not name it; embed its variants (`[build] embed = true` in kernels.toml), prefetch them \
-                 (`cargo kernels download`) or set {LOCAL_KERNELS_ENV}={repo}=<dir>"
+                 (`cargo kernels download`) or set {local}={repo}=<dir>",
+                local = env::LOCAL_KERNELS
             ),
             FallbackReason::LoadFailed { kernel, repo, error } => {
                 write!(f, "kernel `{kernel}` ({repo}) failed to load: {error}")
@@ -1078,9 +1062,10 @@ pub enum DispatchError {
     },
     /// Strict mode: the layer would have used its Rust forward.
     #[error(
-        "{resolution} would use its Rust forward: {reason}; strict mode ({STRICT_ENV}=1 or \
+        "{resolution} would use its Rust forward: {reason}; strict mode ({strict}=1 or \
          dispatch::set_strict(true)) makes this an error",
-        reason = fallback_reason(resolution)
+        reason = fallback_reason(resolution),
+        strict = env::STRICT
     )]
     Strict {
         /// The decision that was refused.
@@ -1713,16 +1698,6 @@ mod tests {
         }
         assert_eq!(slot_index(Target::Device(BackendKind::Cuda, SLOT_ORDINALS as u32), Mode::Inference), None);
         assert_eq!(slot_index(Target::Unsupported(7), Mode::Inference), None);
-    }
-
-    #[test]
-    fn flags_read_like_upstream() {
-        for on in ["1", "2", " 1 ", "true", "YES", "on"] {
-            assert!(flag_value(on), "{on:?}");
-        }
-        for off in ["0", "", "false", "no", "off", "maybe"] {
-            assert!(!flag_value(off), "{off:?}");
-        }
     }
 
     #[test]

@@ -14,8 +14,14 @@ pub mod candle;
 #[cfg(feature = "candle")]
 pub mod candle_dispatch;
 #[cfg(feature = "runtime")]
+pub mod digest;
+#[cfg(feature = "runtime")]
 pub mod dispatch;
+#[cfg(feature = "runtime")]
+pub mod env;
 pub mod ffi;
+#[cfg(feature = "runtime")]
+pub mod hub_cache;
 #[cfg(feature = "runtime")]
 pub mod loader;
 #[cfg(feature = "runtime")]

@@ -3,7 +3,7 @@
 //!
 //! Embedded libraries are checked against the digest the build recorded, then loaded from a
 //! sealed memfd on Linux (see `unpack`), or from a content-addressed file (named by sha256)
-//! in a private cache directory: `$KERNELS_CACHE`, else `$XDG_CACHE_HOME/kernels-rs`, else
+//! in a private cache directory: `$KERNELS_RS_CACHE`, else `$XDG_CACHE_HOME/kernels-rs`, else
 //! `$HOME/.cache/kernels-rs`, then `<temp>/kernels-rs-<uid>`. A cache file is re-hashed through
 //! the very descriptor handed to `dlopen` (`/proc/self/fd/N` on Linux), so what is loaded is
 //! what was verified; that descriptor stays open for the life of the process.
@@ -15,7 +15,9 @@ use std::sync::{Mutex, OnceLock};
 
 use libloading::Library;
 
+use crate::env;
 use crate::ffi::{KernelFunction, ResolveError};
+use crate::hub_cache;
 use crate::metadata::{self, Metadata, VerifyError};
 use crate::platform::Platform;
 use crate::registry::{CachedVariant, PinnedFile};
@@ -133,7 +135,7 @@ pub enum LoadError {
     LocalKernels(String),
     /// An embedded library could be put neither in a memfd nor in any private cache directory.
     #[error(
-        "cannot unpack the embedded {library}: {}; set KERNELS_CACHE to a directory owned by this user and not writable by others",
+        "cannot unpack the embedded {library}: {}; set KERNELS_RS_CACHE to a directory owned by this user and not writable by others",
         refused.iter().map(|(place, why)| format!("{}: {why}", place.display())).collect::<Vec<_>>().join("; ")
     )]
     NoUnpackDir {
@@ -234,9 +236,9 @@ fn ensure_tvm_ffi() -> Result<(), String> {
     if crate::ffi::preloaded_tvm_ffi().is_some() {
         return Ok(());
     }
-    let env_override = std::env::var_os(crate::ffi::TVM_FFI_LIB_ENV).is_some_and(|v| !v.is_empty());
+    let env_override = env::var_os(env::TVM_FFI_LIB).is_some();
     if let (false, Some(file)) = (env_override, EMBEDDED_TVM_FFI.get()) {
-        let unpacked = unpack::unpack(file, &unpack_dirs(), Strategy::from_env()).map_err(|e| e.to_string())?;
+        let unpacked = unpack::unpack(file, &unpack::dirs(), Strategy::from_env()).map_err(|e| e.to_string())?;
         let result = crate::ffi::preload_tvm_ffi_from(&unpacked.load_path()).map(|_| ()).map_err(|e| e.to_string());
         unpacked.keep_open();
         return result;
@@ -297,26 +299,6 @@ pub fn load_from_dir(
     Ok((loaded, selection.trace))
 }
 
-/// The Hugging Face Hub cache the build prefetched into (`HF_HUB_CACHE`, `$HF_HOME/hub`,
-/// `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`), as the Python `kernels`
-/// package and kernels-build find it.
-pub fn hf_hub_cache_dir() -> Option<PathBuf> {
-    hf_hub_cache_from(|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from))
-}
-
-/// `HF_HOME` as the Hub tools default it (`$XDG_CACHE_HOME/huggingface`,
-/// `~/.cache/huggingface`), reading variables through `var` (empty values count as unset).
-pub fn hf_home_from(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
-    var("HF_HOME").or_else(|| {
-        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache"))).map(|c| c.join("huggingface"))
-    })
-}
-
-/// The Hub cache (`HF_HUB_CACHE`, else `<HF_HOME>/hub`), reading variables through `var`.
-pub fn hf_hub_cache_from(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
-    var("HF_HUB_CACHE").or_else(|| hf_home_from(&var).map(|h| h.join("hub")))
-}
-
 /// Loads `repo` at the pinned `commit` from the Hub cache (kernels built with
 /// `[build] embed = false` are prefetched there): one of `variants` (what the build pinned
 /// from `kernels.lock`) is selected, and loaded from
@@ -331,14 +313,14 @@ pub fn load_cached(
     platform: &Platform,
     request: Request,
 ) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
-    let cache = hf_hub_cache_dir().ok_or_else(|| LoadError::Io {
+    let cache = hub_cache::dir().ok_or_else(|| LoadError::Io {
         path: PathBuf::from("$HF_HUB_CACHE"),
         source: std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            "no Hub cache: HF_HUB_CACHE, HF_HOME and HOME are all unset",
+            "no Hub cache: KERNELS_CACHE, HF_HUB_CACHE, HF_HOME and HOME are all unset",
         ),
     })?;
-    let root = cache.join(format!("kernels--{}", repo.replace('/', "--"))).join("snapshots").join(commit);
+    let root = hub_cache::snapshot(&cache, repo, commit);
     let candidates: Vec<Candidate> =
         variants.iter().map(|v| Candidate::new(v.variant).with_archs(v.archs.iter().copied())).collect();
     let selection = select(platform, request, &candidates);
@@ -368,7 +350,7 @@ fn load_pinned(dir: &Path, pinned: &CachedVariant) -> Result<LoadedKernel, LoadE
     // The metadata bytes checked against the lock are the bytes parsed.
     let meta_path = dir.join(metadata::METADATA_FILE);
     let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
-    check_pin(&meta_path, &pinned.metadata, bytes.len() as u64, metadata::sha256_hex(&bytes))?;
+    check_pin(&meta_path, &pinned.metadata, bytes.len() as u64, crate::digest::sha256_hex(&bytes))?;
     let meta = Metadata::parse(&String::from_utf8_lossy(&bytes), &meta_path).map_err(VerifyError::from)?;
     metadata::verify_dir(dir, &meta)?;
     let file = meta.checked_library_file(dir, &crate::variant::Os::current())?;
@@ -383,7 +365,7 @@ fn load_pinned(dir: &Path, pinned: &CachedVariant) -> Result<LoadedKernel, LoadE
     let path = dir.join(&file);
     let lib = std::fs::File::open(&path).map_err(io_err(&path))?;
     let size = lib.metadata().map_err(io_err(&path))?.len();
-    let sha256 = metadata::sha256_hex_reader(&lib).map_err(io_err(&path))?;
+    let sha256 = crate::digest::sha256_hex_reader(&lib).map_err(io_err(&path))?;
     check_pin(&path, &pinned.library, size, sha256)?;
     #[cfg(target_os = "linux")]
     let load_path = {
@@ -414,14 +396,6 @@ pub fn parse_local_kernels(value: &str) -> Result<BTreeMap<String, PathBuf>, Loa
     Ok(out)
 }
 
-/// The `LOCAL_KERNELS` override for `repo`, if the variable names it.
-pub fn local_override(repo: &str) -> Result<Option<PathBuf>, LoadError> {
-    match std::env::var("LOCAL_KERNELS") {
-        Ok(v) => Ok(parse_local_kernels(&v)?.remove(repo)),
-        Err(_) => Ok(None),
-    }
-}
-
 /// One file of a variant embedded in the binary by kernels-build.
 #[derive(Debug, Clone, Copy)]
 pub struct EmbeddedFile {
@@ -444,38 +418,6 @@ pub struct EmbeddedVariant {
     pub library: EmbeddedFile,
 }
 
-/// The directory embedded libraries are unpacked into when memfd is not used (see the module
-/// docs).
-pub fn kernels_cache_dir() -> PathBuf {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = nonempty("KERNELS_CACHE") {
-        return dir;
-    }
-    if let Some(dir) = nonempty("XDG_CACHE_HOME") {
-        return dir.join("kernels-rs");
-    }
-    if let Some(home) = nonempty("HOME") {
-        return home.join(".cache").join("kernels-rs");
-    }
-    per_user_temp_dir()
-}
-
-fn per_user_temp_dir() -> PathBuf {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("kernels-rs-{uid}"))
-}
-
-/// The cache directories to try, in order: [`kernels_cache_dir`], then `<temp>/kernels-rs-<uid>`.
-fn unpack_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![kernels_cache_dir()];
-    let temp = per_user_temp_dir();
-    if !dirs.contains(&temp) {
-        dirs.push(temp);
-    }
-    dirs
-}
-
 /// Writes `file` to `<cache>/<sha256>.<ext>` unless an intact copy is already there, and
 /// returns it opened, checked through that descriptor: a regular file of this user, not
 /// writable by others, with the recorded digest. `cache` is created mode 0700 and must be
@@ -491,7 +433,7 @@ pub fn load_embedded(variant: &EmbeddedVariant) -> Result<LoadedKernel, LoadErro
     let (library, path) = match opened(key) {
         Some(found) => found,
         None => {
-            let unpacked = unpack::unpack(&variant.library, &unpack_dirs(), Strategy::from_env())?;
+            let unpacked = unpack::unpack(&variant.library, &unpack::dirs(), Strategy::from_env())?;
             let library = open(key, &unpacked.load_path(), &unpacked.path);
             let path = unpacked.path.clone();
             // Kept open even on failure: glibc may have recorded the name.
@@ -541,7 +483,7 @@ mod tests {
     #[test]
     fn unpack_writes_once_and_repairs_damage() {
         static BYTES: &[u8] = b"pretend library bytes";
-        let sha = metadata::sha256_hex(BYTES);
+        let sha = crate::digest::sha256_hex(BYTES);
         let sha: &'static str = Box::leak(sha.into_boxed_str());
         let file = EmbeddedFile { path: "_k.so", sha256: sha, bytes: BYTES };
         let cache = tempfile::tempdir().unwrap();

@@ -20,10 +20,9 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
+
+use crate::digest;
 
 use crate::variant::Version;
 
@@ -389,34 +388,6 @@ fn list(v: &[Violation]) -> String {
     v.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n")
 }
 
-/// Base64 (standard, padded) of the sha256 of `bytes`.
-pub fn sha256_base64(bytes: &[u8]) -> String {
-    BASE64.encode(Sha256::digest(bytes))
-}
-
-/// Hex sha256 of everything `reader` yields, read in 64 KiB chunks.
-pub fn sha256_hex_reader(reader: impl Read) -> std::io::Result<String> {
-    let raw = stream(reader, Sha256::new())?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Hashes everything `reader` yields, in 64 KiB chunks.
-fn stream<H: sha2::Digest>(mut reader: impl Read, mut hasher: H) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize().to_vec());
-        }
-        hasher.update(&buf[..n]);
-    }
-}
-
-/// Hex sha256 of `bytes` (used for content-addressed file names and the lock).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A digest algorithm `metadata.json` may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Algorithm {
@@ -430,6 +401,14 @@ impl Algorithm {
             "sha256" => Some(Algorithm::Sha256),
             "sha512" => Some(Algorithm::Sha512),
             _ => None,
+        }
+    }
+
+    /// Base64 of this digest of everything `reader` yields, as `metadata.json` records it.
+    fn base64(self, reader: impl Read) -> std::io::Result<String> {
+        match self {
+            Algorithm::Sha256 => digest::sha256_base64_reader(reader),
+            Algorithm::Sha512 => digest::sha512_base64_reader(reader),
         }
     }
 }
@@ -454,11 +433,7 @@ pub fn read_verified(dir: &Path, metadata: &Metadata, rel: &str) -> Result<Vec<u
     let expected = digest.files.get(rel).ok_or_else(|| violation(Violation::Unknown { path: rel.to_owned() }))?;
     let path = dir.join(rel);
     let bytes = std::fs::read(&path).map_err(|source| VerifyError::Io { path: path.clone(), source })?;
-    let raw = match algorithm {
-        Algorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
-        Algorithm::Sha512 => sha2::Sha512::digest(&bytes).to_vec(),
-    };
-    let actual = BASE64.encode(raw);
+    let actual = algorithm.base64(&bytes[..]).map_err(|source| VerifyError::Io { path: path.clone(), source })?;
     if &actual != expected {
         return Err(violation(Violation::Mismatch { path: rel.to_owned(), expected: expected.clone(), actual }));
     }
@@ -468,12 +443,7 @@ pub fn read_verified(dir: &Path, metadata: &Metadata, rel: &str) -> Result<Vec<u
 fn hash_file(path: &Path, algorithm: Algorithm) -> Result<String, VerifyError> {
     let io = |source| VerifyError::Io { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(io)?;
-    let raw = match algorithm {
-        Algorithm::Sha256 => stream(file, Sha256::new()),
-        Algorithm::Sha512 => stream(file, sha2::Sha512::new()),
-    }
-    .map_err(io)?;
-    Ok(BASE64.encode(raw))
+    algorithm.base64(file).map_err(io)
 }
 
 /// The files a digest covers (relative `/`-separated paths, sorted): every regular file
@@ -579,6 +549,7 @@ pub fn read_and_verify(dir: &Path) -> Result<Metadata, VerifyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::sha256_base64;
 
     fn variant(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -677,7 +648,7 @@ mod tests {
         // sha512 digests, which upstream also accepts, verify.
         let bytes = b"hello world";
         std::fs::write(dir.path().join("a.so"), bytes).unwrap();
-        let h = BASE64.encode(sha2::Sha512::digest(bytes));
+        let h = digest::sha512_base64_reader(&bytes[..]).unwrap();
         let meta = format!(r#"{{"digest": {{"algorithm": "sha512", "files": {{"a.so": "{h}"}}}}}}"#);
         std::fs::write(dir.path().join(METADATA_FILE), meta).unwrap();
         read_and_verify(dir.path()).unwrap();

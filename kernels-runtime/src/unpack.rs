@@ -19,8 +19,39 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::env;
 use crate::loader::{EmbeddedFile, LoadError};
-use crate::metadata;
+
+/// The directory embedded libraries are unpacked into when memfd is not used (see the module
+/// docs).
+pub(crate) fn dir() -> PathBuf {
+    if let Some(dir) = env::path(env::UNPACK_DIR) {
+        return dir;
+    }
+    if let Some(dir) = env::path(env::XDG_CACHE_HOME) {
+        return dir.join("kernels-rs");
+    }
+    if let Some(home) = env::path(env::HOME) {
+        return home.join(".cache").join("kernels-rs");
+    }
+    per_user_temp_dir()
+}
+
+fn per_user_temp_dir() -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("kernels-rs-{uid}"))
+}
+
+/// The cache directories to try, in order: [`dir`], then `<temp>/kernels-rs-<uid>`.
+pub(crate) fn dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![dir()];
+    let temp = per_user_temp_dir();
+    if !dirs.contains(&temp) {
+        dirs.push(temp);
+    }
+    dirs
+}
 
 /// Where verified bytes were put.
 #[derive(Debug)]
@@ -59,10 +90,10 @@ pub(crate) enum Strategy {
 
 impl Strategy {
     pub(crate) fn from_env() -> Self {
-        match std::env::var("KERNELS_UNPACK").as_deref() {
-            Ok("file") => Strategy::File,
-            Ok("memfd" | "") | Err(_) => Strategy::Memfd,
-            Ok(other) => {
+        match env::var(env::UNPACK).as_deref() {
+            Some("file") => Strategy::File,
+            Some("memfd") | None => Strategy::Memfd,
+            Some(other) => {
                 tracing::warn!("KERNELS_UNPACK={other:?} is not `memfd` or `file`; using memfd");
                 Strategy::Memfd
             }
@@ -95,7 +126,7 @@ pub(crate) fn unpack(file: &EmbeddedFile, dirs: &[PathBuf], strategy: Strategy) 
 
 /// Checks embedded bytes against the digest the build recorded.
 pub(crate) fn verify_bytes(file: &EmbeddedFile) -> Result<(), LoadError> {
-    let actual = metadata::sha256_hex(file.bytes);
+    let actual = crate::digest::sha256_hex(file.bytes);
     if actual != file.sha256 {
         return Err(LoadError::DigestMismatch {
             path: PathBuf::from(format!("<embedded {}>", file.path)),
@@ -237,7 +268,7 @@ fn open_trusted(path: &Path, len: u64, sha256: &str) -> Result<File, Distrust> {
     if meta.len() != len {
         return Err(Distrust::Bad(format!("{} bytes, expected {len}", meta.len())));
     }
-    let found = metadata::sha256_hex_reader(&f).map_err(|e| Distrust::Bad(e.to_string()))?;
+    let found = crate::digest::sha256_hex_reader(&f).map_err(|e| Distrust::Bad(e.to_string()))?;
     if found != sha256 {
         return Err(Distrust::Bad(format!("sha256 is {found}")));
     }
@@ -287,7 +318,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn embedded(bytes: &'static [u8]) -> EmbeddedFile {
-        let sha: &'static str = Box::leak(metadata::sha256_hex(bytes).into_boxed_str());
+        let sha: &'static str = Box::leak(crate::digest::sha256_hex(bytes).into_boxed_str());
         EmbeddedFile { path: "_k.so", sha256: sha, bytes }
     }
 
@@ -327,7 +358,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&format!("{}: it is not a directory", not_a_dir.path().display())), "{text}");
         assert!(text.contains(&under_a_file.display().to_string()), "{text}");
-        assert!(text.contains("KERNELS_CACHE"), "{text}");
+        assert!(text.contains("KERNELS_RS_CACHE"), "{text}");
     }
 
     #[test]

@@ -41,7 +41,11 @@ fn library_name(dir: &Path) -> String {
 
 fn pin(dir: &Path, file: &str) -> PinnedFile {
     let bytes = std::fs::read(dir.join(file)).unwrap();
-    PinnedFile { path: leak(file.to_owned()), sha256: leak(metadata::sha256_hex(&bytes)), size: bytes.len() as u64 }
+    PinnedFile {
+        path: leak(file.to_owned()),
+        sha256: leak(kernels_runtime::digest::sha256_hex(&bytes)),
+        size: bytes.len() as u64,
+    }
 }
 
 /// What the build generates for the intact variant from `kernels.lock`.
@@ -134,7 +138,7 @@ fn cached_variants_load_only_with_the_pinned_hashes() {
     let LoadError::PinMismatch { path, expected, actual, .. } = &err else { panic!("{err}") };
     assert_eq!(path, &dir.join(METADATA_FILE));
     assert_eq!(expected, pins[0].metadata.sha256);
-    assert_eq!(actual, &metadata::sha256_hex(&std::fs::read(dir.join(METADATA_FILE)).unwrap()));
+    assert_eq!(actual, &kernels_runtime::digest::sha256_hex(&std::fs::read(dir.join(METADATA_FILE)).unwrap()));
     let msg = err.to_string();
     let meta_path = dir.join(METADATA_FILE).display().to_string();
     for part in [meta_path.as_str(), expected, actual, "cargo kernels download"] {
@@ -147,7 +151,7 @@ fn cached_variants_load_only_with_the_pinned_hashes() {
     let other = "c".repeat(40);
     let dir = snapshot(cache.path(), &other);
     let mut lib_pin = pins[0];
-    lib_pin.library.sha256 = leak(metadata::sha256_hex(b"other library"));
+    lib_pin.library.sha256 = leak(kernels_runtime::digest::sha256_hex(b"other library"));
     let lib_pins: &'static [CachedVariant] = Box::leak(Box::new([lib_pin]));
     let err = loader::load_cached(REPO, &other, lib_pins, &platform, Request::cpu()).unwrap_err();
     let msg = err.to_string();

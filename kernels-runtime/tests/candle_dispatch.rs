@@ -199,9 +199,9 @@ fn in_own_process(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, test)
-        .env(dispatch::LOCAL_KERNELS_ENV, format!("{REPO}={}", hub.display()))
-        .env_remove(dispatch::DISABLE_ENV)
-        .env_remove(dispatch::STRICT_ENV)
+        .env(kernels_runtime::env::LOCAL_KERNELS, format!("{REPO}={}", hub.display()))
+        .env_remove(kernels_runtime::env::DISABLE_MAPPING)
+        .env_remove(kernels_runtime::env::STRICT)
         .envs(env.iter().copied());
     let out = cmd.output().expect("the test binary runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -343,7 +343,7 @@ fn refused_inputs_and_kernel_failures_are_candle_errors() {
 
 #[test]
 fn fallbacks_use_the_candle_forward() {
-    in_own_process("fallbacks_use_the_candle_forward", &[(dispatch::DISABLE_ENV, "1")], || {
+    in_own_process("fallbacks_use_the_candle_forward", &[(kernels_runtime::env::DISABLE_MAPPING, "1")], || {
         let norm = RmsNorm::new(32);
         let x = tensor(2, 32, 10);
         let y = norm.kernel_forward(&x).unwrap();
@@ -357,7 +357,7 @@ fn fallbacks_use_the_candle_forward() {
 
 #[test]
 fn strict_mode_refusals_are_candle_errors() {
-    in_own_process("strict_mode_refusals_are_candle_errors", &[(dispatch::STRICT_ENV, "1")], || {
+    in_own_process("strict_mode_refusals_are_candle_errors", &[(kernels_runtime::env::STRICT, "1")], || {
         let err: candle_core::Error = Unmapped.kernel_forward(&tensor(1, 4, 11)).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("would use its Rust forward") && text.contains("strict mode"), "{text}");

@@ -224,7 +224,9 @@ fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD, test);
-    for var in [dispatch::DISABLE_ENV, dispatch::STRICT_ENV, dispatch::LOCAL_KERNELS_ENV] {
+    for var in
+        [kernels_runtime::env::DISABLE_MAPPING, kernels_runtime::env::STRICT, kernels_runtime::env::LOCAL_KERNELS]
+    {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -250,7 +252,7 @@ fn local_kernels() -> (&'static str, String) {
         h.damaged.display(),
         h.foreign.display()
     );
-    (dispatch::LOCAL_KERNELS_ENV, value)
+    (kernels_runtime::env::LOCAL_KERNELS, value)
 }
 
 // ---- tests --------------------------------------------------------------------------------
@@ -353,7 +355,7 @@ fn unmapped_layers_use_their_forward() {
 
 #[test]
 fn disable_kernel_mapping_uses_every_forward() {
-    let env = [local_kernels(), (dispatch::DISABLE_ENV, "1".to_owned())];
+    let env = [local_kernels(), (kernels_runtime::env::DISABLE_MAPPING, "1".to_owned())];
     in_own_process("disable_kernel_mapping_uses_every_forward", &env, || {
         let norm = RmsNorm::new(16);
         let x = HostTensor::new(values(16, 9), &[1, 16]).unwrap();
@@ -432,7 +434,7 @@ fn kernels_without_a_variant_for_this_machine_fall_back_with_the_trace() {
 
 #[test]
 fn strict_mode_turns_fallbacks_into_errors() {
-    let env = [local_kernels(), (dispatch::STRICT_ENV, "1".to_owned())];
+    let env = [local_kernels(), (kernels_runtime::env::STRICT, "1".to_owned())];
     in_own_process("strict_mode_turns_fallbacks_into_errors", &env, || {
         assert!(dispatch::is_strict());
         let layer = Unmapped::new(16);

@@ -227,7 +227,7 @@ fn a_tvm_ffi_runtime_other_than_the_pinned_one_fails_a_locked_build() {
     )
     .unwrap();
     let tvm = std::env::var_os("KERNELS_TVM_FFI_LIB").expect("KERNELS_TVM_FFI_LIB: run the tests with scripts/test.sh");
-    let local = kernels_runtime::metadata::sha256_hex(&std::fs::read(&tvm).unwrap());
+    let local = kernels_runtime::digest::sha256_hex(&std::fs::read(&tvm).unwrap());
     let run = |out: &str, locked: bool| {
         let mut vars = vec![("KERNELS_TVM_FFI_LIB", tvm.clone())];
         if locked {

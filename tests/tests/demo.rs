@@ -96,7 +96,8 @@ fn the_demo_runs_kernels_offline_and_from_an_empty_directory() {
     let tmp = tempfile::tempdir().unwrap();
 
     // In place, strict: a layer without its kernel would be an error.
-    let out = demo(&bin, tmp.path()).env("KERNELS_CACHE", tmp.path().join("cache")).env("KERNELS_STRICT", "1").output();
+    let out =
+        demo(&bin, tmp.path()).env("KERNELS_RS_CACHE", tmp.path().join("cache")).env("KERNELS_STRICT", "1").output();
     let stdout = output(out.unwrap(), "the demo");
     assert_kernels_on_cpu(&stdout);
 
@@ -131,7 +132,7 @@ fn the_demo_runs_kernels_offline_and_from_an_empty_directory() {
     // DISABLE_KERNEL_MAPPING=1: candle everywhere, the same output.
     let out = demo(&bin, tmp.path())
         .args(["--runs", "1"])
-        .env("KERNELS_CACHE", tmp.path().join("cache"))
+        .env("KERNELS_RS_CACHE", tmp.path().join("cache"))
         .env("DISABLE_KERNEL_MAPPING", "1")
         .output();
     let stdout = output(out.unwrap(), "the demo with DISABLE_KERNEL_MAPPING=1");

@@ -3,7 +3,7 @@
 
 use kernels_build::fetch::{Hub, HubSettings};
 use kernels_build::resolve::{self, Requested};
-use kernels_runtime::metadata::sha256_hex;
+use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::variant::Os;
 use kernels_tests::*;
 

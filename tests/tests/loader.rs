@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
+use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::ffi::{Arg, KernelError, TensorView};
 use kernels_runtime::loader::{self, EmbeddedFile, EmbeddedVariant, LoadError, Source};
-use kernels_runtime::metadata::{VerifyError, Violation, sha256_hex};
+use kernels_runtime::metadata::{VerifyError, Violation};
 use kernels_runtime::platform::Platform;
 use kernels_runtime::select::Request;
 use kernels_tests::*;
@@ -166,7 +167,7 @@ fn race_children(lib: &Path, n: usize, env: &[(&str, &std::ffi::OsStr)]) -> Vec<
         .map(|_| {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_unpack-child"));
             cmd.arg(lib).arg(start.to_string());
-            for key in ["KERNELS_CACHE", "KERNELS_UNPACK", "XDG_CACHE_HOME"] {
+            for key in ["KERNELS_RS_CACHE", "KERNELS_UNPACK", "XDG_CACHE_HOME"] {
                 cmd.env_remove(key);
             }
             cmd.envs(env.iter().copied());
@@ -185,7 +186,7 @@ fn assert_ok(out: &std::process::Output) {
 fn thirty_two_processes_unpacking_the_same_kernel_to_files_all_succeed_and_leave_one_file() {
     let lib = library_in(&only_variant(rust_cpu_kernel()));
     let cache = tempfile::tempdir().unwrap();
-    let env = [("KERNELS_UNPACK", "file".as_ref()), ("KERNELS_CACHE", cache.path().as_os_str())];
+    let env = [("KERNELS_UNPACK", "file".as_ref()), ("KERNELS_RS_CACHE", cache.path().as_os_str())];
     race_children(&lib, 32, &env).iter().for_each(assert_ok);
     let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     let sha = sha256_hex(&std::fs::read(&lib).unwrap());
@@ -200,11 +201,11 @@ fn kernels_run_without_any_writable_cache_directory() {
     let home = tempfile::NamedTempFile::new().unwrap();
     race_children(&lib, 4, &[("HOME", home.path().as_os_str())]).iter().for_each(assert_ok);
 
-    // Without memfd, a KERNELS_CACHE that names a file falls through to the per-user temp dir.
+    // Without memfd, a KERNELS_RS_CACHE that names a file falls through to the per-user temp dir.
     let tmp = tempfile::tempdir().unwrap();
     let env = [
         ("KERNELS_UNPACK", "file".as_ref()),
-        ("KERNELS_CACHE", home.path().as_os_str()),
+        ("KERNELS_RS_CACHE", home.path().as_os_str()),
         ("TMPDIR", tmp.path().as_os_str()),
     ];
     race_children(&lib, 4, &env).iter().for_each(assert_ok);
@@ -215,7 +216,7 @@ fn kernels_run_without_any_writable_cache_directory() {
     // And when nothing is usable, the error names each place and the fix.
     let env = [
         ("KERNELS_UNPACK", "file".as_ref()),
-        ("KERNELS_CACHE", home.path().as_os_str()),
+        ("KERNELS_RS_CACHE", home.path().as_os_str()),
         ("TMPDIR", home.path().as_os_str()),
     ];
     let out = &race_children(&lib, 1, &env)[0];
@@ -223,7 +224,7 @@ fn kernels_run_without_any_writable_cache_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot unpack the embedded kernel.so"), "{stderr}");
     assert!(stderr.contains(&format!("{}: it is not a directory", home.path().display())), "{stderr}");
-    assert!(stderr.contains("set KERNELS_CACHE to a directory owned by this user"), "{stderr}");
+    assert!(stderr.contains("set KERNELS_RS_CACHE to a directory owned by this user"), "{stderr}");
 }
 
 #[test]

@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::loader::{self, EmbeddedFile, EmbeddedVariant, LoadedKernel, Source};
-use kernels_runtime::metadata::sha256_hex;
 use kernels_tests::*;
 
 /// The one variant of a Hub-layout kernel, as the build would embed it.
@@ -63,7 +63,7 @@ fn embed_tvm_ffi() -> (&'static str, std::path::PathBuf) {
     let sha256: &'static str = Box::leak(sha256_hex(bytes).into_boxed_str());
     loader::provide_tvm_ffi(EmbeddedFile { path: "libtvm_ffi.so", sha256, bytes });
     // SAFETY: this binary's one test runs this before any other thread reads the environment.
-    unsafe { std::env::remove_var(kernels_runtime::ffi::TVM_FFI_LIB_ENV) };
+    unsafe { std::env::remove_var(kernels_runtime::env::TVM_FFI_LIB) };
     (sha256, path)
 }
 
@@ -96,7 +96,7 @@ fn two_embedded_kernels_each_run_their_own_code() {
     for loaded in [&cpp_kernel, &rust_kernel] {
         let shown = loaded.path().to_string_lossy().into_owned();
         if file_mode {
-            let cache = std::env::var("KERNELS_CACHE").unwrap();
+            let cache = std::env::var("KERNELS_RS_CACHE").unwrap();
             assert!(loaded.path().starts_with(&cache), "{shown} is not in {cache}");
         } else {
             assert!(shown.starts_with("memfd:kernels-rs:"), "{shown}");
@@ -119,8 +119,8 @@ fn from_the_file_cache(tvm_ffi: &Path) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "two_embedded_kernels_each_run_their_own_code", "--nocapture"])
         .env("KERNELS_UNPACK", "file")
-        .env("KERNELS_CACHE", cache.path())
-        .env(kernels_runtime::ffi::TVM_FFI_LIB_ENV, tvm_ffi)
+        .env("KERNELS_RS_CACHE", cache.path())
+        .env(kernels_runtime::env::TVM_FFI_LIB, tvm_ffi)
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -252,8 +252,8 @@ fn run(options: &Options) -> Result<bool, String> {
 
 /// What decided the layers: the kill switch, or the registry.
 fn layer_summary() -> String {
-    if std::env::var(dispatch::DISABLE_ENV).is_ok_and(|v| !v.is_empty() && v != "0") {
-        format!("{} is set", dispatch::DISABLE_ENV)
+    if kernels_runtime::env::flag(kernels_runtime::env::DISABLE_MAPPING) {
+        format!("{} is set", kernels_runtime::env::DISABLE_MAPPING)
     } else {
         let kernels: Vec<String> = __KERNELS_REGISTRY
             .kernels

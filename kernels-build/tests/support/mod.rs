@@ -71,7 +71,7 @@ impl Reply {
             status: 200,
             headers: vec![
                 ("x-repo-commit".into(), commit.into()),
-                ("etag".into(), format!("\"{}\"", kernels_runtime::metadata::sha256_hex(bytes))),
+                ("etag".into(), format!("\"{}\"", kernels_runtime::digest::sha256_hex(bytes))),
                 ("content-type".into(), "application/octet-stream".into()),
             ],
             body: bytes.to_vec(),

@@ -81,6 +81,6 @@ pub use elf::{TVM_FFI_LIBRARY, needed_libraries, needed_libraries_from, needs_tv
 pub use tensor::{MAX_NDIM, TensorError, TensorView};
 #[cfg(feature = "runtime")]
 pub use tvm_ffi::{
-    TVM_FFI_CONFIG, TVM_FFI_LIB_ENV, TvmFfiError, TvmFfiLibrary, TvmFfiOrigin, locate_tvm_ffi, preload_tvm_ffi,
-    preload_tvm_ffi_from, preloaded_tvm_ffi,
+    TVM_FFI_CONFIG, TvmFfiError, TvmFfiLibrary, TvmFfiOrigin, locate_tvm_ffi, preload_tvm_ffi, preload_tvm_ffi_from,
+    preloaded_tvm_ffi,
 };

@@ -18,10 +18,6 @@ use super::abi::{
 };
 use super::elf::TVM_FFI_LIBRARY;
 
-/// Environment variable naming the `libtvm_ffi.so` to preload (a file, or a directory holding
-/// it). Takes precedence over `tvm-ffi-config`.
-pub const TVM_FFI_LIB_ENV: &str = "KERNELS_TVM_FFI_LIB";
-
 /// The tool of the `apache-tvm-ffi` wheel that prints where the library is.
 pub const TVM_FFI_CONFIG: &str = "tvm-ffi-config";
 
@@ -30,7 +26,7 @@ pub const TVM_FFI_CONFIG: &str = "tvm-ffi-config";
 #[non_exhaustive]
 pub enum TvmFfiError {
     /// `KERNELS_TVM_FFI_LIB` names something that is not there.
-    #[error("{TVM_FFI_LIB_ENV}={path}: {source}; point it at libtvm_ffi.so (`tvm-ffi-config --libfiles` prints it)")]
+    #[error("{env}={path}: {source}; point it at libtvm_ffi.so (`tvm-ffi-config --libfiles` prints it)", env = crate::env::TVM_FFI_LIB)]
     EnvPath {
         /// The path the variable names.
         path: PathBuf,
@@ -40,8 +36,9 @@ pub enum TvmFfiError {
     },
     /// Neither the variable nor `tvm-ffi-config` gave a library.
     #[error(
-        "libtvm_ffi.so not found: {TVM_FFI_LIB_ENV} is unset and {reason}; install the runtime with \
-         `pip install apache-tvm-ffi` or set {TVM_FFI_LIB_ENV} to the library's path"
+        "libtvm_ffi.so not found: {env} is unset and {reason}; install the runtime with \
+         `pip install apache-tvm-ffi` or set {env} to the library's path",
+        env = crate::env::TVM_FFI_LIB
     )]
     NotFound {
         /// What went wrong with `tvm-ffi-config`.
@@ -137,7 +134,7 @@ static PRELOAD_LOCK: Mutex<()> = Mutex::new(());
 /// (A copy embedded by the build is the loader's to unpack; it then calls
 /// [`preload_tvm_ffi_from`] with the unpacked path.)
 pub fn locate_tvm_ffi() -> Result<PathBuf, TvmFfiError> {
-    locate_with(std::env::var_os(TVM_FFI_LIB_ENV), OsStr::new(TVM_FFI_CONFIG), CONFIG_TOOL_DEADLINE)
+    locate_with(crate::env::var_os(crate::env::TVM_FFI_LIB), OsStr::new(TVM_FFI_CONFIG), CONFIG_TOOL_DEADLINE)
 }
 
 /// How long `tvm-ffi-config --libdir` may take before it is killed.

@@ -74,7 +74,7 @@ fn probe_inner() -> Result<XpuInfo, String> {
         if total == 0 {
             return Err("Level Zero reports no GPU device".into());
         }
-        let oneapi_version = std::env::var("KERNELS_XPU_VERSION").ok().and_then(|s| {
+        let oneapi_version = crate::env::var(crate::env::XPU_VERSION).and_then(|s| {
             let (a, b) = s.trim().split_once('.')?;
             Some(Version::new(a.parse().ok()?, b.parse().ok()?))
         });

@@ -53,7 +53,7 @@ fn build_example_kernel() -> PathBuf {
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    kernels_runtime::metadata::sha256_hex(bytes)
+    kernels_runtime::digest::sha256_hex(bytes)
 }
 
 /// Lays `library` out as `<root>/build/<variant>/<id>.so` + `metadata.json`, as

@@ -3,9 +3,9 @@
 //! `unpack-child <library> <start-unix-ms>`: reads the library bytes as if embedded, waits
 //! until the start time so all children race, unpacks + loads + calls `rms_norm`, prints `ok`.
 
+use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::ffi::{Arg, TensorView};
 use kernels_runtime::loader::{EmbeddedFile, EmbeddedVariant, load_embedded};
-use kernels_runtime::metadata::sha256_hex;
 
 fn main() {
     let mut args = std::env::args().skip(1);
