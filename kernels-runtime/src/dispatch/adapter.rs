@@ -12,7 +12,7 @@ use crate::ffi::{DLDevice, Element, Stream, TensorError, TensorView};
 pub enum KernelValue<'a> {
     /// A tensor borrowed from the caller.
     View(&'a TensorView<'a>),
-    /// A tensor view made for the call (of a slice, a `Vec`, a [`HostTensor`]).
+    /// A tensor view made for the call (of a slice, a `Vec`, a [`HostTensor`](super::HostTensor)).
     Tensor(TensorView<'a>),
     /// A tensor view with what keeps its memory valid (e.g. a storage lock), released when
     /// the last clone of the value is dropped: what tensor adapters pass when a borrow of
@@ -26,7 +26,7 @@ pub enum KernelValue<'a> {
     Bool(bool),
     /// `None`, for optional parameters.
     None,
-    /// The value cannot be passed; the call fails with [`DispatchError::Argument`].
+    /// The value cannot be passed; the call fails with [`DispatchError::Argument`](super::DispatchError::Argument).
     Invalid(ArgError),
 }
 
@@ -105,7 +105,7 @@ pub trait HeldTensor: fmt::Debug + 'static {
 
 /// A value a layer can pass to its kernel function (an input, a field, a literal).
 ///
-/// Implemented for [`TensorView`]s, [`HostTensor`]s, slices, `Vec`s and arrays of tensor
+/// Implemented for [`TensorView`]s, [`HostTensor`](super::HostTensor)s, slices, `Vec`s and arrays of tensor
 /// elements (1-D tensors), `f32`/`f64`, the integer types, `bool`, `Option`s (`None` is passed
 /// as the ABI's none) and references to any of these. Tensor adapters implement it for their
 /// tensor types.
@@ -130,7 +130,7 @@ pub trait KernelArg {
 
 /// An allocation a kernel writes its result into (`output = …` of `#[kernelize]`).
 ///
-/// Implemented for [`HostTensor`]s, `Vec`s and arrays of tensor elements (1-D) and
+/// Implemented for [`HostTensor`](super::HostTensor)s, `Vec`s and arrays of tensor elements (1-D) and
 /// [`TensorView`]s of writable memory (see [`TensorView::from_raw_parts`]).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot receive a kernel's output",

@@ -36,9 +36,7 @@ pub enum FallbackReason {
     },
     /// The device is not present or not usable.
     NoDevice {
-        /// The device kind.
         device: BackendKind,
-        /// Its ordinal.
         ordinal: u32,
         /// What the platform probe said.
         reason: String,
@@ -64,7 +62,6 @@ pub enum FallbackReason {
     NoVariant {
         /// The kernel's local name.
         kernel: String,
-        /// Its repo.
         repo: String,
         /// Why each candidate was rejected; `None` when there were no candidates.
         trace: Option<Box<DecisionTrace>>,
@@ -73,18 +70,14 @@ pub enum FallbackReason {
     LoadFailed {
         /// The kernel's local name.
         kernel: String,
-        /// Its repo.
         repo: String,
-        /// What went wrong.
         error: Arc<LoadError>,
     },
     /// The library does not export the mapped function.
     MissingSymbol {
         /// The kernel's local name.
         kernel: String,
-        /// The function.
         function: String,
-        /// What went wrong.
         error: Arc<LoadError>,
     },
 }
@@ -167,7 +160,6 @@ impl fmt::Display for FallbackReason {
 pub struct KernelChoice {
     /// The kernel's local name (`[kernels.<name>]`).
     pub kernel: String,
-    /// Its repo.
     pub repo: String,
     /// The function called.
     pub function: String,

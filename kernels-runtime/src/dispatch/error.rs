@@ -14,7 +14,6 @@ pub enum DispatchError {
     /// The kernel ran and reported an error.
     #[error("layer `{layer}`: {source}")]
     Kernel {
-        /// The layer.
         layer: &'static str,
         /// The kernel's error.
         #[source]
@@ -23,7 +22,6 @@ pub enum DispatchError {
     /// An argument could not be converted for the kernel.
     #[error("layer `{layer}`: argument {index} (`{name}`) cannot be passed to the kernel: {error}")]
     Argument {
-        /// The layer.
         layer: &'static str,
         /// Position in `args`.
         index: usize,

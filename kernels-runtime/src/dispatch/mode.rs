@@ -63,7 +63,7 @@ const STRICT_ON: u8 = 2;
 static STRICT: AtomicU8 = AtomicU8::new(STRICT_UNSET);
 
 /// Turns strict mode on or off for the whole process, overriding `KERNELS_STRICT`. In strict
-/// mode a layer that would use its Rust forward returns [`DispatchError::Strict`] instead.
+/// mode a layer that would use its Rust forward returns [`DispatchError::Strict`](super::DispatchError::Strict) instead.
 pub fn set_strict(on: bool) {
     STRICT.store(if on { STRICT_ON } else { STRICT_OFF }, Ordering::Relaxed);
 }
