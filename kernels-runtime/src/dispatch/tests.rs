@@ -193,6 +193,55 @@ fn load_failures_fall_back_with_the_loader_error() {
     );
 }
 
+/// Two GPUs of different capability in one process: each decision is made for its own device.
+/// The only CUDA variant is built for sm_90, so device 0 (9.0) selects it, and device 1 (8.0)
+/// is explained by the trace, whatever the order of the calls.
+#[test]
+fn each_gpu_gets_its_own_decision() {
+    let variant: &'static str =
+        Box::leak(format!("tvm-ffi01-cu130-{}-{}", CpuArch::current(), Os::current()).into_boxed_str());
+    let variants: &'static [EmbeddedVariant] = Box::leak(Box::new([EmbeddedVariant {
+        variant,
+        archs: &["9.0"],
+        library: EmbeddedFile { path: "_norm.so", sha256: "00", bytes: b"sm_90 only" },
+    }]));
+    let kernels: &'static [KernelEntry] = Box::leak(Box::new([KernelEntry {
+        name: "norm",
+        repo: "kernels-test/norm",
+        commit: None,
+        variants,
+        cached: &[],
+    }]));
+    let reg = Registry { kernels, ..registry(&[]) };
+    let two_gpus = cpu_platform().with_cuda(CudaInfo {
+        driver_version: Version::new(13, 0),
+        devices: vec![
+            CudaDevice { ordinal: 0, name: "H200".into(), capability: Version::new(9, 0) },
+            CudaDevice { ordinal: 1, name: "A100".into(), capability: Version::new(8, 0) },
+        ],
+    });
+    let cuda1 = Target::Device(BackendKind::Cuda, 1);
+    for order in [[CUDA0, cuda1], [cuda1, CUDA0]] {
+        for target in order {
+            let d = decide(&reg, "Norm", target, Mode::Inference, &Settings::default(), &two_gpus);
+            match target {
+                // Selected for sm_90; the stand-in bytes then fail their digest, which only a
+                // selected variant reaches.
+                CUDA0 => assert!(
+                    matches!(fallback(&d), FallbackReason::LoadFailed { error, .. } if matches!(**error, LoadError::DigestMismatch { .. })),
+                    "{:?}",
+                    d.choice
+                ),
+                _ => {
+                    let trace = fallback(&d).trace().expect("a selection trace");
+                    assert_eq!(trace.chosen(), None, "{trace}");
+                    assert!(trace.to_string().contains("8.0"), "{trace}");
+                }
+            }
+        }
+    }
+}
+
 /// On this machine's real platform: CUDA device 0 is either absent (no device) or has a
 /// capability that a range above it excludes and a range around it admits.
 #[test]
