@@ -10,6 +10,8 @@ use std::path::PathBuf;
 pub const STRICT: &str = "KERNELS_STRICT";
 /// Every layer uses its Rust forward, as upstream's `DISABLE_KERNEL_MAPPING`.
 pub const DISABLE_MAPPING: &str = "DISABLE_KERNEL_MAPPING";
+/// Layers, kernels or repos whose kernels are turned off (comma separated).
+pub const DISABLE: &str = "KERNELS_DISABLE";
 /// Local kernel directories, `org/repo=path:…`, as upstream.
 pub const LOCAL_KERNELS: &str = "LOCAL_KERNELS";
 /// `memfd` (default) or `file`: how embedded libraries are materialised.

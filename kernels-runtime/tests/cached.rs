@@ -160,7 +160,7 @@ fn cached_variants_load_only_with_the_pinned_hashes() {
     assert!(!is_mapped(&dir.join(pins[0].library.path)), "the refused library was loaded");
 
     // Dispatch falls back to the Rust forward, saying why; the pinned snapshot is used.
-    let settings = Settings { disable_mapping: false, local_kernels: None };
+    let settings = Settings::default();
     let cpu = Target::of(None);
     let d = decide(registry(&replaced, pins), "RMSNorm", cpu, Mode::Inference, &settings, &platform);
     assert!(matches!(&d.choice, Choice::Fallback(_)), "{}", d.choice);

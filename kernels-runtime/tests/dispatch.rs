@@ -224,9 +224,12 @@ fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD, test);
-    for var in
-        [kernels_runtime::env::DISABLE_MAPPING, kernels_runtime::env::STRICT, kernels_runtime::env::LOCAL_KERNELS]
-    {
+    for var in [
+        kernels_runtime::env::DISABLE_MAPPING,
+        kernels_runtime::env::DISABLE,
+        kernels_runtime::env::STRICT,
+        kernels_runtime::env::LOCAL_KERNELS,
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -361,8 +364,96 @@ fn disable_kernel_mapping_uses_every_forward() {
         let x = HostTensor::new(values(16, 9), &[1, 16]).unwrap();
         norm.kernel_forward(&x).unwrap();
         assert_eq!(norm.forward_calls(), 1);
-        assert!(matches!(fallback_of("RMSNorm", Mode::Inference), FallbackReason::Disabled));
+        assert!(matches!(
+            fallback_of("RMSNorm", Mode::Inference),
+            FallbackReason::Disabled { by: dispatch::Switch::All }
+        ));
         assert_eq!(log_lines("DISABLE_KERNEL_MAPPING is set").len(), 1, "{}", logs());
+    });
+}
+
+#[test]
+fn kernels_disable_turns_off_named_layers_and_kernels_even_in_strict_mode() {
+    let env = [
+        local_kernels(),
+        (kernels_runtime::env::DISABLE, "RMSNorm, Nope".to_owned()),
+        (kernels_runtime::env::STRICT, "1".to_owned()),
+    ];
+    in_own_process("kernels_disable_turns_off_named_layers_and_kernels_even_in_strict_mode", &env, || {
+        let x = HostTensor::new(values(32, 21), &[2, 16]).unwrap();
+        let norm = RmsNorm::new(16);
+        let out = norm.kernel_forward(&x).expect("an explicit disable is not a strict-mode error");
+        assert_eq!(norm.forward_calls(), 1);
+        assert_eq!(out, norm.forward(&x).unwrap());
+        let reason = fallback_of("RMSNorm", Mode::Inference);
+        assert!(
+            matches!(&reason, FallbackReason::Disabled { by: dispatch::Switch::Env(n) } if n == "RMSNorm"),
+            "{reason:?}"
+        );
+        // Another layer of the same kernel still runs it.
+        let add = AddRmsNorm { weight: vec![1.0; 16], eps: 1e-6 };
+        add.kernel_forward(&x, &x).unwrap();
+        assert!(matches!(resolution("AddRMSNorm", Mode::Inference).choice(), Choice::Kernel(_)));
+        let text = report().to_string();
+        assert!(text.contains("Rust forward: KERNELS_DISABLE names `RMSNorm`"), "{text}");
+        // One warning for the unknown name, naming what is known.
+        let warnings = log_lines("`Nope`");
+        assert_eq!(warnings.len(), 1, "{}", logs());
+        assert!(warnings[0].contains("RMSNorm") && warnings[0].contains("ops (kernels-test/rust-cpu)"), "{}", logs());
+    });
+}
+
+#[test]
+fn kernels_disable_by_kernel_name_turns_off_every_layer_of_it() {
+    let env = [local_kernels(), (kernels_runtime::env::DISABLE, "ops".to_owned())];
+    in_own_process("kernels_disable_by_kernel_name_turns_off_every_layer_of_it", &env, || {
+        let x = HostTensor::new(values(16, 22), &[1, 16]).unwrap();
+        let norm = RmsNorm::new(16);
+        norm.kernel_forward(&x).unwrap();
+        AddRmsNorm { weight: vec![1.0; 16], eps: 1e-6 }.kernel_forward(&x, &x).unwrap();
+        assert_eq!(norm.forward_calls(), 1);
+        for layer in ["RMSNorm", "AddRMSNorm"] {
+            let reason = fallback_of(layer, Mode::Inference);
+            assert_eq!(reason.to_string(), "KERNELS_DISABLE names `ops`");
+        }
+        assert!(log_lines("does not know").is_empty(), "{}", logs());
+    });
+}
+
+#[test]
+fn layers_and_kernels_can_be_turned_off_at_run_time() {
+    let env = [local_kernels(), (kernels_runtime::env::STRICT, "1".to_owned())];
+    in_own_process("layers_and_kernels_can_be_turned_off_at_run_time", &env, || {
+        let x = HostTensor::new(values(16, 23), &[1, 16]).unwrap();
+        let norm = RmsNorm::new(16);
+        norm.kernel_forward(&x).unwrap();
+        assert_eq!(norm.forward_calls(), 0, "the kernel runs");
+
+        dispatch::disable("RMSNorm");
+        norm.kernel_forward(&x).expect("not a strict-mode error");
+        assert_eq!(norm.forward_calls(), 1);
+        let text = report().to_string();
+        assert!(text.contains("turned off at run time (`dispatch::disable(\"RMSNorm\")`)"), "{text}");
+        let r = resolution("RMSNorm", Mode::Inference);
+        assert_eq!(r.switched_off(), Some(dispatch::Switch::Api("RMSNorm".into())));
+        // Other threads see a process-wide switch too.
+        std::thread::scope(|s| s.spawn(|| norm.kernel_forward(&x).unwrap()).join().unwrap());
+        assert_eq!(norm.forward_calls(), 2);
+        assert!(dispatch::enable("RMSNorm"));
+        assert!(!dispatch::enable("RMSNorm"));
+        norm.kernel_forward(&x).unwrap();
+        assert_eq!(norm.forward_calls(), 2, "the kernel again");
+
+        // Scoped to this thread, by kernel name, and restored afterwards.
+        dispatch::with_disabled(&["ops"], || {
+            norm.kernel_forward(&x).unwrap();
+            assert_eq!(norm.forward_calls(), 3);
+            std::thread::scope(|s| s.spawn(|| norm.kernel_forward(&x).unwrap()).join().unwrap());
+            assert_eq!(norm.forward_calls(), 3, "another thread still runs the kernel");
+        });
+        norm.kernel_forward(&x).unwrap();
+        assert_eq!(norm.forward_calls(), 3);
+        assert!(resolution("RMSNorm", Mode::Inference).switched_off().is_none());
     });
 }
 

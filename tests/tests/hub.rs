@@ -138,7 +138,7 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
         }]));
         Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
     };
-    let settings = Settings { disable_mapping: false, local_kernels: None };
+    let settings = Settings::default();
     let cpu = Target::of(None);
     let d = decide(registry(commit.clone()), "RMSNorm", cpu, Mode::Inference, &settings, &Platform::detect());
     assert!(matches!(&d.choice, Choice::Kernel(k) if k.source == Source::Cached), "{}", d.choice);

@@ -10,7 +10,8 @@ use crate::registry::Registry;
 use crate::select::DecisionTrace;
 use crate::variant::BackendKind;
 
-use super::decide::Choice;
+use super::decide::{Choice, FallbackReason};
+use super::disable::{self, Switch};
 use super::mode::Mode;
 use super::target::Target;
 
@@ -57,6 +58,20 @@ impl Resolution {
     /// What it uses.
     pub fn choice(&self) -> &Choice {
         &self.choice
+    }
+
+    /// The run-time switch ([`disable`](super::disable), [`with_disabled`](super::with_disabled))
+    /// that turns this layer's kernel off now, on this thread, if any.
+    pub fn switched_off(&self) -> Option<Switch> {
+        match &self.choice {
+            Choice::Kernel(k) => disable::at_run_time(self.layer, &k.kernel, &k.repo),
+            Choice::Fallback(_) => None,
+        }
+    }
+
+    /// Whether a switch turned the kernel off (when deciding, or now at run time).
+    pub fn is_disabled(&self) -> bool {
+        matches!(self.choice, Choice::Fallback(FallbackReason::Disabled { .. })) || self.switched_off().is_some()
     }
 
     /// The variant selection trace, when variants were considered.

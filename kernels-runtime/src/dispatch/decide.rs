@@ -13,6 +13,7 @@ use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Registry, pick_m
 use crate::select::{DecisionTrace, Request};
 use crate::variant::{BackendKind, Version};
 
+use super::disable::{self, Switch};
 use super::mode::{Mode, Settings};
 use super::target::Target;
 
@@ -20,8 +21,11 @@ use super::target::Target;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum FallbackReason {
-    /// `DISABLE_KERNEL_MAPPING` is set.
-    Disabled,
+    /// A switch turned the layer's kernel off (this is not a failure, and strict mode allows it).
+    Disabled {
+        /// Which switch.
+        by: Switch,
+    },
     /// The tensors live on a kind of device no kernel variant targets.
     UnsupportedDevice {
         /// The DLPack device type.
@@ -107,7 +111,7 @@ impl FallbackReason {
 impl fmt::Display for FallbackReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FallbackReason::Disabled => write!(f, "{} is set", env::DISABLE_MAPPING),
+            FallbackReason::Disabled { by } => write!(f, "{by}"),
             FallbackReason::UnsupportedDevice { device_type } => {
                 write!(f, "its tensors are on {} devices, which no kernel variant targets", DLDeviceType(*device_type))
             }
@@ -234,7 +238,13 @@ pub fn decide(
     platform: &Platform,
 ) -> Decision {
     if settings.disable_mapping {
-        return Decision::fallback(FallbackReason::Disabled);
+        return Decision::fallback(FallbackReason::Disabled { by: Switch::All });
+    }
+    if !settings.disabled.is_empty() {
+        disable::warn_unknown(registry, &settings.disabled);
+        if let Some(name) = settings.disabled.iter().find(|n| *n == layer) {
+            return Decision::fallback(FallbackReason::Disabled { by: Switch::Env(name.clone()) });
+        }
     }
     let (kind, ordinal) = match target {
         Target::Device(kind, ordinal) => (kind, ordinal),
@@ -279,6 +289,9 @@ pub fn decide(
     let Some(entry) = registry.kernel(mapping.kernel) else {
         return Decision::fallback(FallbackReason::UnknownKernel { kernel: mapping.kernel.to_owned() });
     };
+    if let Some(name) = settings.disabled.iter().find(|n| disable::names(n, layer, entry.name, entry.repo)) {
+        return Decision::fallback(FallbackReason::Disabled { by: Switch::Env(name.clone()) });
+    }
     if let Some(lib) = registry.tvm_ffi {
         loader::provide_tvm_ffi(lib);
     }

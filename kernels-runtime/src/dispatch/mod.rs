@@ -89,6 +89,7 @@
 mod adapter;
 mod cache;
 mod decide;
+mod disable;
 mod error;
 mod host_tensor;
 mod mode;
@@ -105,6 +106,7 @@ use crate::platform::Platform;
 pub use adapter::{AdapterError, ArgError, HeldTensor, KernelArg, KernelOutput, KernelValue};
 pub use cache::Resolution;
 pub use decide::{Choice, Decision, FallbackReason, KernelChoice, decide};
+pub use disable::{Switch, disable, enable, with_disabled};
 pub use error::DispatchError;
 pub use host_tensor::HostTensor;
 pub use mode::{Mode, Settings, is_strict, set_strict, with_mode};

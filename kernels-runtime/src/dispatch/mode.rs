@@ -89,14 +89,17 @@ pub struct Settings {
     pub disable_mapping: bool,
     /// `LOCAL_KERNELS`, unparsed.
     pub local_kernels: Option<String>,
+    /// `KERNELS_DISABLE`: layers, kernels or repos whose kernels are off.
+    pub disabled: Vec<String>,
 }
 
 impl Settings {
-    /// Reads `DISABLE_KERNEL_MAPPING` and `LOCAL_KERNELS`.
+    /// Reads `DISABLE_KERNEL_MAPPING`, `LOCAL_KERNELS` and `KERNELS_DISABLE`.
     pub fn from_env() -> Self {
         Settings {
             disable_mapping: env::flag(env::DISABLE_MAPPING),
             local_kernels: env::var(env::LOCAL_KERNELS).filter(|v| !v.trim().is_empty()),
+            disabled: env::var(env::DISABLE).map(|v| super::disable::parse(&v)).unwrap_or_default(),
         }
     }
 }

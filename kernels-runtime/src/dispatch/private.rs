@@ -10,6 +10,7 @@ use crate::registry::Registry;
 use super::adapter::KernelValue;
 use super::cache::{Resolution, SLOTS, State, log_resolution, slot_index, state};
 use super::decide::decide;
+use super::disable;
 use super::mode::{Mode, Settings, is_strict};
 use super::platform;
 use super::target::Target;
@@ -78,8 +79,9 @@ impl Layer {
             None => self.resolve(target, mode, None),
         };
         match &resolution.function {
+            Some(_) if disable::any_at_run_time() && resolution.switched_off().is_some() => Ok(None),
             Some(function) => Ok(Some(Bound { function, resolution })),
-            None if is_strict() => Err(DispatchError::Strict { resolution }),
+            None if is_strict() && !resolution.is_disabled() => Err(DispatchError::Strict { resolution }),
             None => Ok(None),
         }
     }

@@ -96,7 +96,10 @@ impl fmt::Display for Report {
                     r.type_name.to_owned(),
                     r.target.to_string(),
                     r.mode.to_string(),
-                    r.choice.to_string(),
+                    match r.switched_off() {
+                        Some(by) => format!("Rust forward: {by} (else {})", r.choice),
+                        None => r.choice.to_string(),
+                    },
                 ]);
             }
         }

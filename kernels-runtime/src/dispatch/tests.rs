@@ -86,11 +86,28 @@ const CUDA0: Target = Target::Device(BackendKind::Cuda, 0);
 #[test]
 fn disabled_mapping_wins_over_everything() {
     let reg = registry(&[]);
-    let settings = Settings { disable_mapping: true, local_kernels: None };
+    let settings = Settings { disable_mapping: true, ..Settings::default() };
     let d = decide(&reg, "Norm", CPU, Mode::Inference, &settings, &cpu_platform());
-    assert!(matches!(fallback(&d), FallbackReason::Disabled));
+    assert!(matches!(fallback(&d), FallbackReason::Disabled { by: Switch::All }));
     assert!(!fallback(&d).is_failure());
     assert_eq!(fallback(&d).to_string(), "DISABLE_KERNEL_MAPPING is set");
+}
+
+#[test]
+fn kernels_disable_names_layers_kernels_or_repos() {
+    let reg = registry(&[]);
+    for name in ["Norm", "norm", "kernels-test/norm"] {
+        let settings = Settings { disabled: vec!["Other".into(), name.into()], ..Settings::default() };
+        let d = decide(&reg, "Norm", CPU, Mode::Inference, &settings, &cpu_platform());
+        let reason = fallback(&d);
+        assert!(matches!(reason, FallbackReason::Disabled { by: Switch::Env(n) } if n == name), "{reason:?}");
+        assert!(!reason.is_failure());
+        assert_eq!(reason.to_string(), format!("KERNELS_DISABLE names `{name}`"));
+    }
+    // Names of other layers and kernels leave the decision alone.
+    let settings = Settings { disabled: vec!["Act".into(), "act".into()], ..Settings::default() };
+    let d = decide(&reg, "Norm", CPU, Mode::Inference, &settings, &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::NoVariant { .. }), "{:?}", d.choice);
 }
 
 #[test]
@@ -181,12 +198,12 @@ fn load_failures_fall_back_with_the_loader_error() {
     assert!(matches!(**error, LoadError::DigestMismatch { .. }), "{error}");
 
     // A malformed LOCAL_KERNELS, and one naming a directory that does not exist.
-    let settings = Settings { disable_mapping: false, local_kernels: Some("kernels-test/act".into()) };
+    let settings = Settings { local_kernels: Some("kernels-test/act".into()), ..Settings::default() };
     let d = decide(&reg, "Act", CPU, Mode::Inference, &settings, &cpu_platform());
     assert!(
         matches!(fallback(&d), FallbackReason::LoadFailed { error, .. } if matches!(**error, LoadError::LocalKernels(_)))
     );
-    let settings = Settings { disable_mapping: false, local_kernels: Some("kernels-test/act=/nonexistent/k".into()) };
+    let settings = Settings { local_kernels: Some("kernels-test/act=/nonexistent/k".into()), ..Settings::default() };
     let d = decide(&reg, "Act", CPU, Mode::Inference, &settings, &cpu_platform());
     assert!(
         matches!(fallback(&d), FallbackReason::LoadFailed { error, .. } if matches!(**error, LoadError::Io { .. }))
