@@ -850,14 +850,6 @@ impl Decision {
     }
 }
 
-fn describe_range(r: &CapabilityRange) -> String {
-    let end = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
-    match r.max {
-        Some(_) => format!("{}..={}", end(r.min), end(r.max)),
-        None => format!("{}..", end(r.min)),
-    }
-}
-
 /// Decides what `layer` uses on `target` in `mode`: the steps of the [module docs](self).
 /// Loads the kernel library when one is chosen; does not log or cache (the layers do).
 pub fn decide(
@@ -903,7 +895,7 @@ pub fn decide(
         if let (Some(cc), None) = (capability, pick_mapping(mappings.iter().copied(), capability, false)) {
             let ranges = mappings
                 .iter()
-                .filter_map(|m| m.capability.map(|r| format!("{} {}", m.kernel, describe_range(&r))))
+                .filter_map(|m| m.capability.map(|r| format!("{} {r}", m.kernel)))
                 .collect();
             return Decision::fallback(FallbackReason::Capability { capability: cc, ranges });
         }
