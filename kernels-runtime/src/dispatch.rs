@@ -893,10 +893,7 @@ pub fn decide(
     let training = mode == Mode::Training;
     let Some(mapping) = pick_mapping(mappings.iter().copied(), capability, training) else {
         if let (Some(cc), None) = (capability, pick_mapping(mappings.iter().copied(), capability, false)) {
-            let ranges = mappings
-                .iter()
-                .filter_map(|m| m.capability.map(|r| format!("{} {r}", m.kernel)))
-                .collect();
+            let ranges = mappings.iter().filter_map(|m| m.capability.map(|r| format!("{} {r}", m.kernel))).collect();
             return Decision::fallback(FallbackReason::Capability { capability: cc, ranges });
         }
         let mut kernels: Vec<String> = mappings.iter().map(|m| m.kernel.to_owned()).collect();

@@ -20,8 +20,8 @@ use crate::ffi::{KernelFunction, ResolveError};
 use crate::hub_cache;
 use crate::metadata::{self, Metadata, VerifyError};
 use crate::platform::Platform;
-pub use crate::registry::{EmbeddedFile, EmbeddedVariant};
 use crate::registry::{CachedVariant, PinnedFile};
+pub use crate::registry::{EmbeddedFile, EmbeddedVariant};
 use crate::select::{Candidate, DecisionTrace, Request, select};
 use crate::unpack::{self, Strategy};
 
