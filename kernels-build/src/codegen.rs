@@ -62,17 +62,13 @@ pub struct GenVariant {
 /// A layer mapping as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenLayer {
-    /// Layer name.
     pub layer: String,
-    /// Device kind.
     pub device: BackendKind,
     /// Local kernel name.
     pub kernel: String,
-    /// Exported function.
     pub function: String,
     /// Inclusive capability range, either end open; `None` serves every GPU.
     pub capability: Option<CapabilityRange>,
-    /// Modes served.
     pub mode: ModeSupport,
 }
 
@@ -81,14 +77,12 @@ pub struct GenLayer {
 pub struct GenRuntimeLib {
     /// File name (`libtvm_ffi.so`).
     pub file: String,
-    /// Bytes.
     pub bytes: Vec<u8>,
 }
 
 /// Everything the registry holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GenRegistry {
-    /// Kernels.
     pub kernels: Vec<GenKernel>,
     /// Layer mappings, in declaration order within a layer and device.
     pub layers: Vec<GenLayer>,

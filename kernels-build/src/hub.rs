@@ -117,7 +117,7 @@ fn shown(value: &str) -> String {
 pub enum FetchError {
     /// Network use is needed but switched off.
     #[error(
-        "{what}: not in the Hub cache ({cache}) and the network is off ({why}); run `cargo kernels download` with network access, or unset HF_HUB_OFFLINE/CARGO_NET_OFFLINE"
+        "{what}: not in the Hub cache ({cache}) and the network is off ({why}); run `cargo kernels download` with network access, or unset {HF_HUB_OFFLINE}/{CARGO_NET_OFFLINE}"
     )]
     Offline {
         /// What was needed.
@@ -125,7 +125,7 @@ pub enum FetchError {
         /// The cache searched.
         cache: PathBuf,
         /// Which setting turned the network off.
-        why: &'static str,
+        why: String,
     },
     /// The Hub answered with an error, an answer that cannot be used, or not at all.
     #[error("{what}: {} (endpoint {endpoint})", error_chain(.source))]
@@ -141,7 +141,6 @@ pub enum FetchError {
     /// A version's branch does not exist.
     #[error("{repo}: no branch `{branch}` (version {version}); branches: {available}")]
     NoSuchVersion {
-        /// Repo.
         repo: String,
         /// `v<N>`.
         branch: String,
@@ -155,9 +154,7 @@ pub enum FetchError {
         "{repo}@{commit}: {path} has sha256 {actual}, expected {expected}; the damaged copy was removed from the cache"
     )]
     Mismatch {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
         /// Path in the repo.
         path: String,
@@ -171,9 +168,7 @@ pub enum FetchError {
         "{repo}@{commit}: {path} arrived with {actual} bytes, the Hub lists {expected}; the copy was removed from the cache"
     )]
     Size {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
         /// Path in the repo.
         path: String,
@@ -187,9 +182,7 @@ pub enum FetchError {
         "{repo}@{commit}: {path} is larger than the {limit} bytes it may have; the download was stopped and nothing was kept"
     )]
     TooLarge {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
         /// Path in the repo.
         path: String,
@@ -200,11 +193,8 @@ pub enum FetchError {
     /// listed entry that cannot be used.
     #[error("{repo}@{commit}: {}: {why}; nothing was read or written for it", shown(.path))]
     UnsafePath {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
-        /// The path.
         path: String,
         /// What is wrong with it.
         why: String,
@@ -212,19 +202,13 @@ pub enum FetchError {
     /// A commit that is not a commit id, so it cannot name a snapshot directory.
     #[error("{repo}: {} is not a commit id (40 or 64 lowercase hex digits)", shown(.commit))]
     Commit {
-        /// Repo.
         repo: String,
         /// The value.
         commit: String,
     },
     /// Reading or writing the cache failed.
     #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A repo id is not `org/name`.
     #[error("`{0}` is not a Hub repo id of the form `org/name`")]
     RepoId(String),
@@ -447,7 +431,7 @@ impl Hub {
             return Err(FetchError::Offline {
                 what: what.to_owned(),
                 cache: self.settings.cache_dir.clone(),
-                why: "HF_HUB_OFFLINE or CARGO_NET_OFFLINE is set",
+                why: format!("{HF_HUB_OFFLINE} or {CARGO_NET_OFFLINE} is set"),
             });
         }
         let http = match self.http.take() {

@@ -94,14 +94,15 @@ pub enum BuildError {
         /// What is stale.
         stale: lock::StaleLock,
         /// Why resolving is not allowed.
-        why: &'static str,
+        why: String,
     },
     /// The local `libtvm_ffi.so` is not the one `kernels.lock` pins, and the build is locked.
     #[error(
         "{} (sha256 {found}) differs from the libtvm_ffi.so pinned in kernels.lock ({source_name}, sha256 {pinned}) \
-         and the build is locked{why}: point KERNELS_TVM_FFI_LIB at the pinned {source_name}, or run `cargo kernels lock` \
+         and the build is locked{why}: point {} at the pinned {source_name}, or run `cargo kernels lock` \
          to pin the local one",
-        path.display()
+        path.display(),
+        kernels_runtime::env::TVM_FFI_LIB
     )]
     TvmFfiPin {
         /// The local library.
@@ -113,7 +114,7 @@ pub enum BuildError {
         /// Where the pinned one came from (`apache-tvm-ffi==…`).
         source_name: String,
         /// Why the build is locked.
-        why: &'static str,
+        why: String,
     },
     /// The target has no variants.
     #[error(transparent)]
@@ -123,7 +124,6 @@ pub enum BuildError {
     Resolve {
         /// Local name.
         name: String,
-        /// Why.
         source: Box<resolve::ResolveError>,
     },
     /// Fetching or verifying a variant failed.
@@ -131,9 +131,7 @@ pub enum BuildError {
     Variant {
         /// Local name.
         name: String,
-        /// Variant.
         variant: String,
-        /// Why.
         source: Box<verify::VariantError>,
     },
     /// A local kernel could not be built or verified.
@@ -141,19 +139,12 @@ pub enum BuildError {
     Local {
         /// Local name.
         name: String,
-        /// Its path.
         path: PathBuf,
-        /// Why.
         source: Box<local::LocalError>,
     },
     /// Writing the generated files failed.
     #[error("writing {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// What a build did, for tests and tools.

@@ -134,12 +134,7 @@ pub struct RuntimePin {
 pub enum LockError {
     /// The file exists but could not be read.
     #[error("{}: cannot read the kernels lock: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The file has errors, each at `file:line:column` with its key, one per line.
     #[error("{}\nfix it, or delete it and run `{LOCK_COMMAND}` to write it again", join_lines(.0))]
     Invalid(Vec<Diagnostic>),

@@ -60,15 +60,15 @@ pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Ou
     let mut pins = lock.clone().unwrap_or_default();
     let mut proposed_lock = None;
     let locked_by = if locked == Some(true) {
-        Some(" (the build was told to stay locked)")
+        Some(" (the build was told to stay locked)".to_owned())
     } else if locked.is_none() && env.flag(LOCKED) {
-        Some(" (KERNELS_LOCKED is set)")
+        Some(format!(" ({LOCKED} is set)"))
     } else {
         None
     };
     if let Err(stale) = Lock::check(&lock_path, lock.as_ref(), &manifest) {
-        if let Some(why) = locked_by {
-            return Err(BuildError::Locked { stale, why });
+        if let Some(why) = &locked_by {
+            return Err(BuildError::Locked { stale, why: why.clone() });
         }
         pins = resolve::relock(&manifest, lock.as_ref(), &mut hub, false, |_| {})
             .map_err(|e| BuildError::Resolve { name: e.name, source: e.source })?;
@@ -161,7 +161,7 @@ pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Ou
             mode: l.mode,
         })
         .collect();
-    generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), locked_by, out)?;
+    generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), locked_by.as_deref(), out)?;
 
     let registry = codegen::write(&kernels_dir, &generated)
         .map_err(|source| BuildError::Io { path: kernels_dir.join("registry.rs"), source })?;
@@ -247,7 +247,7 @@ fn runtime_library(
     generated: &GenRegistry,
     env: &Env,
     pin: Option<&RuntimePin>,
-    locked_by: Option<&'static str>,
+    locked_by: Option<&str>,
     out: &mut CargoOutput,
 ) -> Result<Option<GenRuntimeLib>, BuildError> {
     if !generated.kernels.iter().flat_map(|k| &k.variants).any(|v| v.needs_tvm_ffi) {
@@ -259,9 +259,9 @@ fn runtime_library(
         None => locate_tvm_ffi().ok(),
     };
     let Some(path) = located.filter(|p| p.is_file()) else {
-        out.warning(
-            "an embedded kernel needs libtvm_ffi.so and none was found at build time (set KERNELS_TVM_FFI_LIB or install apache-tvm-ffi); the binary will look for it where it runs",
-        );
+        out.warning(&format!(
+            "an embedded kernel needs libtvm_ffi.so and none was found at build time (set {TVM_FFI_LIB} or install apache-tvm-ffi); the binary will look for it where it runs"
+        ));
         return Ok(None);
     };
     out.rerun_if_changed(&path);
@@ -276,7 +276,7 @@ fn runtime_library(
                 found: sha,
                 pinned: pin.sha256.clone(),
                 source_name: pin.source.clone(),
-                why,
+                why: why.to_owned(),
             });
         }
         if sha != pin.sha256 {

@@ -24,11 +24,8 @@ pub enum ResolveError {
     /// A variant's `metadata.json` is unreadable.
     #[error("{repo}@{commit}: build/{variant}/metadata.json: {message}")]
     Metadata {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
-        /// Variant.
         variant: String,
         /// What is wrong.
         message: String,
@@ -36,9 +33,7 @@ pub enum ResolveError {
     /// The commit has no variant kernels-rs can load.
     #[error("{repo}@{commit} has no tvm-ffi variant (found: {found}); kernels-rs loads only tvm-ffi builds")]
     NoLoadableVariant {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
         /// Variants found.
         found: String,
@@ -51,7 +46,6 @@ pub enum ResolveError {
 pub struct KernelError {
     /// Its local name.
     pub name: String,
-    /// Why.
     pub source: Box<ResolveError>,
 }
 

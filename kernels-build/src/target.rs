@@ -8,7 +8,6 @@ use kernels_runtime::variant::{BackendKind, CpuArch, Framework, Os, VariantName}
 /// What the variants to embed must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
-    /// The target triple.
     pub triple: String,
     /// CPU arch of the triple.
     pub cpu: CpuArch,

@@ -17,7 +17,6 @@ use crate::lock::{ResolvedFile, ResolvedVariant};
 pub struct VerifiedVariant {
     /// The variant directory in the Hub cache snapshot.
     pub dir: PathBuf,
-    /// Its metadata.
     pub metadata: Metadata,
     /// The library's file name (`<id>.so`).
     pub library_file: String,
@@ -41,11 +40,8 @@ pub enum VariantError {
         "{repo}@{commit}: build/{variant}/{file} is the variant's library but kernels.lock pins no such file; run `cargo kernels lock`"
     )]
     LibraryNotPinned {
-        /// Repo.
         repo: String,
-        /// Commit.
         commit: String,
-        /// Variant.
         variant: String,
         /// The library file.
         file: String,
@@ -54,14 +50,7 @@ pub enum VariantError {
     #[error(
         "{repo}@{commit}: build/{variant} has no metadata.json with an `id`; kernels-rs cannot tell which file is the library"
     )]
-    NoLibrary {
-        /// Repo.
-        repo: String,
-        /// Commit.
-        commit: String,
-        /// Variant.
-        variant: String,
-    },
+    NoLibrary { repo: String, commit: String, variant: String },
 }
 
 /// Fetches every pinned file of `variant` (each checked against its pinned sha256 as it is
@@ -124,7 +113,6 @@ fn hub_variant_then(
 /// A local variant directory, verified against its own `metadata.json`.
 #[derive(Debug, Clone)]
 pub struct LocalVariant {
-    /// Its metadata.
     pub metadata: Metadata,
     /// The library's file name (`<id>.so`).
     pub library_file: String,
