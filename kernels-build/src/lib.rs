@@ -31,17 +31,15 @@
 //!
 //! Every variable read is tracked with `cargo:rerun-if-env-changed` and `rerun-if-changed` is
 //! emitted only for files that exist.
-
 //!
 //! Only [`build`], [`Builder`], [`BuildReport`] and [`BuildError`] are this crate's API. The
 //! modules and items hidden from the docs are shared with `cargo kernels` (kernels-cli) and
 //! the tests: they are exempt from semver and may change in any release.
 //!
-//! The modules follow the build: [`manifest`] → [`lock`] → [`resolve`] → [`fetch`] →
-//! [`verify`] → [`codegen`], driven by `pipeline`; each imports only the stages before it,
-//! and each stage's data types live with the stage that produces them. [`diagnostic`] (located
-//! TOML errors), [`env`], [`hub`] (the Hub client and cache), [`target`] and [`local`] (`path`
-//! kernels) serve them.
+//! The modules follow the build: `manifest` → `lock` → `resolve` → `fetch` → `verify` →
+//! `codegen`, driven by `pipeline`; each imports only the stages before it, and each stage's
+//! data types live with the stage that produces them. `diagnostic` (located TOML errors),
+//! `env`, `hub` (the Hub client and cache), `target` and `local` (`path` kernels) serve them.
 
 #![allow(clippy::needless_doctest_main)] // the docs show the whole build.rs
 
@@ -227,7 +225,7 @@ impl Builder {
         Ok(report)
     }
 
-    /// Runs the build without printing (tests look at [`BuildReport::cargo`]).
+    /// Runs the build without printing (tests look at the report's `cargo` lines).
     pub fn run(self) -> Result<BuildReport, BuildError> {
         let env = self.env.unwrap_or_default();
         let mut out = CargoOutput::default();

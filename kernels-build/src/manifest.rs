@@ -46,9 +46,9 @@
 //! - `capability` (CUDA only) is an inclusive range of compute capabilities,
 //!   `MAJOR.MINOR..MAJOR.MINOR`, either end optional (`..` is every GPU), or a single
 //!   `MAJOR.MINOR` for that capability alone. Among the mappings whose range holds the GPU's
-//!   capability, the smallest range wins; ties go to the one declared first (see [`pick`]). A
-//!   mapping that an earlier one with the same range and modes would always win over is an
-//!   error.
+//!   capability, the smallest range wins; ties go to the one declared first (the runtime's
+//!   `kernels_runtime::registry::pick_mapping`). A mapping that an earlier one with the same
+//!   range and modes would always win over is an error.
 //! - `mode = "inference"` (the default) is a forward-only kernel: it is never chosen in training
 //!   mode. `mode = "training"` promises backward support: it serves training, and inference too.
 //! - Unknown keys are errors at every level. Every error names `file:line:column` and the key.
