@@ -53,11 +53,10 @@ pub fn cuda_variant_dirs(dir: &Path) -> Vec<PathBuf> {
     let Ok(dirs) = loader::variant_dirs(dir) else { return Vec::new() };
     dirs.into_iter()
         .filter(|d| {
-            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let Ok(variant) = VariantName::parse(&name) else { return false };
+            let Ok(variant) = VariantName::parse(&kernels_runtime::variant::dir_name(d)) else { return false };
             match &variant {
                 VariantName::Arch { backend, cpu, os, .. } => {
-                    !variant.needs_pytorch()
+                    variant.loadable().is_ok()
                         && backend.kind() == BackendKind::Cuda
                         && *cpu == CpuArch::current()
                         && *os == Os::current()

@@ -10,10 +10,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use kernels_runtime::digest::sha256_hex;
-use kernels_runtime::registry::ModeSupport;
+use kernels_runtime::registry::{CapabilityRange, ModeSupport};
 use kernels_runtime::variant::{BackendKind, Version};
 
-use crate::resolve::ResolvedFile;
+use crate::lock::ResolvedFile;
 
 /// A kernel as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,17 +62,13 @@ pub struct GenVariant {
 /// A layer mapping as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenLayer {
-    /// Layer name.
     pub layer: String,
-    /// Device kind.
     pub device: BackendKind,
     /// Local kernel name.
     pub kernel: String,
-    /// Exported function.
     pub function: String,
-    /// Inclusive capability range, either end open.
-    pub capability: Option<(Option<Version>, Option<Version>)>,
-    /// Modes served.
+    /// Inclusive capability range, either end open; `None` serves every GPU.
+    pub capability: Option<CapabilityRange>,
     pub mode: ModeSupport,
 }
 
@@ -81,14 +77,12 @@ pub struct GenLayer {
 pub struct GenRuntimeLib {
     /// File name (`libtvm_ffi.so`).
     pub file: String,
-    /// Bytes.
     pub bytes: Vec<u8>,
 }
 
 /// Everything the registry holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GenRegistry {
-    /// Kernels.
     pub kernels: Vec<GenKernel>,
     /// Layer mappings, in declaration order within a layer and device.
     pub layers: Vec<GenLayer>,
@@ -127,7 +121,7 @@ fn blob_name(file: &str, bytes: &[u8]) -> (String, String) {
 
 fn embedded_file(out: &mut String, indent: &str, file: &str, bytes: &[u8]) {
     let (blob, sha) = blob_name(file, bytes);
-    let _ = writeln!(out, "{RT}::loader::EmbeddedFile {{");
+    let _ = writeln!(out, "{RT}::registry::EmbeddedFile {{");
     let _ = writeln!(out, "{indent}    path: {file:?},");
     let _ = writeln!(out, "{indent}    sha256: {sha:?},");
     let _ = writeln!(out, "{indent}    bytes: include_bytes!({:?}),", format!("blobs/{blob}"));
@@ -167,7 +161,7 @@ pub fn render(reg: &GenRegistry) -> String {
         }
         s.push_str("            variants: &[\n");
         for v in &k.variants {
-            let _ = writeln!(s, "                {RT}::loader::EmbeddedVariant {{");
+            let _ = writeln!(s, "                {RT}::registry::EmbeddedVariant {{");
             let _ = writeln!(s, "                    variant: {:?},", v.variant);
             let archs: Vec<String> = v.archs.iter().map(|a| format!("{a:?}")).collect();
             let _ = writeln!(s, "                    archs: &[{}],", archs.join(", "));
@@ -199,7 +193,7 @@ pub fn render(reg: &GenRegistry) -> String {
         let _ = writeln!(s, "            kernel: {:?},", l.kernel);
         let _ = writeln!(s, "            function: {:?},", l.function);
         match l.capability {
-            Some((min, max)) => {
+            Some(CapabilityRange { min, max }) => {
                 let _ = writeln!(
                     s,
                     "            capability: ::core::option::Option::Some({RT}::registry::CapabilityRange {{ min: {}, max: {} }}),",
@@ -346,7 +340,7 @@ mod tests {
                     device: BackendKind::Cuda,
                     kernel: "norm".into(),
                     function: "rms_norm".into(),
-                    capability: Some((Some(Version::new(8, 0)), None)),
+                    capability: Some(CapabilityRange { min: Some(Version::new(8, 0)), max: None }),
                     mode: ModeSupport::Inference,
                 },
                 GenLayer {

@@ -56,9 +56,10 @@ impl Env {
         self.var_os(key).map(PathBuf::from)
     }
 
-    /// Whether the variable is set to a true value (`1`, `true`, `yes`, `on`).
+    /// Whether the variable is set to a true value, by the runtime's one rule
+    /// ([`kernels_runtime::env::is_true`]).
     pub fn flag(&self, key: &str) -> bool {
-        self.var(key).is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        self.var(key).is_some_and(|v| kernels_runtime::env::is_true(&v))
     }
 
     /// Every variable read so far, sorted.
@@ -112,5 +113,22 @@ impl CargoOutput {
                 println!("{line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kernels_runtime::env::{CARGO_NET_OFFLINE, HF_HUB_OFFLINE, LOCKED};
+
+    use super::Env;
+
+    #[test]
+    fn flags_follow_the_runtime_rule() {
+        let env = Env::fixed([(LOCKED, "2"), (HF_HUB_OFFLINE, "2"), (CARGO_NET_OFFLINE, "0"), ("OTHER", "yes")]);
+        assert!(env.flag(LOCKED));
+        assert!(env.flag(HF_HUB_OFFLINE));
+        assert!(!env.flag(CARGO_NET_OFFLINE));
+        assert!(env.flag("OTHER"));
+        assert!(!env.flag("UNSET"));
     }
 }

@@ -26,9 +26,7 @@ pub enum LocalError {
     Cargo {
         /// Crate directory.
         dir: PathBuf,
-        /// Target triple.
         target: String,
-        /// Exit status.
         status: String,
         /// What cargo printed.
         stderr: String,
@@ -41,12 +39,7 @@ pub enum LocalError {
     Target(#[from] crate::target::UnsupportedTarget),
     /// I/O.
     #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// Verification of the laid-out directory failed.
     #[error(transparent)]
     Verify(#[from] metadata::VerifyError),
@@ -111,7 +104,7 @@ pub fn build_crate(
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir);
-    if env.flag("CARGO_NET_OFFLINE") {
+    if env.flag(kernels_runtime::env::CARGO_NET_OFFLINE) {
         cmd.arg("--offline");
     }
     // What the outer build gives its build script must not redirect the inner build.

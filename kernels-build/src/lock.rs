@@ -43,9 +43,10 @@ use kernels_runtime::variant::VariantName;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::manifest::diagnostic::{Diagnostic, Reporter, child, entry, header, quote};
-use crate::manifest::{KernelSource, Manifest, check_local_name, check_repo, check_revision};
-use crate::resolve::{Requested, ResolvedFile, ResolvedKernel, ResolvedVariant};
+use kernels_runtime::metadata::METADATA_FILE;
+
+use crate::diagnostic::{Diagnostic, Reporter, child, entry, header, quote};
+use crate::manifest::{KernelSource, Manifest, Requested, check_local_name, check_repo, check_revision};
 
 /// The lock file name.
 pub const LOCK_FILE: &str = "kernels.lock";
@@ -72,6 +73,49 @@ pub struct Lock {
     pub tvm_ffi: Option<RuntimePin>,
 }
 
+/// A Hub kernel pinned to a commit, with every loadable variant's files: what resolving
+/// produces and what the lock records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedKernel {
+    /// Local name in `kernels.toml`.
+    pub name: String,
+    /// `org/name`.
+    pub repo: String,
+    /// What `kernels.toml` asked for.
+    pub requested: Requested,
+    /// The commit it resolved to.
+    pub commit: String,
+    /// Variants, sorted by name.
+    pub variants: Vec<ResolvedVariant>,
+}
+
+/// One variant's pinned files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedVariant {
+    /// Variant directory name.
+    pub name: String,
+    /// Files, sorted by path (relative to the variant directory).
+    pub files: Vec<ResolvedFile>,
+}
+
+/// One pinned file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedFile {
+    /// Path relative to the variant directory.
+    pub path: String,
+    /// Hex sha256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl ResolvedVariant {
+    /// The pinned `metadata.json`, if the variant has one.
+    pub fn metadata_file(&self) -> Option<&ResolvedFile> {
+        self.files.iter().find(|f| f.path == METADATA_FILE)
+    }
+}
+
 /// The pinned `libtvm_ffi` runtime library (`[tvm-ffi]`): the one the lock was made with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimePin {
@@ -90,12 +134,7 @@ pub struct RuntimePin {
 pub enum LockError {
     /// The file exists but could not be read.
     #[error("{}: cannot read the kernels lock: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The file has errors, each at `file:line:column` with its key, one per line.
     #[error("{}\nfix it, or delete it and run `{LOCK_COMMAND}` to write it again", join_lines(.0))]
     Invalid(Vec<Diagnostic>),
@@ -168,127 +207,45 @@ impl fmt::Display for Staleness {
     }
 }
 
-/// The lock does not match `kernels.toml`: every difference, and the command that fixes it.
+/// The lock is missing while `kernels.toml` declares Hub kernels, or does not match it: every
+/// difference, and the command that fixes it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kernels.lock is out of date with kernels.toml:\n{}\nrun `{LOCK_COMMAND}` to update it", bullets(.0))]
-pub struct StaleLock(pub Vec<Staleness>);
-
-fn bullets<T: fmt::Display>(items: &[T]) -> String {
-    items.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n")
+#[error(
+    "{} is {}:\n{}\nrun `{LOCK_COMMAND}` in {} and commit kernels.lock",
+    path.display(),
+    self.state(),
+    self.details(),
+    self.dir().display()
+)]
+pub struct StaleLock {
+    /// The lock file.
+    pub path: PathBuf,
+    /// Whether it exists.
+    pub exists: bool,
+    /// Every way it disagrees with `kernels.toml` (when it exists).
+    pub changes: Vec<Staleness>,
 }
 
-/// One difference between two locks (an old one and the one proposed to replace it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockChange {
-    /// A kernel is pinned that was not.
-    KernelAdded {
-        /// Local name.
-        name: String,
-        /// Repo.
-        repo: String,
-        /// Its commit.
-        commit: String,
-    },
-    /// A kernel is no longer pinned.
-    KernelRemoved {
-        /// Local name.
-        name: String,
-        /// Repo.
-        repo: String,
-    },
-    /// The kernel's repo or request changed.
-    Source {
-        /// Local name.
-        name: String,
-        /// `repo, request` before.
-        from: String,
-        /// `repo, request` after.
-        to: String,
-    },
-    /// The kernel resolved to another commit.
-    Commit {
-        /// Local name.
-        name: String,
-        /// Commit before.
-        from: String,
-        /// Commit after.
-        to: String,
-    },
-    /// A variant is pinned that was not.
-    VariantAdded {
-        /// Local kernel name.
-        kernel: String,
-        /// Variant.
-        variant: String,
-    },
-    /// A variant is no longer pinned.
-    VariantRemoved {
-        /// Local kernel name.
-        kernel: String,
-        /// Variant.
-        variant: String,
-    },
-    /// Files of a variant were added, removed or changed (hash or size).
-    Files {
-        /// Local kernel name.
-        kernel: String,
-        /// Variant.
-        variant: String,
-        /// Paths only in the new lock.
-        added: Vec<String>,
-        /// Paths only in the old lock.
-        removed: Vec<String>,
-        /// Paths in both, with another hash or size.
-        changed: Vec<String>,
-    },
-    /// The tvm-ffi pin changed.
-    TvmFfi {
-        /// The pin before, described, if any.
-        from: Option<String>,
-        /// The pin after, described, if any.
-        to: Option<String>,
-    },
-}
+impl StaleLock {
+    /// `missing` or `out of date`.
+    pub fn state(&self) -> &'static str {
+        if self.exists { "out of date" } else { "missing" }
+    }
 
-impl fmt::Display for LockChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |v: &[String]| v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
-        match self {
-            LockChange::KernelAdded { name, repo, commit } => {
-                write!(f, "kernel `{name}`: added, {repo} at {}", short(commit))
-            }
-            LockChange::KernelRemoved { name, repo } => write!(f, "kernel `{name}`: removed ({repo})"),
-            LockChange::Source { name, from, to } => write!(f, "kernel `{name}`: {from} -> {to}"),
-            LockChange::Commit { name, from, to } => {
-                write!(f, "kernel `{name}`: commit {} -> {}", short(from), short(to))
-            }
-            LockChange::VariantAdded { kernel, variant } => write!(f, "kernel `{kernel}`: variant {variant} added"),
-            LockChange::VariantRemoved { kernel, variant } => write!(f, "kernel `{kernel}`: variant {variant} removed"),
-            LockChange::Files { kernel, variant, added, removed, changed } => {
-                write!(f, "kernel `{kernel}`, variant {variant}:")?;
-                let mut sep = " ";
-                for (what, paths) in [("added", added), ("removed", removed), ("changed", changed)] {
-                    if !paths.is_empty() {
-                        write!(f, "{sep}{what} {}", list(paths))?;
-                        sep = "; ";
-                    }
-                }
-                Ok(())
-            }
-            LockChange::TvmFfi { from, to } => {
-                let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".to_owned());
-                write!(f, "tvm-ffi library: {} -> {}", show(from), show(to))
-            }
+    /// The directory holding the lock (and `kernels.toml`).
+    pub fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         }
     }
-}
 
-fn short(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
-}
-
-fn describe_pin(p: &RuntimePin) -> String {
-    format!("{} ({}, sha256 {}, {} bytes)", p.file, p.source, short(&p.sha256), p.size)
+    fn details(&self) -> String {
+        if !self.exists {
+            return "  no kernels.lock next to kernels.toml".to_owned();
+        }
+        self.changes.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n")
+    }
 }
 
 /// Whether `s` is a lowercase hex sha256.
@@ -438,83 +395,18 @@ impl Lock {
         out
     }
 
-    /// `Ok` when the lock pins exactly what `manifest` asks for; else every difference.
-    pub fn is_fresh_for(&self, manifest: &Manifest) -> Result<(), StaleLock> {
-        let stale = self.staleness(manifest);
-        if stale.is_empty() { Ok(()) } else { Err(StaleLock(stale)) }
-    }
-
-    /// What changes from `self` to `newer`, for a "the lock would change like this" message:
-    /// kernels added or removed, sources and commits, variants, files, the tvm-ffi pin.
-    pub fn diff(&self, newer: &Lock) -> Vec<LockChange> {
-        let mut out = Vec::new();
-        let old: BTreeMap<&str, &ResolvedKernel> = self.kernels.iter().map(|k| (k.name.as_str(), k)).collect();
-        let new: BTreeMap<&str, &ResolvedKernel> = newer.kernels.iter().map(|k| (k.name.as_str(), k)).collect();
-        let names: BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
-        for name in names {
-            match (old.get(name), new.get(name)) {
-                (None, Some(n)) => out.push(LockChange::KernelAdded {
-                    name: name.to_owned(),
-                    repo: n.repo.clone(),
-                    commit: n.commit.clone(),
-                }),
-                (Some(o), None) => out.push(LockChange::KernelRemoved { name: name.to_owned(), repo: o.repo.clone() }),
-                (Some(o), Some(n)) => diff_kernel(o, n, &mut out),
-                (None, None) => {}
+    /// Checks the lock at `path` (`lock`, as read; `None` when there is none) against
+    /// `manifest`: `Ok` when it pins exactly the Hub kernels `manifest` asks for (no lock is
+    /// needed when it asks for none).
+    pub fn check(path: &Path, lock: Option<&Lock>, manifest: &Manifest) -> Result<(), StaleLock> {
+        let stale = |exists, changes| Err(StaleLock { path: path.to_owned(), exists, changes });
+        match lock {
+            None if manifest.hub_kernels().next().is_some() => stale(false, Vec::new()),
+            None => Ok(()),
+            Some(lock) => {
+                let changes = lock.staleness(manifest);
+                if changes.is_empty() { Ok(()) } else { stale(true, changes) }
             }
-        }
-        if self.tvm_ffi != newer.tvm_ffi {
-            out.push(LockChange::TvmFfi {
-                from: self.tvm_ffi.as_ref().map(describe_pin),
-                to: newer.tvm_ffi.as_ref().map(describe_pin),
-            });
-        }
-        out
-    }
-}
-
-fn diff_kernel(o: &ResolvedKernel, n: &ResolvedKernel, out: &mut Vec<LockChange>) {
-    let name = o.name.clone();
-    if o.repo != n.repo || o.requested != n.requested {
-        out.push(LockChange::Source {
-            name: name.clone(),
-            from: format!("{}, {}", o.repo, o.requested),
-            to: format!("{}, {}", n.repo, n.requested),
-        });
-    }
-    if o.commit != n.commit {
-        out.push(LockChange::Commit { name: name.clone(), from: o.commit.clone(), to: n.commit.clone() });
-    }
-    let old: BTreeMap<&str, &ResolvedVariant> = o.variants.iter().map(|v| (v.name.as_str(), v)).collect();
-    let new: BTreeMap<&str, &ResolvedVariant> = n.variants.iter().map(|v| (v.name.as_str(), v)).collect();
-    let variants: BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
-    for variant in variants {
-        match (old.get(variant), new.get(variant)) {
-            (None, Some(_)) => out.push(LockChange::VariantAdded { kernel: name.clone(), variant: variant.to_owned() }),
-            (Some(_), None) => {
-                out.push(LockChange::VariantRemoved { kernel: name.clone(), variant: variant.to_owned() })
-            }
-            (Some(ov), Some(nv)) => {
-                let of: BTreeMap<&str, &ResolvedFile> = ov.files.iter().map(|f| (f.path.as_str(), f)).collect();
-                let nf: BTreeMap<&str, &ResolvedFile> = nv.files.iter().map(|f| (f.path.as_str(), f)).collect();
-                let added: Vec<String> = nf.keys().filter(|p| !of.contains_key(*p)).map(|p| p.to_string()).collect();
-                let removed: Vec<String> = of.keys().filter(|p| !nf.contains_key(*p)).map(|p| p.to_string()).collect();
-                let changed: Vec<String> = of
-                    .iter()
-                    .filter(|(p, f)| nf.get(*p).is_some_and(|g| (&g.sha256, g.size) != (&f.sha256, f.size)))
-                    .map(|(p, _)| p.to_string())
-                    .collect();
-                if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
-                    out.push(LockChange::Files {
-                        kernel: name.clone(),
-                        variant: variant.to_owned(),
-                        added,
-                        removed,
-                        changed,
-                    });
-                }
-            }
-            (None, None) => {}
         }
     }
 }

@@ -46,27 +46,23 @@
 //! - `capability` (CUDA only) is an inclusive range of compute capabilities,
 //!   `MAJOR.MINOR..MAJOR.MINOR`, either end optional (`..` is every GPU), or a single
 //!   `MAJOR.MINOR` for that capability alone. Among the mappings whose range holds the GPU's
-//!   capability, the smallest range wins; ties go to the one declared first (see [`pick`]). A
-//!   mapping that an earlier one with the same range and modes would always win over is an
-//!   error.
+//!   capability, the smallest range wins; ties go to the one declared first (the runtime's
+//!   `kernels_runtime::registry::pick_mapping`). A mapping that an earlier one with the same
+//!   range and modes would always win over is an error.
 //! - `mode = "inference"` (the default) is a forward-only kernel: it is never chosen in training
 //!   mode. `mode = "training"` promises backward support: it serves training, and inference too.
 //! - Unknown keys are errors at every level. Every error names `file:line:column` and the key.
-
-pub mod diagnostic;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use kernels_runtime::registry::{CapabilityRange, ModeSupport};
-use kernels_runtime::variant::{BackendKind, Version};
+use kernels_runtime::registry::{CapabilityRange, CapabilityRangeError, ModeSupport};
+use kernels_runtime::variant::BackendKind;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use self::diagnostic::{Diagnostic, Location};
-use self::diagnostic::{Reporter, article, child, entry, header, one_of, quote};
-use crate::resolve::Requested;
+use crate::diagnostic::{Diagnostic, Location, Reporter, article, child, entry, header, one_of, quote};
 
 /// One located problem of `kernels.toml`: `file:line:column: key: message`.
 pub type ManifestError = Diagnostic;
@@ -83,7 +79,24 @@ const ROOT_KEYS: [&str; 3] = ["kernels", "layers", "build"];
 const KERNEL_KEYS: [&str; 5] = ["repo", "version", "revision", "path", "optional"];
 const MAPPING_KEYS: [&str; 4] = ["kernel", "function", "capability", "mode"];
 const BUILD_KEYS: [&str; 2] = ["backends", "embed"];
-const RANGE_SYNTAX: &str = "expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional";
+
+/// What `kernels.toml` asks of a Hub kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Requested {
+    /// A major version: the `v<N>` branch.
+    Version(u64),
+    /// A branch, tag or commit.
+    Revision(String),
+}
+
+impl std::fmt::Display for Requested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Requested::Version(v) => write!(f, "version {v}"),
+            Requested::Revision(r) => write!(f, "revision `{r}`"),
+        }
+    }
+}
 
 /// A parsed, checked `kernels.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,61 +245,19 @@ impl Manifest {
     }
 }
 
-/// Picks the mapping for a device of compute capability `capability` (CUDA; `None` elsewhere)
-/// in `mode`, among `mappings` of one layer and device: those whose range holds the capability
-/// (a mapping without a range holds every one; with no capability known, every range does)
-/// and that serve the mode; the smallest range wins, then the earliest declared.
-pub fn pick(mappings: &[LayerMapping], capability: Option<Version>, mode: ModeSupport) -> Option<&LayerMapping> {
-    mappings
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| mode == ModeSupport::Inference || m.mode == ModeSupport::Training)
-        .filter(|(_, m)| match (m.capability, capability) {
-            (Some(range), Some(cc)) => range.contains(cc),
-            (Some(_), None) | (None, _) => true,
-        })
-        .min_by_key(|(i, m)| (m.capability.map_or(u64::MAX, |r| r.width()), *i))
-        .map(|(_, m)| m)
+/// Parses a capability range as `kernels.toml` writes it ([`CapabilityRange`]'s syntax); `..`
+/// (every capability) is `None`.
+fn parse_capability_range(text: &str) -> Result<Option<CapabilityRange>, String> {
+    match text.parse::<CapabilityRange>() {
+        Ok(r) => Ok((!r.is_unbounded()).then_some(r)),
+        Err(e @ CapabilityRangeError::Syntax) => Err(format!("bad range {} ({e})", quote(text))),
+        Err(e @ CapabilityRangeError::Empty { .. }) => Err(format!("empty range {}: {e}", quote(text))),
+    }
 }
 
-/// Parses a capability range: `MAJOR.MINOR..MAJOR.MINOR`, either end optional, inclusive; a
-/// single `MAJOR.MINOR` is that capability alone. `..` (every capability) is `None`.
-pub fn parse_capability_range(text: &str) -> Result<Option<CapabilityRange>, String> {
-    let bad = || format!("bad range {} ({RANGE_SYNTAX})", quote(text));
-    let trimmed = text.trim();
-    let (lo, hi) = trimmed.split_once("..").unwrap_or((trimmed, trimmed));
-    if lo.is_empty() && hi.is_empty() && !trimmed.contains("..") {
-        return Err(bad());
-    }
-    let end = |s: &str| -> Result<Option<Version>, String> {
-        if s.is_empty() {
-            return Ok(None);
-        }
-        let (major, minor) = s.split_once('.').ok_or_else(bad)?;
-        let number = |d: &str| {
-            if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            d.parse::<u32>().map_err(|_| bad())
-        };
-        Ok(Some(Version::new(number(major)?, number(minor)?)))
-    };
-    let (min, max) = (end(lo)?, end(hi)?);
-    if let (Some(a), Some(b)) = (min, max)
-        && a > b
-    {
-        return Err(format!("empty range {}: its start {a} is above its end {b}", quote(text)));
-    }
-    Ok(if min.is_none() && max.is_none() { None } else { Some(CapabilityRange { min, max }) })
-}
-
-/// A capability range as `kernels.toml` writes it.
-pub fn format_capability_range(range: Option<CapabilityRange>) -> String {
-    let end = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
-    match range {
-        None => "..".to_owned(),
-        Some(r) => format!("{}..{}", end(r.min), end(r.max)),
-    }
+/// A mapping's range as `kernels.toml` writes it: `..` when it has none.
+fn range_text(range: Option<CapabilityRange>) -> String {
+    range.unwrap_or(CapabilityRange { min: None, max: None }).to_string()
 }
 
 /// Checks a local kernel name: ASCII letters, digits, `-` and `_`.
@@ -672,7 +643,7 @@ fn check_reachable(rep: &mut Reporter<'_>, layers: &[(LayerMapping, Range<usize>
                 && (earlier.mode == later.mode || earlier.mode == ModeSupport::Training)
         });
         if let Some(earlier) = shadow {
-            let range = format_capability_range(later.capability);
+            let range = range_text(later.capability);
             rep.error(
                 span.clone(),
                 &later.key,

@@ -8,7 +8,6 @@ use kernels_runtime::variant::{BackendKind, CpuArch, Framework, Os, VariantName}
 /// What the variants to embed must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
-    /// The target triple.
     pub triple: String,
     /// CPU arch of the triple.
     pub cpu: CpuArch,
@@ -63,15 +62,14 @@ impl TargetSpec {
     /// Whether a variant is one to fetch and embed for this target, or why not.
     pub fn wants(&self, variant: &str) -> Result<(), String> {
         let name = VariantName::parse(variant).map_err(|e| e.reason)?;
+        name.loadable().map_err(|_| "needs PyTorch".to_owned())?;
         let VariantName::Arch { framework, backend, cpu, os, .. } = name else {
-            return Err("needs PyTorch".into());
+            unreachable!("only arch variants are loadable");
         };
-        match framework {
-            Framework::TvmFfi(v) if v == TVM_FFI_ABI_VERSION => {}
-            Framework::TvmFfi(v) => {
-                return Err(format!("built for tvm-ffi {v}, the runtime speaks {TVM_FFI_ABI_VERSION}"));
-            }
-            Framework::Torch(_) | Framework::TorchStableAbi(_) => return Err("needs PyTorch".into()),
+        if let Framework::TvmFfi(v) = framework
+            && v != TVM_FFI_ABI_VERSION
+        {
+            return Err(format!("built for tvm-ffi {v}, the runtime speaks {TVM_FFI_ABI_VERSION}"));
         }
         if cpu != self.cpu || os != self.os {
             return Err(format!("built for {cpu}-{os}, the target is {}-{}", self.cpu, self.os));
@@ -97,6 +95,8 @@ mod tests {
         assert!(t.wants("tvm-ffi01-cpu-aarch64-linux").unwrap_err().contains("aarch64-linux"));
         assert!(t.wants("tvm-ffi01-metal-aarch64-darwin").is_err());
         assert_eq!(t.wants("torch212-cxx11-cu130-x86_64-linux").unwrap_err(), "needs PyTorch");
+        assert_eq!(t.wants("torch-stable-abi211-cu126-x86_64-linux").unwrap_err(), "needs PyTorch");
+        assert_eq!(t.wants("torch-universal").unwrap_err(), "needs PyTorch");
         assert!(t.wants("tvm-ffi02-cpu-x86_64-linux").unwrap_err().contains("tvm-ffi 0.2"));
         let cpu_only = TargetSpec::new("x86_64-unknown-linux-gnu", Some(&[BackendKind::Cpu])).unwrap();
         assert!(

@@ -1,4 +1,4 @@
-//! How `kernels_build::fetch::Hub` behaves when the Hub or the network fails, or the Hub is
+//! How `kernels_build::hub::Hub` behaves when the Hub or the network fails, or the Hub is
 //! hostile: every download ends with verified bytes or a clear error, the cache never keeps a
 //! corrupt or partial file, and nothing the server sends reaches a path outside the cache,
 //! leaks the token, hangs or crashes the build. The failures come from a scripted loopback
@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kernels_build::fetch::{FetchError, Hub, HubError, HubSettings};
+use kernels_build::hub::{FetchError, Hub, HubError, HubSettings};
 use kernels_runtime::digest::sha256_hex;
 use support::{Fault, Reply, Server, tree};
 
@@ -476,7 +476,7 @@ fn listed_paths_outside_the_variant_never_reach_the_file_system() {
             &mut hub,
             "relu",
             REPO,
-            &kernels_build::resolve::Requested::Revision(COMMIT.into()),
+            &kernels_build::manifest::Requested::Revision(COMMIT.into()),
         )
         .unwrap_err();
         let msg = err.to_string();

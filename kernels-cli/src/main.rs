@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kernels_build::env::Env;
-use kernels_build::fetch::{Hub, HubSettings};
+use kernels_build::hub::{Hub, HubSettings};
 use kernels_build::lock::{LOCK_FILE, Lock, RuntimePin};
-use kernels_build::manifest::{KernelSource, MANIFEST_FILE, Manifest};
-use kernels_build::resolve;
+use kernels_build::manifest::{MANIFEST_FILE, Manifest};
 use kernels_build::target::TargetSpec;
+use kernels_build::{resolve, verify};
+use kernels_runtime::env::{HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN};
 use kernels_runtime::platform::Platform;
 use kernels_runtime::select::{Candidate, Request, select};
 use kernels_runtime::variant::BackendKind;
@@ -57,7 +58,12 @@ options:
   --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
   --target TRIPLE       target to download/verify for (default: this machine's)
 
-environment: HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE";
+environment: ";
+
+/// The usage text, with the variables the Hub commands read.
+fn usage() -> String {
+    format!("{USAGE}{}", [HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE].join(", "))
+}
 
 struct Options {
     manifest: PathBuf,
@@ -106,13 +112,13 @@ fn main() -> ExitCode {
         args.remove(0);
     }
     let Some(command) = args.first().cloned() else {
-        eprintln!("{USAGE}");
+        eprintln!("{}", usage());
         return ExitCode::from(2);
     };
     let options = match parse_options(&args[1..]) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
+            eprintln!("error: {e}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -126,10 +132,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(())
         }
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        other => Err(format!("unknown command `{other}`\n\n{}", usage())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,25 +162,10 @@ fn lock(o: &Options) -> Result<(), String> {
     let manifest = read_manifest(&o.manifest)?;
     let path = lock_path(&o.manifest);
     let old = Lock::read(&path).map_err(|e| e.to_string())?;
-    let mut hub = hub();
-    let mut new = Lock { kernels: Vec::new(), tvm_ffi: old.as_ref().and_then(|l| l.tvm_ffi.clone()) };
-    for decl in manifest.kernels.values() {
-        let KernelSource::Hub { repo, requested } = &decl.source else { continue };
-        let kept = old
-            .as_ref()
-            .and_then(|l| l.kernel(&decl.name))
-            .filter(|k| !o.update && &k.repo == repo && &k.requested == requested);
-        let pinned = match kept {
-            Some(k) => k.clone(),
-            None => {
-                let k = resolve::resolve(&mut hub, &decl.name, repo, requested)
-                    .map_err(|e| format!("kernel `{}`: {e}", decl.name))?;
-                eprintln!("  locked {} ({repo} @ {requested}) at {}", decl.name, k.commit);
-                k
-            }
-        };
-        new.kernels.push(pinned);
-    }
+    let mut new = resolve::relock(&manifest, old.as_ref(), &mut hub(), o.update, |k| {
+        eprintln!("  locked {} ({} @ {}) at {}", k.name, k.repo, k.requested, k.commit);
+    })
+    .map_err(|e| e.to_string())?;
     // Pin the tvm-ffi runtime library this machine builds against, when there is one.
     if let Ok(lib) = kernels_runtime::ffi::locate_tvm_ffi() {
         let bytes = std::fs::read(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
@@ -204,14 +195,9 @@ fn lock(o: &Options) -> Result<(), String> {
 fn download(o: &Options, verify_only: bool) -> Result<(), String> {
     let manifest = read_manifest(&o.manifest)?;
     let path = lock_path(&o.manifest);
-    let lock = Lock::read(&path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} is missing: run `cargo kernels lock` first", path.display()))?;
-    let stale = lock.staleness(&manifest);
-    if !stale.is_empty() {
-        let list: Vec<String> = stale.iter().map(|s| format!("  {s}")).collect();
-        return Err(format!("{} is out of date:\n{}\nrun `cargo kernels lock`", path.display(), list.join("\n")));
-    }
+    let lock = Lock::read(&path).map_err(|e| e.to_string())?;
+    Lock::check(&path, lock.as_ref(), &manifest).map_err(|e| e.to_string())?;
+    let lock = lock.unwrap_or_default();
     let spec = TargetSpec::new(&o.target, manifest.build.backends.as_deref()).map_err(|e| e.to_string())?;
     let mut settings = HubSettings::from_env(&Env::process());
     settings.offline |= verify_only;
@@ -219,7 +205,7 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
     let mut count = 0;
     for k in &lock.kernels {
         for v in k.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
-            resolve::fetch_variant(&mut hub, &k.repo, &k.commit, v, &spec.os)
+            verify::hub_variant(&mut hub, &k.repo, &k.commit, v, &spec.os)
                 .map_err(|e| format!("kernel `{}`, variant {}: {e}", k.name, v.name))?;
             eprintln!("  {} {} {}", if verify_only { "verified" } else { "cached" }, k.name, v.name);
             count += 1;
@@ -234,12 +220,9 @@ fn package(o: &Options) -> Result<(), String> {
         return Err("package needs exactly one CRATE_DIR".into());
     };
     let crate_dir = PathBuf::from(crate_dir);
-    let name = crate_dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", crate_dir.display()))?
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "kernel".into());
+    let canonical = crate_dir.canonicalize().map_err(|e| format!("{}: {e}", crate_dir.display()))?;
+    let name =
+        Some(kernels_runtime::variant::dir_name(&canonical)).filter(|n| !n.is_empty()).unwrap_or("kernel".into());
     let out = o.out.clone().unwrap_or_else(|| crate_dir.join("hub"));
     let env = Env::process();
     let mut cargo_lines = kernels_build::env::CargoOutput::default();

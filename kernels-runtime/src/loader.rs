@@ -21,9 +21,9 @@ use crate::hub_cache;
 use crate::metadata::{self, Metadata, VerifyError};
 use crate::platform::Platform;
 use crate::registry::{CachedVariant, PinnedFile};
+use crate::registry::{EmbeddedFile, EmbeddedVariant};
 use crate::select::{Candidate, DecisionTrace, Request, select};
 use crate::unpack::{self, Strategy};
-use crate::variant::VariantName;
 
 /// Where a loaded kernel came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -254,7 +254,7 @@ pub fn load_variant_dir(dir: &Path) -> Result<LoadedKernel, LoadError> {
     let file = meta.checked_library_file(dir, &os)?;
     let path = dir.join(file);
     let library = open(&path.to_string_lossy(), &path, &path)?;
-    let variant = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let variant = crate::variant::dir_name(dir);
     Ok(LoadedKernel { library, path, variant, source: Source::Local })
 }
 
@@ -286,7 +286,7 @@ pub fn load_from_dir(
     let candidates: Vec<Candidate> = dirs
         .iter()
         .map(|d| {
-            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = crate::variant::dir_name(d);
             let archs = Metadata::read(d).ok().and_then(|m| m.backend).map(|b| b.archs);
             Candidate { name, archs }
         })
@@ -396,28 +396,6 @@ pub fn parse_local_kernels(value: &str) -> Result<BTreeMap<String, PathBuf>, Loa
     Ok(out)
 }
 
-/// One file of a variant embedded in the binary by kernels-build.
-#[derive(Debug, Clone, Copy)]
-pub struct EmbeddedFile {
-    /// Path relative to the variant directory.
-    pub path: &'static str,
-    /// Hex sha256 recorded at build time.
-    pub sha256: &'static str,
-    /// The bytes.
-    pub bytes: &'static [u8],
-}
-
-/// A variant embedded in the binary: its name, its `backend.archs`, and its library.
-#[derive(Debug, Clone, Copy)]
-pub struct EmbeddedVariant {
-    /// Variant directory name.
-    pub variant: &'static str,
-    /// `backend.archs` from its `metadata.json`.
-    pub archs: &'static [&'static str],
-    /// The shared library.
-    pub library: EmbeddedFile,
-}
-
 /// Writes `file` to `<cache>/<sha256>.<ext>` unless an intact copy is already there, and
 /// returns it opened, checked through that descriptor: a regular file of this user, not
 /// writable by others, with the recorded digest. `cache` is created mode 0700 and must be
@@ -458,11 +436,6 @@ pub fn select_embedded(
         return Err(LoadError::NoUsableVariant { kernel: kernel.to_owned(), trace: Box::new(selection.trace) });
     };
     Ok((load_embedded(&variants[i])?, selection.trace))
-}
-
-/// Whether `name` parses as a loadable (tvm-ffi) variant: used to skip others early.
-pub fn is_loadable_variant(name: &str) -> bool {
-    VariantName::parse(name).is_ok_and(|v| !v.needs_pytorch())
 }
 
 #[cfg(test)]

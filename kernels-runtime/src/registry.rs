@@ -4,11 +4,17 @@
 //! data in `&'static` slices, brought into the crate by [`include_kernels!`].
 //!
 //! [`include_kernels!`]: crate::include_kernels
+//!
+//! The structs the generated code builds are its data format: public so that the generated
+//! code can name them, hidden from the docs, and not covered by semver.
 
-use crate::loader::{EmbeddedFile, EmbeddedVariant};
+use std::fmt;
+use std::str::FromStr;
+
 use crate::variant::{BackendKind, Version};
 
 /// Every kernel and layer mapping of a crate.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct Registry {
     /// Kernels by local name (sorted).
@@ -39,6 +45,7 @@ impl Registry {
 }
 
 /// One kernel dependency of `kernels.toml`.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct KernelEntry {
     /// Local name (`[kernels.<name>]`).
@@ -55,7 +62,32 @@ pub struct KernelEntry {
     pub cached: &'static [CachedVariant],
 }
 
+/// One file of a variant embedded in the binary by kernels-build.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedFile {
+    /// Path relative to the variant directory.
+    pub path: &'static str,
+    /// Hex sha256 recorded at build time.
+    pub sha256: &'static str,
+    /// The bytes.
+    pub bytes: &'static [u8],
+}
+
+/// A variant embedded in the binary: its name, its `backend.archs`, and its library.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedVariant {
+    /// Variant directory name.
+    pub variant: &'static str,
+    /// `backend.archs` from its `metadata.json`.
+    pub archs: &'static [&'static str],
+    /// The shared library.
+    pub library: EmbeddedFile,
+}
+
 /// One file of a variant as `kernels.lock` pins it.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PinnedFile {
     /// Path relative to the variant directory.
@@ -69,6 +101,7 @@ pub struct PinnedFile {
 /// A variant the build verified in the Hub cache without embedding it: loaded from the
 /// lock-pinned snapshot at run time, and only when its `metadata.json` and library still have
 /// the pinned hashes.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedVariant {
     /// Variant directory name.
@@ -91,6 +124,11 @@ pub enum ModeSupport {
 }
 
 /// An inclusive range of CUDA compute capabilities; either end may be open.
+///
+/// Its text is `kernels.toml`'s: `MAJOR.MINOR..MAJOR.MINOR`, both ends inclusive and either
+/// one optional (`8.0..`, `..9.0`, `..` for every capability), or a single `MAJOR.MINOR` for
+/// that capability alone. [`Display`](fmt::Display) writes the two-ended form, which parses
+/// back to the same range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CapabilityRange {
     /// Lowest capability, inclusive.
@@ -99,7 +137,73 @@ pub struct CapabilityRange {
     pub max: Option<Version>,
 }
 
+/// Text that is not a capability range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityRangeError {
+    /// Not `MAJOR.MINOR..MAJOR.MINOR` (either end optional) or `MAJOR.MINOR`.
+    #[error("expected \"MAJOR.MINOR..MAJOR.MINOR\", either end optional")]
+    Syntax,
+    /// The start is above the end.
+    #[error("its start {min} is above its end {max}")]
+    Empty {
+        /// The start.
+        min: Version,
+        /// The end.
+        max: Version,
+    },
+}
+
+impl FromStr for CapabilityRange {
+    type Err = CapabilityRangeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let (lo, hi) = trimmed.split_once("..").unwrap_or((trimmed, trimmed));
+        if lo.is_empty() && hi.is_empty() && !trimmed.contains("..") {
+            return Err(CapabilityRangeError::Syntax);
+        }
+        let end = |s: &str| -> Result<Option<Version>, CapabilityRangeError> {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            let (major, minor) = s.split_once('.').ok_or(CapabilityRangeError::Syntax)?;
+            let number = |d: &str| {
+                if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(CapabilityRangeError::Syntax);
+                }
+                d.parse::<u32>().map_err(|_| CapabilityRangeError::Syntax)
+            };
+            Ok(Some(Version::new(number(major)?, number(minor)?)))
+        };
+        let (min, max) = (end(lo)?, end(hi)?);
+        if let (Some(min), Some(max)) = (min, max)
+            && min > max
+        {
+            return Err(CapabilityRangeError::Empty { min, max });
+        }
+        Ok(CapabilityRange { min, max })
+    }
+}
+
+impl fmt::Display for CapabilityRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(min) = self.min {
+            write!(f, "{min}")?;
+        }
+        f.write_str("..")?;
+        if let Some(max) = self.max {
+            write!(f, "{max}")?;
+        }
+        Ok(())
+    }
+}
+
 impl CapabilityRange {
+    /// Whether the range is open at both ends (`..`): every capability.
+    pub fn is_unbounded(&self) -> bool {
+        self.min.is_none() && self.max.is_none()
+    }
+
     /// Whether `cc` is inside the range.
     pub fn contains(&self, cc: Version) -> bool {
         self.min.is_none_or(|m| cc >= m) && self.max.is_none_or(|m| cc <= m)
@@ -115,6 +219,7 @@ impl CapabilityRange {
 }
 
 /// `[layers.<Layer>].<device>` of `kernels.toml`.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct LayerEntry {
     /// Layer name used in `#[kernelize]`.
@@ -184,6 +289,60 @@ mod tests {
         assert_eq!(pick(v(10, 0)), Some("ampere+"));
         assert_eq!(pick(v(7, 5)), Some("any"));
         assert_eq!(pick_mapping(&maps[1..3], Some(v(7, 0)), false).map(|m| m.kernel), None);
+    }
+
+    #[test]
+    fn capability_ranges_round_trip_in_kernels_toml_syntax() {
+        let v = |a, b| Some(Version::new(a, b));
+        let r = |min, max| CapabilityRange { min, max };
+        for (text, range, shown) in [
+            ("8.0..9.0", r(v(8, 0), v(9, 0)), "8.0..9.0"),
+            ("8.0..", r(v(8, 0), None), "8.0.."),
+            ("..8.6", r(None, v(8, 6)), "..8.6"),
+            ("..", r(None, None), ".."),
+            (" 9.0 ", r(v(9, 0), v(9, 0)), "9.0..9.0"),
+            ("10.10..12.0", r(v(10, 10), v(12, 0)), "10.10..12.0"),
+        ] {
+            let parsed: CapabilityRange = text.parse().unwrap();
+            assert_eq!(parsed, range, "{text}");
+            assert_eq!(parsed.to_string(), shown, "{text}");
+            assert_eq!(shown.parse::<CapabilityRange>(), Ok(parsed), "{shown}");
+        }
+        for bad in ["", "8", "8.", ".0", "a.b", "8.0..=9.0", "8.0...9.0", "8.0..9", "-1.0.."] {
+            assert_eq!(bad.parse::<CapabilityRange>(), Err(CapabilityRangeError::Syntax), "{bad}");
+        }
+        assert_eq!(
+            "9.0..8.0".parse::<CapabilityRange>(),
+            Err(CapabilityRangeError::Empty { min: Version::new(9, 0), max: Version::new(8, 0) })
+        );
+    }
+
+    #[test]
+    fn the_capability_fallback_shows_ranges_as_kernels_toml_writes_them() {
+        use crate::dispatch::{Mode, Settings, Target, decide};
+        use crate::platform::{CudaDevice, CudaInfo, Platform};
+        use crate::variant::{CpuArch, Os};
+
+        let v = |a, b| Some(Version::new(a, b));
+        let layers: &'static [LayerEntry] = Box::leak(Box::new([
+            m("ampere", v(8, 0), v(9, 0), ModeSupport::Inference),
+            m("blackwell", v(10, 0), None, ModeSupport::Inference),
+        ]));
+        let registry = Registry { kernels: &[], layers, tvm_ffi: None };
+        let platform = Platform::new(Os::current(), CpuArch::current()).with_cuda(CudaInfo {
+            driver_version: Version::new(13, 0),
+            devices: vec![CudaDevice { ordinal: 0, name: "GPU".into(), capability: Version::new(7, 5) }],
+        });
+        let target = Target::Device(BackendKind::Cuda, 0);
+        let decision = decide(&registry, "L", target, Mode::Inference, &Settings::default(), &platform);
+        let crate::dispatch::Choice::Fallback(reason) = &decision.choice else { panic!("{:?}", decision.choice) };
+        assert_eq!(
+            reason.to_string(),
+            "the GPU's compute capability 7.5 is outside the range of every mapping (ampere 8.0..9.0; blackwell 10.0..)"
+        );
+        for shown in ["8.0..9.0", "10.0.."] {
+            assert!(shown.parse::<CapabilityRange>().is_ok(), "{shown} is not kernels.toml syntax");
+        }
     }
 
     #[test]

@@ -316,17 +316,13 @@ fn describe(p: &Platform, request: Request) -> String {
 /// Accepts with a ranking key (higher is better) and an optional note, or rejects.
 fn judge(p: &Platform, request: Request, c: &Candidate) -> Result<(i64, Option<String>), Rejection> {
     let name = VariantName::parse(&c.name).map_err(|e| Rejection::Unparseable(e.reason))?;
+    name.loadable().map_err(Rejection::NeedsPyTorch)?;
     let VariantName::Arch { framework, backend, cpu, os, .. } = name else {
-        let what =
-            if name == VariantName::Universal { "legacy universal torch variant" } else { "torch noarch variant" };
-        return Err(Rejection::NeedsPyTorch(what));
+        unreachable!("only arch variants are loadable");
     };
-    let version = match framework {
-        Framework::TvmFfi(v) => v,
-        Framework::Torch(_) => return Err(Rejection::NeedsPyTorch("torch extension module")),
-        Framework::TorchStableAbi(_) => return Err(Rejection::NeedsPyTorch("torch stable-ABI extension module")),
-    };
-    if version != p.tvm_ffi {
+    if let Framework::TvmFfi(version) = framework
+        && version != p.tvm_ffi
+    {
         return Err(Rejection::TvmFfiVersion { variant: version, runtime: p.tvm_ffi });
     }
     if cpu != p.cpu {

@@ -20,7 +20,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::env;
-use crate::loader::{EmbeddedFile, LoadError};
+use crate::loader::LoadError;
+use crate::registry::EmbeddedFile;
 
 /// The directory embedded libraries are unpacked into when memfd is not used (see the module
 /// docs).

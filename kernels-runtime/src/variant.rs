@@ -15,7 +15,14 @@
 //! 2025.3). [`VariantName`] prints exactly what it parsed, so names round-trip.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
+
+/// The name of the variant directory `dir` (its last component, lossily as text; empty when it
+/// has none): the name [`VariantName::parse`] reads and selection goes by.
+pub fn dir_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
 
 /// A `major.minor` version, as found in variant names and reported by drivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -409,6 +416,26 @@ impl VariantName {
     pub fn needs_pytorch(&self) -> bool {
         self.framework().is_none_or(Framework::needs_pytorch)
     }
+
+    /// Whether kernels-rs can load this variant, or what kind of variant it cannot load. The
+    /// one switch for which variants are loadable: locking, embedding and selection all ask
+    /// here.
+    pub fn loadable(&self) -> Result<(), &'static str> {
+        match self {
+            VariantName::Arch { framework: Framework::TvmFfi(_), .. } => Ok(()),
+            VariantName::Arch { framework: Framework::Torch(_), .. } => Err("torch extension module"),
+            VariantName::Arch { framework: Framework::TorchStableAbi(_), .. } => {
+                Err("torch stable-ABI extension module")
+            }
+            VariantName::Noarch(_) => Err("torch noarch variant"),
+            VariantName::Universal => Err("legacy universal torch variant"),
+        }
+    }
+
+    /// Whether `name` parses as a variant kernels-rs can load ([`VariantName::loadable`]).
+    pub fn is_loadable(name: &str) -> bool {
+        VariantName::parse(name).is_ok_and(|v| v.loadable().is_ok())
+    }
 }
 
 impl FromStr for VariantName {
@@ -615,6 +642,8 @@ mod tests {
     #[test]
     fn only_tvm_ffi_is_loadable_without_pytorch() {
         assert!(!VariantName::parse("tvm-ffi01-cpu-x86_64-linux").unwrap().needs_pytorch());
+        assert!(VariantName::is_loadable("tvm-ffi01-cpu-x86_64-linux"));
+        assert!(!VariantName::is_loadable("not a variant"));
         for name in [
             "torch212-cxx11-cpu-x86_64-linux",
             "torch-stable-abi211-cu126-x86_64-linux",
@@ -622,7 +651,15 @@ mod tests {
             "torch-universal",
         ] {
             assert!(VariantName::parse(name).unwrap().needs_pytorch(), "{name}");
+            assert!(!VariantName::is_loadable(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_variant_is_named_by_its_directory() {
+        assert_eq!(dir_name(Path::new("/cache/build/tvm-ffi01-cpu-x86_64-linux")), "tvm-ffi01-cpu-x86_64-linux");
+        assert_eq!(dir_name(Path::new("build/tvm-ffi01-cpu-x86_64-linux/")), "tvm-ffi01-cpu-x86_64-linux");
+        assert_eq!(dir_name(Path::new("/")), "");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use kernels_build::env::Env;
-use kernels_build::fetch::HubSettings;
+use kernels_build::hub::HubSettings;
 use kernels_build::lock::Lock;
 use kernels_build::{BuildError, Builder};
 use kernels_tests::*;

@@ -1,8 +1,10 @@
-//! Resolution and fetching through `kernels_build::fetch` against the loopback Hub (olah),
+//! Resolution, fetching and verifying through `kernels_build` against the loopback Hub (olah),
 //! serving kernel repos built from this repository's example kernels.
 
-use kernels_build::fetch::{Hub, HubSettings};
-use kernels_build::resolve::{self, Requested};
+use kernels_build::hub::{Hub, HubSettings};
+use kernels_build::lock::ResolvedFile;
+use kernels_build::manifest::Requested;
+use kernels_build::{resolve, verify};
 use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::variant::Os;
 use kernels_tests::*;
@@ -38,15 +40,14 @@ fn a_version_resolves_to_its_branch_and_pins_every_loadable_file() {
     );
 
     // Fetching pins every byte; a second, offline, fetch is served from the cache alone.
-    let fetched =
-        resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    let fetched = verify::hub_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
     assert_eq!(fetched.library, std::fs::read(local.join(&fetched.library_file)).unwrap());
     assert!(
         fetched.dir.starts_with(cache.path().join("kernels--kernels-test--resolve-rust-cpu/snapshots").join(&commit))
     );
     let mut offline = self::hub(cache.path(), true);
     let again =
-        resolve::fetch_variant(&mut offline, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+        verify::hub_variant(&mut offline, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
     assert_eq!(again.library, fetched.library);
 }
 
@@ -73,8 +74,7 @@ fn a_file_that_differs_from_the_lock_is_refused_and_not_kept() {
     let lib = kernel.variants[0].files.iter_mut().find(|f| f.path.ends_with(".so")).unwrap();
     lib.sha256 = sha256_hex(b"something else");
     let path = format!("build/tvm-ffi01-cpu-x86_64-linux/{}", lib.path);
-    let err =
-        resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap_err();
+    let err = verify::hub_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap_err();
     assert!(err.to_string().contains("expected") && err.to_string().contains(&path), "{err}");
     assert!(
         !hub.cache_path("kernels-test/tampered-lock", &commit, &path).exists(),
@@ -91,12 +91,11 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
     let cache = tempfile::tempdir().unwrap();
     let mut hub = hub(cache.path(), false);
     let kernel = resolve::resolve(&mut hub, "ops", "kernels-test/cached", &Requested::Version(1)).unwrap();
-    let fetched =
-        resolve::fetch_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
+    let fetched = verify::hub_variant(&mut hub, &kernel.repo, &kernel.commit, &kernel.variants[0], &Os::Linux).unwrap();
     // What the build generates for it: the lock's pins of its library and metadata.json.
     use kernels_runtime::registry::{CachedVariant, PinnedFile};
     let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
-    let pin = |f: &resolve::ResolvedFile| PinnedFile { path: leak(&f.path), sha256: leak(&f.sha256), size: f.size };
+    let pin = |f: &ResolvedFile| PinnedFile { path: leak(&f.path), sha256: leak(&f.sha256), size: f.size };
     let cached: &'static [CachedVariant] = Box::leak(Box::new([CachedVariant {
         variant: leak(&kernel.variants[0].name),
         archs: &[],

@@ -8,9 +8,10 @@ use std::process::Command;
 
 use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::ffi::{Arg, KernelError, TensorView};
-use kernels_runtime::loader::{self, EmbeddedFile, EmbeddedVariant, LoadError, Source};
+use kernels_runtime::loader::{self, LoadError, Source};
 use kernels_runtime::metadata::{VerifyError, Violation};
 use kernels_runtime::platform::Platform;
+use kernels_runtime::registry::{EmbeddedFile, EmbeddedVariant};
 use kernels_runtime::select::Request;
 use kernels_tests::*;
 

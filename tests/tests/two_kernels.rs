@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use kernels_runtime::digest::sha256_hex;
-use kernels_runtime::loader::{self, EmbeddedFile, EmbeddedVariant, LoadedKernel, Source};
+use kernels_runtime::loader::{self, LoadedKernel, Source};
+use kernels_runtime::registry::{EmbeddedFile, EmbeddedVariant};
 use kernels_tests::*;
 
 /// The one variant of a Hub-layout kernel, as the build would embed it.

@@ -411,13 +411,37 @@ fn a_lock_is_fresh_for_the_manifest_it_was_made_for() {
          [kernels.local]\npath = \"../k\"\n",
     );
     assert_eq!(sample().staleness(&m), []);
-    assert_eq!(sample().is_fresh_for(&m), Ok(()));
+    assert_eq!(Lock::check(p(), Some(&sample()), &m), Ok(()));
     // The tvm-ffi pin is the lock's own business.
     let mut unpinned = sample();
     unpinned.tvm_ffi = None;
-    assert_eq!(unpinned.is_fresh_for(&m), Ok(()));
-    // Nothing to lock, nothing locked.
-    assert_eq!(Lock::default().is_fresh_for(&manifest("[kernels.local]\npath = \"../k\"\n")), Ok(()));
+    assert_eq!(Lock::check(p(), Some(&unpinned), &m), Ok(()));
+    // Nothing to lock, nothing locked; no lock needed either.
+    let local = manifest("[kernels.local]\npath = \"../k\"\n");
+    assert_eq!(Lock::check(p(), Some(&Lock::default()), &local), Ok(()));
+    assert_eq!(Lock::check(p(), None, &local), Ok(()));
+}
+
+#[test]
+fn a_missing_lock_is_stale_when_there_are_hub_kernels() {
+    let m = manifest("[kernels.act]\nrepo = \"org/act\"\nversion = 1\n");
+    let stale = Lock::check(Path::new("crate/kernels.lock"), None, &m).unwrap_err();
+    assert_eq!(stale.state(), "missing");
+    assert_eq!(
+        stale.to_string(),
+        "crate/kernels.lock is missing:\n\
+         \x20 no kernels.lock next to kernels.toml\n\
+         run `cargo kernels lock` in crate and commit kernels.lock"
+    );
+}
+
+#[test]
+fn a_lock_pinning_kernels_no_longer_declared_is_stale() {
+    // The build used to accept it when kernels.toml had no Hub kernel left; `cargo kernels
+    // download` did not. Both now read it as out of date.
+    let stale = Lock::check(p(), Some(&sample()), &manifest("[kernels.local]\npath = \"../k\"\n")).unwrap_err();
+    assert_eq!(stale.state(), "out of date");
+    assert_eq!(stale.changes.len(), 2, "{stale}");
 }
 
 #[test]
@@ -445,12 +469,12 @@ fn staleness_names_each_change() {
         ]
     );
     assert_eq!(
-        sample().is_fresh_for(&m).unwrap_err().to_string(),
-        "kernels.lock is out of date with kernels.toml:\n\
-         \x20 - kernel `act` is locked as org/act @ version 1 but declared as org/act @ version 2\n\
-         \x20 - kernel `new` (org/new, revision `v0.3`) is declared in kernels.toml but not locked\n\
-         \x20 - kernel `norm` now comes from path `../norm`; the lock still pins org/norm\n\
-         run `cargo kernels lock` to update it"
+        Lock::check(p(), Some(&sample()), &m).unwrap_err().to_string(),
+        "kernels.lock is out of date:\n\
+         \x20 kernel `act` is locked as org/act @ version 1 but declared as org/act @ version 2\n\
+         \x20 kernel `new` (org/new, revision `v0.3`) is declared in kernels.toml but not locked\n\
+         \x20 kernel `norm` now comes from path `../norm`; the lock still pins org/norm\n\
+         run `cargo kernels lock` in . and commit kernels.lock"
     );
     let moved = manifest("[kernels.act]\nrepo = \"other/act\"\nversion = 1\n");
     assert_eq!(
@@ -460,47 +484,6 @@ fn staleness_names_each_change() {
             "kernel `norm` (org/norm) is locked but no longer declared in kernels.toml",
         ]
     );
-}
-
-#[test]
-fn diff_lists_what_a_new_lock_changes() {
-    let old = sample();
-    assert_eq!(old.diff(&old), []);
-    let mut new = sample();
-    // act: moved to v2 at a new commit, lost its CUDA variant, gained a ROCm one.
-    let act = new.kernels.iter_mut().find(|k| k.name == "act").unwrap();
-    act.requested = Requested::Version(2);
-    act.commit = "e".repeat(40);
-    act.variants.retain(|v| v.name != "tvm-ffi01-cu130-x86_64-linux");
-    act.variants
-        .push(ResolvedVariant { name: "tvm-ffi01-rocm71-x86_64-linux".into(), files: vec![file("r.so", '9', 3)] });
-    // norm: one file changed, one gone, one new.
-    let norm = new.kernels.iter_mut().find(|k| k.name == "norm").unwrap();
-    norm.variants[0].files = vec![file("metadata.json", '8', 11), file("_n.so", 'a', 20), file("extra.txt", '7', 4)];
-    // A new kernel, and no tvm-ffi pin.
-    new.kernels.push(ResolvedKernel {
-        name: "zeta".into(),
-        repo: "org/zeta".into(),
-        requested: Requested::Version(1),
-        commit: "f".repeat(40),
-        variants: vec![],
-    });
-    new.tvm_ffi = None;
-    let lines: Vec<String> = old.diff(&new).iter().map(ToString::to_string).collect();
-    assert_eq!(
-        lines,
-        [
-            "kernel `act`: org/act, version 1 -> org/act, version 2",
-            "kernel `act`: commit dddddddddddd -> eeeeeeeeeeee",
-            "kernel `act`: variant tvm-ffi01-cu130-x86_64-linux removed",
-            "kernel `act`: variant tvm-ffi01-rocm71-x86_64-linux added",
-            "kernel `norm`, variant tvm-ffi01-cpu-x86_64-linux: added `extra.txt`; removed `layers/__init__.py`; changed `metadata.json`",
-            "kernel `zeta`: added, org/zeta at ffffffffffff",
-            "tvm-ffi library: libtvm_ffi.so (apache-tvm-ffi==0.1.15.post2, sha256 000000000000, 5 bytes) -> none",
-        ]
-    );
-    let back: Vec<String> = new.diff(&old).iter().map(ToString::to_string).collect();
-    assert!(back.contains(&"kernel `zeta`: removed (org/zeta)".to_owned()), "{back:?}");
 }
 
 #[test]

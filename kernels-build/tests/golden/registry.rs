@@ -18,19 +18,19 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             repo: "kernels-test/norm",
             commit: ::core::option::Option::Some("0123456789abcdef0123456789abcdef01234567"),
             variants: &[
-                ::kernels_runtime::loader::EmbeddedVariant {
+                ::kernels_runtime::registry::EmbeddedVariant {
                     variant: "tvm-ffi01-cpu-x86_64-linux",
                     archs: &[],
-                    library: ::kernels_runtime::loader::EmbeddedFile {
+                    library: ::kernels_runtime::registry::EmbeddedFile {
                         path: "_norm_cpu_abc1234.so",
                         sha256: "68ab84f7c6d0f5781585eb1b5289499fb29081b918f71ebddb5f72021c9ef9c5",
                         bytes: include_bytes!("blobs/68ab84f7c6d0f5781585eb1b5289499fb29081b918f71ebddb5f72021c9ef9c5.so"),
                     },
                 },
-                ::kernels_runtime::loader::EmbeddedVariant {
+                ::kernels_runtime::registry::EmbeddedVariant {
                     variant: "tvm-ffi01-cu130-x86_64-linux",
                     archs: &["8.0", "9.0+PTX"],
-                    library: ::kernels_runtime::loader::EmbeddedFile {
+                    library: ::kernels_runtime::registry::EmbeddedFile {
                         path: "_norm_cuda_abc1234.so",
                         sha256: "e636c973d999a634277daa3a43db4adb0e7fde4ef22d47c8e833adb29bd2e99f",
                         bytes: include_bytes!("blobs/e636c973d999a634277daa3a43db4adb0e7fde4ef22d47c8e833adb29bd2e99f.so"),
@@ -79,7 +79,7 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             mode: ::kernels_runtime::registry::ModeSupport::Training,
         },
     ],
-    tvm_ffi: ::core::option::Option::Some(::kernels_runtime::loader::EmbeddedFile {
+    tvm_ffi: ::core::option::Option::Some(::kernels_runtime::registry::EmbeddedFile {
         path: "libtvm_ffi.so",
         sha256: "cdffd5dd8ca8126c0482ba994814b9014cc9e973435d399f1cf1f69479e6b907",
         bytes: include_bytes!("blobs/cdffd5dd8ca8126c0482ba994814b9014cc9e973435d399f1cf1f69479e6b907.so"),

@@ -219,14 +219,6 @@ impl Decision {
     }
 }
 
-fn describe_range(r: &CapabilityRange) -> String {
-    let end = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
-    match r.max {
-        Some(_) => format!("{}..={}", end(r.min), end(r.max)),
-        None => format!("{}..", end(r.min)),
-    }
-}
-
 /// Decides what `layer` uses on `target` in `mode`: the steps of the [module docs](crate::dispatch).
 /// Loads the kernel library when one is chosen; does not log or cache (the layers do).
 pub fn decide(
@@ -276,10 +268,7 @@ pub fn decide(
     let training = mode == Mode::Training;
     let Some(mapping) = pick_mapping(mappings.iter().copied(), capability, training) else {
         if let (Some(cc), None) = (capability, pick_mapping(mappings.iter().copied(), capability, false)) {
-            let ranges = mappings
-                .iter()
-                .filter_map(|m| m.capability.map(|r| format!("{} {}", m.kernel, describe_range(&r))))
-                .collect();
+            let ranges = mappings.iter().filter_map(|m| m.capability.map(|r| format!("{} {r}", m.kernel))).collect();
             return Decision::fallback(FallbackReason::Capability { capability: cc, ranges });
         }
         let mut kernels: Vec<String> = mappings.iter().map(|m| m.kernel.to_owned()).collect();

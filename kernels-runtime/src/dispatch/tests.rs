@@ -2,11 +2,10 @@ use super::cache::{SLOT_ORDINALS, SLOTS, slot_index};
 use super::*;
 use crate::ffi::{DLDevice, DLDeviceType, TensorError};
 use crate::loader::LoadError;
-use crate::loader::{EmbeddedFile, EmbeddedVariant};
 use crate::platform::Platform;
 use crate::platform::{CudaDevice, CudaInfo};
-use crate::registry::KernelEntry;
 use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Registry};
+use crate::registry::{EmbeddedFile, EmbeddedVariant, KernelEntry};
 use crate::variant::{BackendKind, Version};
 use crate::variant::{CpuArch, Os};
 

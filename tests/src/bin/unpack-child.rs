@@ -5,7 +5,8 @@
 
 use kernels_runtime::digest::sha256_hex;
 use kernels_runtime::ffi::{Arg, TensorView};
-use kernels_runtime::loader::{EmbeddedFile, EmbeddedVariant, load_embedded};
+use kernels_runtime::loader::load_embedded;
+use kernels_runtime::registry::{EmbeddedFile, EmbeddedVariant};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -1,0 +1,355 @@
+//! The build, stage by stage: read `kernels.toml` and `kernels.lock`, check the lock (relock
+//! in memory when it is stale and the build may), fetch and verify what the target runs,
+//! build `path` kernels, and write the registry.
+
+use std::path::{Path, PathBuf};
+
+use kernels_runtime::env::{LOCKED, TVM_FFI_LIB};
+use kernels_runtime::ffi::{TVM_FFI_LIBRARY, locate_tvm_ffi, needs_tvm_ffi};
+
+use crate::BuildError;
+use crate::codegen::{self, GenCachedVariant, GenKernel, GenLayer, GenRegistry, GenRuntimeLib, GenVariant};
+use crate::env::{CargoOutput, Env};
+use crate::hub::{Hub, HubSettings};
+use crate::local;
+use crate::lock::{LOCK_COMMAND, LOCK_FILE, Lock, RuntimePin};
+use crate::manifest::{KernelSource, MANIFEST_FILE, Manifest};
+use crate::resolve;
+use crate::target::TargetSpec;
+use crate::verify;
+
+/// What the [`Builder`](crate::Builder) was given; `None` reads the environment.
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    pub(crate) manifest_dir: Option<PathBuf>,
+    pub(crate) out_dir: Option<PathBuf>,
+    pub(crate) target: Option<String>,
+    pub(crate) hub: Option<HubSettings>,
+    pub(crate) locked: Option<bool>,
+}
+
+/// What a build wrote.
+pub(crate) struct Outputs {
+    pub(crate) registry: PathBuf,
+    pub(crate) generated: GenRegistry,
+    pub(crate) proposed_lock: Option<PathBuf>,
+}
+
+fn required(given: Option<PathBuf>, env: &Env, key: &'static str) -> Result<PathBuf, BuildError> {
+    given.or_else(|| env.path(key)).ok_or(BuildError::MissingEnv(key))
+}
+
+pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Outputs, BuildError> {
+    let Inputs { manifest_dir, out_dir, target, hub, locked } = inputs;
+    let manifest_dir = required(manifest_dir, env, "CARGO_MANIFEST_DIR")?;
+    let out_dir = required(out_dir, env, "OUT_DIR")?;
+    let target = target.or_else(|| env.var("TARGET")).ok_or(BuildError::MissingEnv("TARGET"))?;
+    let kernels_dir = out_dir.join("kernels");
+
+    let manifest_path = manifest_dir.join(MANIFEST_FILE);
+    out.rerun_if_changed(&manifest_path);
+    let manifest = Manifest::from_path(&manifest_path).map_err(BuildError::Manifest)?;
+    let lock_path = manifest_dir.join(LOCK_FILE);
+    out.rerun_if_changed(&lock_path);
+    let lock = Lock::read(&lock_path)?;
+    let spec = TargetSpec::new(&target, manifest.build.backends.as_deref())?;
+    let hub_settings = hub.unwrap_or_else(|| HubSettings::from_env(env));
+    let mut hub = Hub::new(hub_settings);
+
+    // Hub kernels: pinned by the lock, or resolved now and proposed.
+    let mut pins = lock.clone().unwrap_or_default();
+    let mut proposed_lock = None;
+    let locked_by = if locked == Some(true) {
+        Some(" (the build was told to stay locked)".to_owned())
+    } else if locked.is_none() && env.flag(LOCKED) {
+        Some(format!(" ({LOCKED} is set)"))
+    } else {
+        None
+    };
+    if let Err(stale) = Lock::check(&lock_path, lock.as_ref(), &manifest) {
+        if let Some(why) = &locked_by {
+            return Err(BuildError::Locked { stale, why: why.clone() });
+        }
+        pins = resolve::relock(&manifest, lock.as_ref(), &mut hub, false, |_| {})
+            .map_err(|e| BuildError::Resolve { name: e.name, source: e.source })?;
+        let proposed = kernels_dir.join(LOCK_FILE);
+        codegen::write_if_changed(&proposed, pins.render().as_bytes())
+            .map_err(|source| BuildError::Io { path: proposed.clone(), source })?;
+        out.warning(&format!(
+            "{} is {}; resolved against the Hub for this build. Run `{LOCK_COMMAND}` in {} to pin it (proposed lock: {})",
+            lock_path.display(),
+            stale.state(),
+            manifest_dir.display(),
+            proposed.display()
+        ));
+        proposed_lock = Some(proposed);
+    }
+
+    let mut generated = GenRegistry::default();
+    for decl in manifest.kernels.values() {
+        let kernel = match &decl.source {
+            KernelSource::Hub { repo, .. } => {
+                let pinned = pins.kernel(&decl.name).expect("every Hub kernel is pinned by now");
+                let mut variants = Vec::new();
+                let mut cached = Vec::new();
+                for variant in pinned.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
+                    let variant_err = |source| BuildError::Variant {
+                        name: decl.name.clone(),
+                        variant: variant.name.clone(),
+                        source: Box::new(source),
+                    };
+                    let fetched =
+                        verify::hub_variant(&mut hub, repo, &pinned.commit, variant, &spec.os).map_err(variant_err)?;
+                    let archs = fetched.metadata.backend.map(|b| b.archs).unwrap_or_default();
+                    if !manifest.build.embed {
+                        // Loaded from the Hub cache at run time, checked against these pins.
+                        let (library, metadata) = fetched.pins;
+                        cached.push(GenCachedVariant { variant: variant.name.clone(), archs, library, metadata });
+                        continue;
+                    }
+                    let needs_tvm_ffi = needs_tvm_ffi(&fetched.dir.join(&fetched.library_file)).unwrap_or(false);
+                    variants.push(GenVariant {
+                        variant: variant.name.clone(),
+                        archs,
+                        library_file: fetched.library_file,
+                        bytes: fetched.library,
+                        needs_tvm_ffi,
+                    });
+                }
+                GenKernel {
+                    name: decl.name.clone(),
+                    repo: repo.clone(),
+                    commit: Some(pinned.commit.clone()),
+                    variants,
+                    cached,
+                }
+            }
+            KernelSource::Path(rel) => {
+                let variants = if decl.optional && !is_kernel_dir(&manifest_dir.join(rel)) {
+                    out.warning(&missing_optional(&manifest, &decl.name, rel, &manifest_dir));
+                    Vec::new()
+                } else {
+                    local_variants(&decl.name, rel, &manifest_dir, &kernels_dir, &spec, env, out)?
+                };
+                GenKernel {
+                    name: decl.name.clone(),
+                    repo: rel.to_string_lossy().into_owned(),
+                    commit: None,
+                    variants,
+                    cached: Vec::new(),
+                }
+            }
+        };
+        generated.kernels.push(kernel);
+    }
+    if !manifest.build.embed {
+        // Prefetch only: Hub variants are verified in the Hub cache and listed with their pins
+        // (above); nothing is embedded.
+        for k in &mut generated.kernels {
+            k.variants.clear();
+        }
+    }
+    generated.layers = manifest
+        .layers
+        .iter()
+        .map(|l| GenLayer {
+            layer: l.layer.clone(),
+            device: l.device,
+            kernel: l.kernel.clone(),
+            function: l.function.clone(),
+            capability: l.capability,
+            mode: l.mode,
+        })
+        .collect();
+    generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), locked_by.as_deref(), out)?;
+
+    let registry = codegen::write(&kernels_dir, &generated)
+        .map_err(|source| BuildError::Io { path: kernels_dir.join("registry.rs"), source })?;
+    Ok(Outputs { registry, generated, proposed_lock })
+}
+
+/// Whether `dir` holds a kernel (`local::classify` accepts it).
+fn is_kernel_dir(dir: &Path) -> bool {
+    local::classify(dir).is_ok()
+}
+
+/// The warning for an `optional = true` kernel whose directory is missing: what falls back.
+fn missing_optional(manifest: &Manifest, name: &str, rel: &Path, manifest_dir: &Path) -> String {
+    let layers: Vec<String> =
+        manifest.layers.iter().filter(|l| l.kernel == name).map(|l| format!("{} ({})", l.layer, l.device)).collect();
+    let layers = if layers.is_empty() { "no layer".to_owned() } else { layers.join(", ") };
+    format!(
+        "optional kernel `{name}`: {} is not a kernel directory (yet), so nothing is embedded for it and {layers} \
+         will use the Rust forward; once it is built, touch {} to embed it",
+        manifest_dir.join(rel).display(),
+        manifest.path.display()
+    )
+}
+
+fn local_variants(
+    name: &str,
+    rel: &Path,
+    manifest_dir: &Path,
+    kernels_dir: &Path,
+    spec: &TargetSpec,
+    env: &Env,
+    out: &mut CargoOutput,
+) -> Result<Vec<GenVariant>, BuildError> {
+    let dir = manifest_dir.join(rel);
+    let local_err = |source| BuildError::Local { name: name.to_owned(), path: dir.clone(), source: Box::new(source) };
+    let root = match local::classify(&dir).map_err(local_err)? {
+        local::LocalKind::Crate(crate_dir) => {
+            let lib = local::build_crate(&crate_dir, &spec.triple, &kernels_dir.join("crates"), env, out)
+                .map_err(local_err)?;
+            let variant = local::cpu_variant_for(&spec.triple).map_err(local_err)?;
+            let root = kernels_dir.join("local").join(name);
+            local::lay_out(&lib, name, "Apache-2.0", &variant, &root).map_err(local_err)?;
+            root
+        }
+        local::LocalKind::HubLayout(root) => {
+            out.rerun_if_changed(&root.join("build"));
+            root
+        }
+        local::LocalKind::Variant(one) => {
+            out.rerun_if_changed(&one);
+            one
+        }
+    };
+    let dirs = kernels_runtime::loader::variant_dirs(&root).map_err(|e| {
+        local_err(local::LocalError::Io { path: root.clone(), source: std::io::Error::other(e.to_string()) })
+    })?;
+    let mut variants = Vec::new();
+    for vdir in dirs {
+        let variant = kernels_runtime::variant::dir_name(&vdir);
+        if spec.wants(&variant).is_err() {
+            continue;
+        }
+        // Embedded are the bytes checked against the digest, read once.
+        let verified = verify::local_variant(&vdir, &spec.os).map_err(|e| local_err(local::LocalError::Verify(e)))?;
+        let archs = verified.metadata.backend.map(|b| b.archs).unwrap_or_default();
+        let needs_tvm_ffi = needs_tvm_ffi(&vdir.join(&verified.library_file)).unwrap_or(false);
+        variants.push(GenVariant {
+            variant,
+            archs,
+            library_file: verified.library_file,
+            bytes: verified.library,
+            needs_tvm_ffi,
+        });
+    }
+    Ok(variants)
+}
+
+/// `libtvm_ffi.so` to embed, when an embedded variant needs it: `KERNELS_TVM_FFI_LIB`, else
+/// `tvm-ffi-config --libdir`. Without one the runtime looks for it on the machine it runs on;
+/// the build says so. One that differs from the lock's `[tvm-ffi]` pin is embedded with a
+/// warning, or refused when the build is locked (`locked_by` says why).
+fn runtime_library(
+    generated: &GenRegistry,
+    env: &Env,
+    pin: Option<&RuntimePin>,
+    locked_by: Option<&str>,
+    out: &mut CargoOutput,
+) -> Result<Option<GenRuntimeLib>, BuildError> {
+    if !generated.kernels.iter().flat_map(|k| &k.variants).any(|v| v.needs_tvm_ffi) {
+        return Ok(None);
+    }
+    let located = match env.path(TVM_FFI_LIB) {
+        Some(p) if p.is_dir() => Some(p.join(TVM_FFI_LIBRARY)),
+        Some(p) => Some(p),
+        None => locate_tvm_ffi().ok(),
+    };
+    let Some(path) = located.filter(|p| p.is_file()) else {
+        out.warning(&format!(
+            "an embedded kernel needs libtvm_ffi.so and none was found at build time (set {TVM_FFI_LIB} or install apache-tvm-ffi); the binary will look for it where it runs"
+        ));
+        return Ok(None);
+    };
+    out.rerun_if_changed(&path);
+    let bytes = std::fs::read(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
+    if let Some(pin) = pin {
+        let sha = kernels_runtime::digest::sha256_hex(&bytes);
+        if sha != pin.sha256
+            && let Some(why) = locked_by
+        {
+            return Err(BuildError::TvmFfiPin {
+                path,
+                found: sha,
+                pinned: pin.sha256.clone(),
+                source_name: pin.source.clone(),
+                why: why.to_owned(),
+            });
+        }
+        if sha != pin.sha256 {
+            out.warning(&format!(
+                "{} (sha256 {sha}) differs from the libtvm_ffi.so pinned in kernels.lock ({}, {}); embedding the local one",
+                path.display(),
+                pin.source,
+                pin.sha256
+            ));
+        }
+    }
+    Ok(Some(GenRuntimeLib { file: TVM_FFI_LIBRARY.to_owned(), bytes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use kernels_runtime::env::LOCKED;
+
+    use crate::env::Env;
+    use crate::hub::HubSettings;
+    use crate::lock::Lock;
+    use crate::{BuildError, BuildReport, Builder};
+
+    /// A lock pinning `act`, which `kernels.toml` (no kernels at all) no longer declares.
+    const LOCK: &str = "version = 1\n\n[[kernel]]\nname = \"act\"\nrepo = \"org/act\"\nrequested-version = 1\n\
+                        commit = \"0123456789abcdef0123456789abcdef01234567\"\n";
+
+    fn build(dir: &std::path::Path, env: &[(&str, &str)], locked: Option<bool>) -> Result<BuildReport, BuildError> {
+        let hub = HubSettings {
+            endpoint: "http://127.0.0.1:9".into(),
+            cache_dir: dir.join("hub"),
+            token: None,
+            offline: true,
+        };
+        let mut builder = Builder::new()
+            .env(Env::fixed(env.iter().copied()))
+            .manifest_dir(dir)
+            .out_dir(dir.join("out"))
+            .target("x86_64-unknown-linux-gnu")
+            .hub(hub);
+        if let Some(locked) = locked {
+            builder = builder.locked(locked);
+        }
+        builder.run()
+    }
+
+    #[test]
+    fn a_lock_pinning_a_removed_kernel_is_stale_without_hub_kernels_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kernels.toml"), "").unwrap();
+        std::fs::write(dir.path().join("kernels.lock"), LOCK).unwrap();
+
+        let err = build(dir.path(), &[], Some(true)).unwrap_err();
+        assert!(matches!(err, BuildError::Locked { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("kernels.lock is out of date:"), "{text}");
+        assert!(text.contains("kernel `act` (org/act) is locked but no longer declared in kernels.toml"), "{text}");
+        assert!(text.ends_with("and commit kernels.lock (the build was told to stay locked)"), "{text}");
+
+        // Not locked: the build goes on and proposes the lock without it.
+        let report = build(dir.path(), &[], None).unwrap();
+        let proposed = report.proposed_lock.expect("a proposed lock");
+        assert_eq!(Lock::read(&proposed).unwrap(), Some(Lock::default()));
+        assert!(report.cargo.lines().iter().any(|l| l.starts_with("cargo:warning=") && l.contains("is out of date")));
+    }
+
+    #[test]
+    fn kernels_locked_reads_flags_like_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kernels.toml"), "").unwrap();
+        std::fs::write(dir.path().join("kernels.lock"), LOCK).unwrap();
+        let err = build(dir.path(), &[(LOCKED, "2")], None).unwrap_err();
+        assert!(err.to_string().ends_with(" (KERNELS_LOCKED is set)"), "{err}");
+        assert!(build(dir.path(), &[(LOCKED, "0")], None).is_ok());
+    }
+}
