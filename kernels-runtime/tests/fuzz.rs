@@ -1,20 +1,26 @@
 //! Fuzz smoke of kernels-runtime's readers of untrusted input: variant names, `metadata.json`
-//! (parsing and the digest check of a variant directory) and the ELF `DT_NEEDED` reader.
+//! (parsing and the digest check of a variant directory) and the ELF readers (`DT_NEEDED`,
+//! dynamic symbols, string literals).
 //! A few seconds per target (`KERNELS_FUZZ_SECS`); see `support/fuzz.rs` for the knobs.
 
 #[path = "support/fuzz.rs"]
 mod fuzz;
+#[path = "support/tiny_elf.rs"]
+mod tiny_elf;
 
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fuzz::Target;
-use kernels_runtime::ffi::{TVM_FFI_LIBRARY, needed_libraries, needed_libraries_from};
+use kernels_runtime::ffi::{
+    DynamicSymbols, TVM_FFI_LIBRARY, dynamic_symbols, dynamic_symbols_from, needed_libraries, needed_libraries_from,
+    strings_with_prefix, strings_with_prefix_from,
+};
 use kernels_runtime::metadata::{
     self, CudaArch, METADATA_FILE, Metadata, MetadataError, VerifyError, Violation, variant_files,
 };
 use kernels_runtime::variant::{Os, VariantName};
+use tiny_elf::{Hash, KERNEL_C, Sym, TinyElf, compile_shared, tiny_elf};
 
 fn tokens(items: &[&str]) -> Vec<Vec<u8>> {
     items.iter().map(|t| t.as_bytes().to_vec()).collect()
@@ -284,146 +290,152 @@ impl<R: Seek> Seek for Counting<R> {
     }
 }
 
-fn check_elf(scratch: &Path, input: &[u8]) -> Result<(), String> {
+/// The error of an ELF reader: `InvalidData` naming the file, or `UnexpectedEof`.
+fn check_elf_error(e: &io::Error) -> Result<(), String> {
+    match e.kind() {
+        io::ErrorKind::InvalidData if !e.to_string().starts_with("fuzz.so: ") => {
+            Err(format!("the error does not name the file: {e}"))
+        }
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Ok(()),
+        kind => Err(format!("an error of kind {kind:?} from memory: {e}")),
+    }
+}
+
+/// Runs `read` on `input` through a counting reader; fails past `max_seeks` seeks or `max_read`
+/// bytes read, or on an error that is not the reader's own.
+fn counted<T>(
+    what: &str,
+    input: &[u8],
+    max_seeks: u32,
+    max_read: u64,
+    read: impl FnOnce(&mut Counting<Cursor<&[u8]>>) -> io::Result<T>,
+) -> Result<io::Result<T>, String> {
     let mut reader = Counting { inner: Cursor::new(input), read: 0, seeks: 0 };
-    let outcome = needed_libraries_from(&mut reader, Path::new("fuzz.so"));
+    let outcome = read(&mut reader);
+    if reader.seeks > max_seeks {
+        return Err(format!("{what}: {} seeks", reader.seeks));
+    }
+    if reader.read > max_read {
+        return Err(format!("{what}: {} bytes read of {}", reader.read, input.len()));
+    }
+    if let Err(e) = &outcome {
+        check_elf_error(e).map_err(|m| format!("{what}: {m}"))?;
+    }
+    Ok(outcome)
+}
+
+/// Whether two outcomes agree: the same value, or errors of the same kind.
+fn same<T: PartialEq>(a: &io::Result<T>, b: &io::Result<T>) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.kind() == b.kind(),
+        _ => false,
+    }
+}
+
+fn check_elf(scratch: &Path, input: &[u8]) -> Result<(), String> {
+    let origin = Path::new("fuzz.so");
+    let len = input.len() as u64;
     // The length, then headers, program headers, dynamic segment, string table: five seeks
     // and four reads at most, each read at most the input (they may overlap) and its limit.
-    if reader.seeks > 5 {
-        return Err(format!("{} seeks", reader.seeks));
+    let limit = (4 * len).min(64 + (256 << 10) + (1 << 20) + (16 << 20));
+    let needed = counted("needed_libraries_from", input, 5, limit, |r| needed_libraries_from(r, origin))?;
+    if let Ok(names) = &needed
+        && (names.len() > 4096 || names.iter().any(|n| n.len() > 4096 * 3 || n.contains('\0')))
+    {
+        return Err(format!("implausible names: {} of them", names.len()));
     }
-    let limit = (4 * input.len() as u64).min(64 + (256 << 10) + (1 << 20) + (16 << 20));
-    if reader.read > limit {
-        return Err(format!("{} bytes read of {}", reader.read, input.len()));
-    }
-    match &outcome {
-        Ok(names) => {
-            if names.len() > 4096 || names.iter().any(|n| n.len() > 4096 * 3 || n.contains('\0')) {
-                return Err(format!("implausible names: {} of them", names.len()));
-            }
+    // Besides, the hash table's header and buckets, and the GNU hash chain a piece at a time:
+    // every read within the input.
+    let seeks = 10 + u32::try_from(len / (4 * 4096)).unwrap_or(u32::MAX);
+    let symbols = counted("dynamic_symbols_from", input, seeks, 8 * len + 64, |r| dynamic_symbols_from(r, origin))?;
+    if let Ok(DynamicSymbols { defined, undefined }) = &symbols {
+        let all = defined.iter().chain(undefined);
+        if defined.len() + undefined.len() > 1_000_000
+            || all.clone().any(|s| s.name.is_empty() || s.name.contains('\0'))
+        {
+            return Err(format!("implausible symbols: {} of them", defined.len() + undefined.len()));
         }
-        Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) => {
-            if !e.to_string().starts_with("fuzz.so: ") && e.kind() == io::ErrorKind::InvalidData {
-                return Err(format!("the error does not name the file: {e}"));
-            }
-        }
-        Err(e) => return Err(format!("an error of kind {:?} from memory: {e}", e.kind())),
     }
-    // Through a real file, one input in eight: the same answer.
+    // The header, the program headers, then each loaded range once: within twice the input
+    // and one seek per program header.
+    let strings = counted("strings_with_prefix_from", input, 3 + 4096, 2 * len + 64, |r| {
+        strings_with_prefix_from(r, origin, b"aten::", 64)
+    })?;
+    if let Ok(found) = &strings {
+        let sorted = found.windows(2).all(|w| w[0] < w[1]);
+        let plausible =
+            |s: &String| s.starts_with("aten::") && s.len() <= 256 && s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if found.len() > 64 || !sorted || !found.iter().all(plausible) {
+            return Err(format!("implausible strings: {found:?}"));
+        }
+    }
+    // Through a real file, one input in eight: the same answers.
     if input.len().is_multiple_of(8) {
         std::fs::write(scratch, input).map_err(|e| e.to_string())?;
         let from_file = needed_libraries(scratch);
-        let same = match (&outcome, &from_file) {
-            (Ok(a), Ok(b)) => a == b,
-            (Err(a), Err(b)) => a.kind() == b.kind(),
-            _ => false,
-        };
-        if !same {
-            return Err(format!("memory gives {outcome:?}, the file {from_file:?}"));
+        if !same(&needed, &from_file) {
+            return Err(format!("memory gives {needed:?}, the file {from_file:?}"));
+        }
+        let from_file = dynamic_symbols(scratch);
+        if !same(&symbols, &from_file) {
+            return Err(format!("memory gives {symbols:?}, the file {from_file:?}"));
+        }
+        let from_file = strings_with_prefix(scratch, b"aten::", 64);
+        if !same(&strings, &from_file) {
+            return Err(format!("memory gives {strings:?}, the file {from_file:?}"));
         }
     }
     Ok(())
 }
 
-/// A minimal shared object: ELF header, PT_LOAD and PT_DYNAMIC, the dynamic segment, the
-/// string table; either class and byte order.
-fn tiny_elf(is64: bool, little: bool, needed: &[&str]) -> Vec<u8> {
-    let put = |out: &mut Vec<u8>, value: u64, width: usize| {
-        let bytes = if little { value.to_le_bytes() } else { value.to_be_bytes() };
-        let bytes = if little { &bytes[..width] } else { &bytes[8 - width..] };
-        out.extend_from_slice(bytes);
-    };
-    let word = if is64 { 8 } else { 4 };
-    let (header, phent) = if is64 { (64u64, 56u64) } else { (52, 32) };
-    let mut strtab = vec![0u8];
-    let mut offsets = Vec::new();
-    for name in needed {
-        offsets.push(strtab.len() as u64);
-        strtab.extend_from_slice(name.as_bytes());
-        strtab.push(0);
-    }
-    let dyn_off = header + 2 * phent;
-    let dyn_len = (offsets.len() as u64 + 3) * 2 * word as u64;
-    let str_off = dyn_off + dyn_len;
-    let total = str_off + strtab.len() as u64;
-    let base = 0x1000;
-
-    let mut f = b"\x7fELF".to_vec();
-    f.extend_from_slice(&[if is64 { 2 } else { 1 }, if little { 1 } else { 2 }, 1]);
-    f.resize(16, 0);
-    put(&mut f, 3, 2); // ET_DYN
-    put(&mut f, 62, 2); // EM_X86_64
-    put(&mut f, 1, 4); // EV_CURRENT
-    put(&mut f, 0, word); // e_entry
-    put(&mut f, header, word); // e_phoff
-    put(&mut f, 0, word); // e_shoff
-    put(&mut f, 0, 4); // e_flags
-    put(&mut f, header, 2); // e_ehsize
-    put(&mut f, phent, 2); // e_phentsize
-    put(&mut f, 2, 2); // e_phnum
-    put(&mut f, 0, 6); // e_shentsize, e_shnum, e_shstrndx
-    assert_eq!(f.len() as u64, header);
-    for (kind, offset, size) in [(1u64, 0u64, total), (2, dyn_off, dyn_len)] {
-        put(&mut f, kind, 4);
-        if is64 {
-            put(&mut f, 6, 4); // p_flags
-        }
-        put(&mut f, offset, word);
-        put(&mut f, base + offset, word); // p_vaddr
-        put(&mut f, base + offset, word); // p_paddr
-        put(&mut f, size, word); // p_filesz
-        put(&mut f, size, word); // p_memsz
-        if !is64 {
-            put(&mut f, 6, 4); // p_flags
-        }
-        put(&mut f, 8, word); // p_align
-    }
-    let entries = offsets.iter().map(|o| (1u64, *o)).chain([(5, base + str_off), (10, strtab.len() as u64), (0, 0)]);
-    for (tag, value) in entries {
-        put(&mut f, tag, word);
-        put(&mut f, value, word);
-    }
-    f.extend_from_slice(&strtab);
-    assert_eq!(f.len() as u64, total);
-    f
-}
-
-/// A real shared object, compiled by the C compiler, when there is one.
-fn compiled_elf(dir: &Path) -> Option<Vec<u8>> {
-    let source = dir.join("seed.c");
-    std::fs::write(&source, "#include <math.h>\ndouble seed(double x) { return sqrt(x); }\n").ok()?;
-    let out = dir.join("libseed.so");
-    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let status = Command::new(cc).arg("-shared").arg("-fPIC").arg("-o").arg(&out).arg(&source).arg("-lm").status();
-    match status {
-        Ok(s) if s.success() => std::fs::read(out).ok(),
-        _ => {
-            eprintln!("no C compiler: the ELF target starts from the hand-built seeds only");
-            None
-        }
-    }
-}
-
 #[test]
-fn fuzz_elf_needed() {
+fn fuzz_elf() {
     let dir = tempfile::tempdir().unwrap();
+    let symbols = [
+        Sym::func("__tvm_ffi_foo"),
+        Sym::func("weak_helper").weak(),
+        Sym::object("exported_counter"),
+        Sym::undefined("aoti_torch_get_data_ptr"),
+        Sym::undefined("__gmon_start__").weak(),
+    ];
+    let strings: &[&[u8]] = &[b"aten::empty_like", b"aten::fill_.Scalar", b"calling aten::add"];
+    let with_symbols = |is64, little, hash| {
+        TinyElf::new(is64, little).needed(&["libc.so.6"]).symbols(&symbols, hash).strings(strings).build().bytes
+    };
     let mut seeds = vec![
         tiny_elf(true, true, &["libc.so.6", TVM_FFI_LIBRARY]),
         tiny_elf(true, false, &["libm.so.6"]),
         tiny_elf(false, true, &["libtvm_ffi.so.0", "libstdc++.so.6"]),
         tiny_elf(false, false, &[]),
+        with_symbols(true, true, Hash::Gnu),
+        with_symbols(true, false, Hash::Sysv),
+        with_symbols(false, true, Hash::Both),
+        with_symbols(false, false, Hash::Gnu),
     ];
     for seed in &seeds[..3] {
         let names = needed_libraries_from(&mut Cursor::new(seed), Path::new("seed.so")).unwrap();
         assert!(!names.is_empty(), "the hand-built seeds are read back");
     }
-    if let Some(real) = compiled_elf(dir.path()) {
-        let names = needed_libraries_from(&mut Cursor::new(&real), Path::new("libseed.so")).unwrap();
-        assert!(!names.is_empty(), "the compiled seed needs libraries");
-        seeds.push(real);
+    for seed in &seeds[4..] {
+        let found = dynamic_symbols_from(&mut Cursor::new(seed), Path::new("seed.so")).unwrap();
+        assert_eq!((found.defined.len(), found.undefined.len()), (3, 2), "the hand-built symbols are read back");
+        let found = strings_with_prefix_from(&mut Cursor::new(seed), Path::new("seed.so"), b"aten::", 64).unwrap();
+        assert_eq!(found, ["aten::empty_like", "aten::fill_.Scalar"]);
+    }
+    let source = format!("{KERNEL_C}#include <math.h>\ndouble seed(double x) {{ return sqrt(x); }}\n");
+    match compile_shared(dir.path(), "seed", &source, &["-lm"]) {
+        Some(real) => {
+            let names = needed_libraries_from(&mut Cursor::new(&real), Path::new("libseed.so")).unwrap();
+            assert!(!names.is_empty(), "the compiled seed needs libraries");
+            let found = dynamic_symbols_from(&mut Cursor::new(&real), Path::new("libseed.so")).unwrap();
+            assert!(found.defined.iter().any(|s| s.name == "__tvm_ffi_foo"), "{found:?}");
+            seeds.push(real);
+        }
+        None => eprintln!("the ELF target starts from the hand-built seeds only"),
     }
     let target = Target {
-        name: "elf_needed",
+        name: "elf",
         seeds,
         tokens: vec![
             b"\x7fELF\x02\x01\x01".to_vec(),
@@ -431,8 +443,15 @@ fn fuzz_elf_needed() {
             (i64::MAX as u64).to_le_bytes().to_vec(),
             1u64.to_le_bytes().to_vec(),
             5u64.to_le_bytes().to_vec(),
+            6u64.to_le_bytes().to_vec(),
             10u64.to_le_bytes().to_vec(),
+            11u64.to_le_bytes().to_vec(),
+            4u64.to_le_bytes().to_vec(),
+            0x6fff_fef5u64.to_le_bytes().to_vec(),
+            u32::MAX.to_le_bytes().to_vec(),
+            1_000_000u32.to_le_bytes().to_vec(),
             b"libtvm_ffi.so".to_vec(),
+            b"aten::".to_vec(),
         ],
         max_len: 64 << 10,
     };

@@ -15,6 +15,9 @@
 //!   list `libtvm_ffi.so` in `DT_NEEDED` without an RPATH, so it is preloaded by absolute path
 //!   (once per process, `RTLD_NOW | RTLD_GLOBAL`) before such a kernel is opened. Kernels that
 //!   do not need it load without it.
+//! - [`needed_libraries`], [`dynamic_symbols`] and [`strings_with_prefix`]: what else an ELF
+//!   library needs and provides, read without loading it (its `DT_NEEDED` entries, its defined
+//!   and undefined dynamic symbols, string literals such as the `aten::` operators it calls).
 //! - [`kernel`] (feature `kernel-abi`): writing kernels in Rust.
 //!
 //! # Error channels
@@ -76,7 +79,10 @@ pub use abi::{DLDataType, DLDevice, DLDeviceType, DLTensor, Element};
 #[cfg(feature = "runtime")]
 pub use call::{Arg, KernelError, KernelFunction, MAX_ARGS, ResolveError, Stream};
 #[cfg(feature = "runtime")]
-pub use elf::{TVM_FFI_LIBRARY, needed_libraries, needed_libraries_from, needs_tvm_ffi};
+pub use elf::{
+    DynSymbol, DynamicSymbols, SymbolBinding, SymbolKind, TVM_FFI_LIBRARY, dynamic_symbols, dynamic_symbols_from,
+    needed_libraries, needed_libraries_from, needs_tvm_ffi, strings_with_prefix, strings_with_prefix_from,
+};
 #[cfg(feature = "runtime")]
 pub use tensor::{MAX_NDIM, TensorError, TensorView};
 #[cfg(feature = "runtime")]
