@@ -283,7 +283,8 @@ pub fn decide(
     };
     let needs = Needs { training: mode == Mode::Training, deterministic: settings.deterministic };
     let Some(mapping) = pick_mapping(mappings.iter().copied(), capability, needs) else {
-        // Which need no mapping meets: the capability range first, then the mode.
+        // Which need no mapping meets: the capability range first, then the mode, then
+        // determinism.
         let pick = |needs| pick_mapping(mappings.iter().copied(), capability, needs);
         if let (Some(cc), None) = (capability, pick(Needs::default())) {
             let ranges = mappings.iter().filter_map(|m| m.capability.map(|r| format!("{} {r}", m.kernel))).collect();
