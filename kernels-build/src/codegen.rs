@@ -70,6 +70,8 @@ pub struct GenLayer {
     /// Inclusive capability range, either end open; `None` serves every GPU.
     pub capability: Option<CapabilityRange>,
     pub mode: ModeSupport,
+    /// Declared `deterministic = true`.
+    pub deterministic: bool,
 }
 
 /// `libtvm_ffi.so` to embed.
@@ -208,6 +210,7 @@ pub fn render(reg: &GenRegistry) -> String {
             ModeSupport::Training => "Training",
         };
         let _ = writeln!(s, "            mode: {RT}::registry::ModeSupport::{mode},");
+        let _ = writeln!(s, "            deterministic: {},", l.deterministic);
         s.push_str("        },\n");
     }
     s.push_str("    ],\n");
@@ -342,6 +345,7 @@ mod tests {
                     function: "rms_norm".into(),
                     capability: Some(CapabilityRange { min: Some(Version::new(8, 0)), max: None }),
                     mode: ModeSupport::Inference,
+                    deterministic: false,
                 },
                 GenLayer {
                     layer: "RMSNorm".into(),
@@ -350,6 +354,7 @@ mod tests {
                     function: "rms_norm".into(),
                     capability: None,
                     mode: ModeSupport::Training,
+                    deterministic: true,
                 },
             ],
             tvm_ffi: Some(GenRuntimeLib { file: "libtvm_ffi.so".into(), bytes: b"rt".to_vec() }),

@@ -25,6 +25,7 @@
 //!     { kernel = "rmsnorm", function = "rms_norm", capability = "8.0.." },
 //!     { kernel = "rmsnorm", function = "rms_norm_hopper", capability = "9.0..9.0", mode = "training" },
 //! ]
+//! cpu = { kernel = "rmsnorm", function = "rms_norm", deterministic = true }
 //!
 //! [build]
 //! backends = ["cpu", "cuda"]            # variants to fetch and embed (default: all the target runs)
@@ -48,9 +49,12 @@
 //!   `MAJOR.MINOR` for that capability alone. Among the mappings whose range holds the GPU's
 //!   capability, the smallest range wins; ties go to the one declared first (the runtime's
 //!   `kernels_runtime::registry::pick_mapping`). A mapping that an earlier one with the same
-//!   range and modes would always win over is an error.
+//!   range, modes and determinism would always win over is an error.
 //! - `mode = "inference"` (the default) is a forward-only kernel: it is never chosen in training
 //!   mode. `mode = "training"` promises backward support: it serves training, and inference too.
+//! - `deterministic = true` (default `false`) promises that the kernel gives bitwise-identical
+//!   output for identical input on the same device. In deterministic mode
+//!   (`KERNELS_DETERMINISTIC=1`) only such mappings are chosen.
 //! - Unknown keys are errors at every level. Every error names `file:line:column` and the key.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +81,7 @@ pub const DEVICES: [BackendKind; 5] =
 const DEVICE_NAMES: [&str; 5] = ["cuda", "rocm", "metal", "xpu", "cpu"];
 const ROOT_KEYS: [&str; 3] = ["kernels", "layers", "build"];
 const KERNEL_KEYS: [&str; 5] = ["repo", "version", "revision", "path", "optional"];
-const MAPPING_KEYS: [&str; 4] = ["kernel", "function", "capability", "mode"];
+const MAPPING_KEYS: [&str; 5] = ["kernel", "function", "capability", "mode", "deterministic"];
 const BUILD_KEYS: [&str; 2] = ["backends", "embed"];
 
 /// What `kernels.toml` asks of a Hub kernel.
@@ -155,6 +159,8 @@ pub struct LayerMapping {
     pub capability: Option<CapabilityRange>,
     /// `Inference` (forward only, the default) or `Training` (has backward; serves both).
     pub mode: ModeSupport,
+    /// `deterministic = true`: bitwise-identical output for identical input on the same device.
+    pub deterministic: bool,
     /// The mapping's key, e.g. `[layers.RMSNorm].cuda[1]`.
     pub key: String,
     /// Where it is declared.
@@ -617,6 +623,11 @@ fn mapping(
         },
     };
 
+    let deterministic = match entry(table, "deterministic") {
+        None => Some(false),
+        Some((_, v)) => rep.boolean(v, &key("deterministic")),
+    };
+
     Some((
         LayerMapping {
             layer: layer.to_owned(),
@@ -625,6 +636,7 @@ fn mapping(
             function: function?.to_owned(),
             capability: capability?,
             mode: mode?,
+            deterministic: deterministic?,
             key: path.to_owned(),
             location: rep.locate(anchor.start),
         },
@@ -633,7 +645,8 @@ fn mapping(
 }
 
 /// A mapping is never chosen when an earlier one of the same layer and device has the same
-/// range and serves every mode it serves (ties go to the earlier one).
+/// range, serves every mode it serves and, if it is deterministic, is deterministic too (ties go
+/// to the earlier one; deterministic mode skips the mappings that are not).
 fn check_reachable(rep: &mut Reporter<'_>, layers: &[(LayerMapping, Range<usize>)]) {
     for (j, (later, span)) in layers.iter().enumerate() {
         let shadow = layers[..j].iter().map(|(m, _)| m).find(|earlier| {
@@ -641,14 +654,16 @@ fn check_reachable(rep: &mut Reporter<'_>, layers: &[(LayerMapping, Range<usize>
                 && earlier.device == later.device
                 && earlier.capability == later.capability
                 && (earlier.mode == later.mode || earlier.mode == ModeSupport::Training)
+                && (earlier.deterministic || !later.deterministic)
         });
         if let Some(earlier) = shadow {
             let range = range_text(later.capability);
+            let deterministic = if later.deterministic { " and is deterministic too" } else { "" };
             rep.error(
                 span.clone(),
                 &later.key,
                 format!(
-                    "never chosen: `{}` (line {}) has the same capability range `{range}` and serves every mode this one does; \
+                    "never chosen: `{}` (line {}) has the same capability range `{range}` and serves every mode this one does{deterministic}; \
                      remove one, or give them different ranges or modes",
                     earlier.key, earlier.location.line
                 ),

@@ -13,7 +13,7 @@ use kernels_build::diagnostic::Diagnostic;
 use kernels_build::lock::{Lock, LockError, RuntimePin};
 use kernels_build::lock::{ResolvedFile, ResolvedKernel, ResolvedVariant};
 use kernels_build::manifest::{DEVICES, Manifest, Requested};
-use kernels_runtime::registry::{CapabilityRange, LayerEntry, ModeSupport, pick_mapping};
+use kernels_runtime::registry::{CapabilityRange, LayerEntry, Needs, pick_mapping};
 use kernels_runtime::variant::Version;
 
 fn tokens(items: &[&str]) -> Vec<Vec<u8>> {
@@ -96,12 +96,13 @@ fn check_manifest(input: &[u8]) -> Result<(), String> {
                     function: "f",
                     capability: m.capability,
                     mode: m.mode,
+                    deterministic: m.deterministic,
                 })
                 .collect();
             for cc in [None, Some(Version::new(0, 0)), Some(Version::new(9, 0)), Some(Version::new(u32::MAX, u32::MAX))]
             {
-                for mode in [ModeSupport::Inference, ModeSupport::Training] {
-                    if let Some(chosen) = pick_mapping(&mappings, cc, mode == ModeSupport::Training)
+                for (training, deterministic) in [(false, false), (true, false), (false, true), (true, true)] {
+                    if let Some(chosen) = pick_mapping(&mappings, cc, Needs { training, deterministic })
                         && !mappings.iter().any(|m| std::ptr::eq(m, chosen))
                     {
                         return Err("pick chose a mapping it was not given".into());
@@ -143,6 +144,7 @@ fn fuzz_manifest() {
             "\"..8.9\"",
             "\"4294967295.4294967295\"",
             "mode = \"training\"",
+            "deterministic = true",
             "cuda = ",
             "cpu = ",
             "backends = [\"cpu\", \"cuda\"]",

@@ -32,6 +32,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         function: "rms_norm",
         capability: None,
         mode: ModeSupport::Inference,
+        deterministic: false,
     }],
     tvm_ffi: None,
 };

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 /// Every fallback becomes an error (`KERNELS_STRICT=1`).
 pub const STRICT: &str = "KERNELS_STRICT";
+/// Only kernels declared `deterministic = true` are chosen (`KERNELS_DETERMINISTIC=1`).
+pub const DETERMINISTIC: &str = "KERNELS_DETERMINISTIC";
 /// Every layer uses its Rust forward, as upstream's `DISABLE_KERNEL_MAPPING`.
 pub const DISABLE_MAPPING: &str = "DISABLE_KERNEL_MAPPING";
 /// Layers, kernels or repos whose kernels are turned off (comma separated).

@@ -234,19 +234,32 @@ pub struct LayerEntry {
     pub capability: Option<CapabilityRange>,
     /// Modes served.
     pub mode: ModeSupport,
+    /// `deterministic = true`: the kernel promises bitwise-identical output for identical
+    /// input on the same device.
+    pub deterministic: bool,
 }
 
-/// Picks the mapping for a device of capability `cc` (CUDA) in `training` mode or not:
-/// mappings whose range contains `cc` (or have none), that support the mode; the smallest
-/// range wins, declaration order breaks ties.
+/// What a mapping must declare to be chosen, besides a capability range that holds the GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Needs {
+    /// Training mode: only `mode = "training"` mappings (they have backward).
+    pub training: bool,
+    /// Deterministic mode: only `deterministic = true` mappings.
+    pub deterministic: bool,
+}
+
+/// Picks the mapping for a device of capability `cc` (CUDA): among the mappings whose range
+/// contains `cc` (or have none) and that declare what `needs` asks, the smallest range wins,
+/// declaration order breaks ties.
 pub fn pick_mapping<'a>(
     candidates: impl IntoIterator<Item = &'a LayerEntry>,
     cc: Option<Version>,
-    training: bool,
+    needs: Needs,
 ) -> Option<&'a LayerEntry> {
     candidates
         .into_iter()
-        .filter(|m| !training || m.mode == ModeSupport::Training)
+        .filter(|m| !needs.training || m.mode == ModeSupport::Training)
+        .filter(|m| !needs.deterministic || m.deterministic)
         .filter(|m| match (m.capability, cc) {
             (Some(range), Some(cc)) => range.contains(cc),
             (Some(_), None) | (None, _) => true,
@@ -271,8 +284,19 @@ mod tests {
 
     const fn m(kernel: &'static str, min: Option<Version>, max: Option<Version>, mode: ModeSupport) -> LayerEntry {
         let capability = if min.is_none() && max.is_none() { None } else { Some(CapabilityRange { min, max }) };
-        LayerEntry { layer: "L", device: BackendKind::Cuda, kernel, function: "f", capability, mode }
+        LayerEntry {
+            layer: "L",
+            device: BackendKind::Cuda,
+            kernel,
+            function: "f",
+            capability,
+            mode,
+            deterministic: false,
+        }
     }
+
+    const INFERENCE: Needs = Needs { training: false, deterministic: false };
+    const TRAINING: Needs = Needs { training: true, deterministic: false };
 
     #[test]
     fn smallest_matching_range_wins() {
@@ -283,12 +307,12 @@ mod tests {
             m("hopper", Some(v(9, 0)), Some(v(9, 0)), ModeSupport::Inference),
             m("ampere", Some(v(8, 0)), Some(v(8, 9)), ModeSupport::Inference),
         ];
-        let pick = |cc| pick_mapping(&maps, Some(cc), false).map(|m| m.kernel);
+        let pick = |cc| pick_mapping(&maps, Some(cc), INFERENCE).map(|m| m.kernel);
         assert_eq!(pick(v(9, 0)), Some("hopper"));
         assert_eq!(pick(v(8, 6)), Some("ampere"));
         assert_eq!(pick(v(10, 0)), Some("ampere+"));
         assert_eq!(pick(v(7, 5)), Some("any"));
-        assert_eq!(pick_mapping(&maps[1..3], Some(v(7, 0)), false).map(|m| m.kernel), None);
+        assert_eq!(pick_mapping(&maps[1..3], Some(v(7, 0)), INFERENCE).map(|m| m.kernel), None);
     }
 
     #[test]
@@ -348,8 +372,25 @@ mod tests {
     #[test]
     fn training_needs_backward() {
         let maps = [m("fwd", None, None, ModeSupport::Inference), m("bwd", None, None, ModeSupport::Training)];
-        assert_eq!(pick_mapping(&maps, None, true).map(|m| m.kernel), Some("bwd"));
-        assert_eq!(pick_mapping(&maps, None, false).map(|m| m.kernel), Some("fwd"));
-        assert!(pick_mapping(&maps[..1], None, true).is_none());
+        assert_eq!(pick_mapping(&maps, None, TRAINING).map(|m| m.kernel), Some("bwd"));
+        assert_eq!(pick_mapping(&maps, None, INFERENCE).map(|m| m.kernel), Some("fwd"));
+        assert!(pick_mapping(&maps[..1], None, TRAINING).is_none());
+    }
+
+    #[test]
+    fn deterministic_mode_needs_a_deterministic_mapping() {
+        let v = Version::new;
+        let exact =
+            |k, det| LayerEntry { deterministic: det, ..m(k, Some(v(9, 0)), Some(v(9, 0)), ModeSupport::Training) };
+        let maps = [
+            exact("fast", false),
+            LayerEntry { deterministic: true, ..m("steady", None, None, ModeSupport::Training) },
+        ];
+        let needs = |training| Needs { training, deterministic: true };
+        // The smaller range loses to the only deterministic mapping, in either mode.
+        assert_eq!(pick_mapping(&maps, Some(v(9, 0)), INFERENCE).map(|m| m.kernel), Some("fast"));
+        assert_eq!(pick_mapping(&maps, Some(v(9, 0)), needs(false)).map(|m| m.kernel), Some("steady"));
+        assert_eq!(pick_mapping(&maps, Some(v(9, 0)), needs(true)).map(|m| m.kernel), Some("steady"));
+        assert!(pick_mapping(&maps[..1], Some(v(9, 0)), needs(false)).is_none());
     }
 }

@@ -107,6 +107,7 @@ fn registry(commit: &str, cached: &'static [CachedVariant]) -> &'static Registry
         function: "rms_norm",
         capability: None,
         mode: ModeSupport::Inference,
+        deterministic: false,
     }]));
     Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
 }

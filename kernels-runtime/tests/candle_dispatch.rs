@@ -36,6 +36,7 @@ const fn cpu(layer: &'static str, function: &'static str) -> LayerEntry {
         function,
         capability: None,
         mode: ModeSupport::Inference,
+        deterministic: false,
     }
 }
 

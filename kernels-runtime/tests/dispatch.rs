@@ -30,7 +30,13 @@ const FOREIGN: &str = "kernels-test/foreign";
 const SLOW: &str = "kernels-test/slow";
 
 const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str, mode: ModeSupport) -> LayerEntry {
-    LayerEntry { layer, device: BackendKind::Cpu, kernel, function, capability: None, mode }
+    LayerEntry { layer, device: BackendKind::Cpu, kernel, function, capability: None, mode, deterministic: false }
+}
+
+/// A mapping declared `deterministic = true`: the Rust example kernels compute each row on one
+/// thread in a fixed order (see `examples/kernels/rust-cpu`).
+const fn deterministic(entry: LayerEntry) -> LayerEntry {
+    LayerEntry { deterministic: true, ..entry }
 }
 
 static __KERNELS_REGISTRY: Registry = Registry {
@@ -41,13 +47,15 @@ static __KERNELS_REGISTRY: Registry = Registry {
         KernelEntry { name: "slow", repo: SLOW, commit: None, variants: &[], cached: &[] },
     ],
     layers: &[
-        cpu("AddRMSNorm", "ops", "add_rms_norm", ModeSupport::Inference),
+        deterministic(cpu("AddRMSNorm", "ops", "add_rms_norm", ModeSupport::Inference)),
         cpu("Damaged", "damaged", "rms_norm", ModeSupport::Inference),
         cpu("Foreign", "foreign", "rms_norm", ModeSupport::Inference),
         cpu("Misnamed", "ops", "rms_norm_v2", ModeSupport::Inference),
-        cpu("RMSNorm", "ops", "rms_norm", ModeSupport::Inference),
-        cpu("SiluAndMul", "ops", "silu_and_mul", ModeSupport::Training),
+        deterministic(cpu("RMSNorm", "ops", "rms_norm", ModeSupport::Inference)),
+        deterministic(cpu("SiluAndMul", "ops", "silu_and_mul", ModeSupport::Training)),
         cpu("Slow", "slow", "rms_norm", ModeSupport::Inference),
+        // The same kernel as `RMSNorm`, not declared deterministic.
+        cpu("Undeclared", "ops", "rms_norm", ModeSupport::Inference),
     ],
     tvm_ffi: None,
 };
@@ -105,6 +113,7 @@ rms_norm_layer!(Misnamed, "Misnamed");
 rms_norm_layer!(Damaged, "Damaged");
 rms_norm_layer!(Foreign, "Foreign");
 rms_norm_layer!(Slow, "Slow");
+rms_norm_layer!(Undeclared, "Undeclared");
 
 /// `silu(x[..d]) * x[d..]` on a flat slice, with a `Vec` output and a boxed error type.
 #[kernelize(
@@ -125,6 +134,22 @@ impl SiluAndMul {
                 (a / (1.0 + (-a).exp()) * b) as f32
             })
             .collect())
+    }
+}
+
+/// `SiluAndMul` on a `[rows, 2d]` tensor, whose rows the kernel can split over threads.
+#[kernelize(
+    layer = "SiluAndMul",
+    forward = fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
+    output = HostTensor::zeros(&[x.shape()[0], x.shape()[1] / 2]),
+    args = (output, x),
+)]
+struct SiluAndMulRows;
+
+impl SiluAndMulRows {
+    fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError> {
+        let out = x.data().chunks(x.shape()[1]).flat_map(|row| SiluAndMul.forward(row).expect("an even row")).collect();
+        Ok(HostTensor::new(out, &[x.shape()[0], x.shape()[1] / 2]).expect("half of x"))
     }
 }
 
@@ -228,6 +253,7 @@ fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
         kernels_runtime::env::DISABLE_MAPPING,
         kernels_runtime::env::DISABLE,
         kernels_runtime::env::STRICT,
+        kernels_runtime::env::DETERMINISTIC,
         kernels_runtime::env::LOCAL_KERNELS,
     ] {
         cmd.env_remove(var);
@@ -545,6 +571,107 @@ fn strict_mode_turns_fallbacks_into_errors() {
         assert_eq!(layer.forward_calls(), 1);
         dispatch::set_strict(true);
         assert!(layer.kernel_forward(&x).is_err());
+    });
+}
+
+#[test]
+fn deterministic_mode_runs_only_kernels_declared_deterministic() {
+    let env = [local_kernels(), (kernels_runtime::env::DETERMINISTIC, "1".to_owned())];
+    in_own_process("deterministic_mode_runs_only_kernels_declared_deterministic", &env, || {
+        assert!(dispatch::is_deterministic());
+        let x = HostTensor::new(values(2 * 16, 24), &[2, 16]).unwrap();
+        let declared = RmsNorm::new(16);
+        declared.kernel_forward(&x).unwrap();
+        assert_eq!(declared.forward_calls(), 0, "the declared kernel runs");
+        let Choice::Kernel(k) = resolution("RMSNorm", Mode::Inference).choice() else { panic!("{}", report()) };
+        assert!(k.deterministic);
+
+        // The same kernel function, mapped without the declaration: the Rust forward.
+        let undeclared = Undeclared::new(16);
+        assert_eq!(undeclared.kernel_forward(&x).unwrap(), undeclared.forward(&x).unwrap());
+        assert_eq!(undeclared.forward_calls(), 2);
+        let reason = fallback_of("Undeclared", Mode::Inference);
+        assert!(matches!(&reason, FallbackReason::NotDeterministic { kernels } if kernels == &["ops"]), "{reason:?}");
+        assert!(!reason.is_failure());
+        let text = reason.to_string();
+        assert!(text.contains("KERNELS_DETERMINISTIC=1") && text.contains("`deterministic = true`"), "{text}");
+        let lines = log_lines("layer `Undeclared`");
+        assert_eq!(lines.len(), 1, "{}", logs());
+        assert!(lines[0].contains("INFO") && lines[0].contains("deterministic"), "{}", lines[0]);
+        assert!(report().to_string().contains("inference, deterministic"), "{}", report());
+
+        // Strict mode refuses it: determinism was asked for and a kernel was meant to serve.
+        dispatch::set_strict(true);
+        let err = undeclared.kernel_forward(&x).unwrap_err();
+        assert!(matches!(err, DispatchError::Strict { .. }), "{err}");
+        assert!(declared.kernel_forward(&x).is_ok());
+        dispatch::set_strict(false);
+
+        // Turned off after the decisions were made: the next call decides again, and turning
+        // it back on finds the earlier decision.
+        dispatch::set_deterministic(false);
+        undeclared.kernel_forward(&x).unwrap();
+        assert_eq!(undeclared.forward_calls(), 2, "the kernel runs");
+        assert!(matches!(resolution("Undeclared", Mode::Inference).choice(), Choice::Kernel(_)));
+        dispatch::set_deterministic(true);
+        undeclared.kernel_forward(&x).unwrap();
+        assert_eq!(undeclared.forward_calls(), 3);
+        let layer = report().layers.into_iter().find(|l| l.layer == "Undeclared").unwrap();
+        assert_eq!(layer.resolutions.iter().map(|r| r.deterministic()).collect::<Vec<_>>(), [false, true]);
+    });
+}
+
+/// The example kernels keep their `deterministic = true` promise: fifty calls on one input give
+/// the same bits, also when the input is large enough for the kernel to split its rows over
+/// its thread pool (from 256Ki elements for the normalisations, 64Ki for `silu_and_mul`, with
+/// at least two pool threads), and the rows computed alone, on the calling thread, give the
+/// same bits as well.
+#[test]
+fn the_example_kernels_give_bitwise_identical_outputs() {
+    let env =
+        [local_kernels(), (kernels_runtime::env::DETERMINISTIC, "1".to_owned()), ("RAYON_NUM_THREADS", "4".to_owned())];
+    in_own_process("the_example_kernels_give_bitwise_identical_outputs", &env, || {
+        fn bits(values: &[f32]) -> Vec<u32> {
+            values.iter().map(|v| v.to_bits()).collect()
+        }
+        /// The first `rows` rows of `t`, as a tensor of their own.
+        fn head(t: &HostTensor<f32>, rows: usize) -> HostTensor<f32> {
+            let d = t.shape()[1];
+            HostTensor::new(t.data()[..rows * d].to_vec(), &[rows, d]).unwrap()
+        }
+        const CALLS: usize = 50;
+        for (rows, d) in [(3, 48), (512, 1024)] {
+            let x = HostTensor::new(values(rows * d, 31), &[rows, d]).unwrap();
+            let residual = HostTensor::new(values(rows * d, 32), &[rows, d]).unwrap();
+            let gate_up = HostTensor::new(values(rows * 2 * d, 33), &[rows, 2 * d]).unwrap();
+            let norm = RmsNorm::new(d);
+            let add = AddRmsNorm { weight: values(d, 34), eps: 1e-5 };
+
+            let norm_first = bits(norm.kernel_forward(&x).unwrap().data());
+            let (out, sum) = add.kernel_forward(&x, &residual).unwrap();
+            let add_first = (bits(out.data()), bits(sum.data()));
+            let silu_first = bits(SiluAndMulRows.kernel_forward(&gate_up).unwrap().data());
+            for call in 1..CALLS {
+                assert!(
+                    bits(norm.kernel_forward(&x).unwrap().data()) == norm_first,
+                    "rms_norm {rows}x{d}, call {call}"
+                );
+                let (out, sum) = add.kernel_forward(&x, &residual).unwrap();
+                assert!((bits(out.data()), bits(sum.data())) == add_first, "add_rms_norm {rows}x{d}, call {call}");
+                let silu = bits(SiluAndMulRows.kernel_forward(&gate_up).unwrap().data());
+                assert!(silu == silu_first, "silu_and_mul {rows}x{d}, call {call}");
+            }
+            assert_eq!(norm.forward_calls(), 0, "the kernels ran");
+
+            // Two rows alone stay on the calling thread: the same bits as inside the split.
+            let (out, sum) = add.kernel_forward(&head(&x, 2), &head(&residual, 2)).unwrap();
+            assert!(bits(norm.kernel_forward(&head(&x, 2)).unwrap().data()) == norm_first[..2 * d]);
+            assert!(bits(out.data()) == add_first.0[..2 * d] && bits(sum.data()) == add_first.1[..2 * d]);
+            assert!(bits(SiluAndMulRows.kernel_forward(&head(&gate_up, 2)).unwrap().data()) == silu_first[..2 * d]);
+        }
+        for layer in ["RMSNorm", "AddRMSNorm", "SiluAndMul"] {
+            assert!(matches!(resolution(layer, Mode::Inference).choice(), Choice::Kernel(_)), "{}", report());
+        }
     });
 }
 

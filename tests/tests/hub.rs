@@ -134,6 +134,7 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
             function: "rms_norm",
             capability: None,
             mode: ModeSupport::Inference,
+            deterministic: false,
         }]));
         Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
     };

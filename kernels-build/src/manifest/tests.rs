@@ -1,4 +1,4 @@
-use kernels_runtime::registry::{LayerEntry, pick_mapping};
+use kernels_runtime::registry::{LayerEntry, Needs, pick_mapping};
 use kernels_runtime::variant::Version;
 
 use super::*;
@@ -39,7 +39,7 @@ revision = "main"
 path = "../kernels/ops"
 
 [layers.SiluAndMul]
-cpu = { kernel = "local-ops", function = "silu_and_mul" }
+cpu = { kernel = "local-ops", function = "silu_and_mul", deterministic = true }
 cuda = [
   { kernel = "activation", function = "silu_and_mul", capability = "9.0..9.0" },
   { kernel = "activation", function = "silu_and_mul_any" },
@@ -105,6 +105,8 @@ fn a_full_manifest_becomes_the_typed_model() {
     assert_eq!(norm.capability, range(Some(v(8, 0)), Some(v(8, 0))));
     assert_eq!(norm.location, Location { line: 21, column: 1 });
     assert_eq!(m.mappings("SiluAndMul", BackendKind::Cpu)[0].function, "silu_and_mul");
+    assert!(m.mappings("SiluAndMul", BackendKind::Cpu)[0].deterministic);
+    assert!(m.layers.iter().filter(|l| l.device != BackendKind::Cpu).all(|l| !l.deterministic));
     assert!(m.mappings("SiluAndMul", BackendKind::Rocm).is_empty());
     assert!(m.mappings("Nope", BackendKind::Cuda).is_empty());
     assert_eq!(m.build, BuildOptions { backends: Some(vec![BackendKind::Cpu, BackendKind::Cuda]), embed: false });
@@ -154,15 +156,19 @@ fn every_error_message() {
         ),
         (
             format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", fn = 1 }}\n"),
-            "kernels.toml:4:39: [layers.L].cpu.fn: unknown key (expected `kernel`, `function`, `capability` or `mode`)",
+            "kernels.toml:4:39: [layers.L].cpu.fn: unknown key (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
         ),
         (
             format!("{K}[layers.L.cuda]\nkernel = \"a\"\nfunction = \"f\"\ncapabilty = \"8.0..\"\n"),
-            "kernels.toml:6:1: [layers.L].cuda.capabilty: unknown key; did you mean `capability`? (expected `kernel`, `function`, `capability` or `mode`)",
+            "kernels.toml:6:1: [layers.L].cuda.capabilty: unknown key; did you mean `capability`? (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
         ),
         (
             format!("{K}[[layers.L.rocm]]\nkernel = \"a\"\nfunction = \"f\"\nmodes = \"training\"\n"),
-            "kernels.toml:6:1: [layers.L].rocm[0].modes: unknown key; did you mean `mode`? (expected `kernel`, `function`, `capability` or `mode`)",
+            "kernels.toml:6:1: [layers.L].rocm[0].modes: unknown key; did you mean `mode`? (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", determinstic = true }}\n"),
+            "kernels.toml:4:39: [layers.L].cpu.determinstic: unknown key; did you mean `deterministic`? (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
         ),
         (
             "[build]\nembedd = true\n".into(),
@@ -316,6 +322,16 @@ fn every_error_message() {
             ),
             "kernels.toml:6:3: [layers.L].cuda[1]: never chosen: `[layers.L].cuda[0]` (line 5) has the same capability range `8.0..` and serves every mode this one does; remove one, or give them different ranges or modes",
         ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", deterministic = \"yes\" }}\n"),
+            "kernels.toml:4:55: [layers.L].cpu.deterministic: expected `true` or `false`, found the string \"yes\"",
+        ),
+        (
+            format!(
+                "{K}[layers.L]\ncpu = [\n  {{ kernel = \"a\", function = \"f\", deterministic = true }},\n  {{ kernel = \"a\", function = \"g\", deterministic = true }},\n]\n"
+            ),
+            "kernels.toml:6:3: [layers.L].cpu[1]: never chosen: `[layers.L].cpu[0]` (line 5) has the same capability range `..` and serves every mode this one does and is deterministic too; remove one, or give them different ranges or modes",
+        ),
         // [build].
         (
             "[build]\nbackends = \"cpu\"\n".into(),
@@ -389,6 +405,30 @@ fn the_same_range_in_another_mode_is_reachable() {
         "{K}[layers.L]\ncuda = [\n  {{ kernel = \"a\", function = \"f\", capability = \"..\" }},\n  {{ kernel = \"a\", function = \"g\" }},\n]\n"
     ));
     assert!(got.starts_with("kernels.toml:6:3: [layers.L].cuda[1]: never chosen: `[layers.L].cuda[0]` (line 5) has the same capability range `..`"), "{got}");
+}
+
+#[test]
+fn deterministic_mappings_are_declared_and_picked_in_deterministic_mode() {
+    // A fast kernel first, a deterministic one second with the same range: the second is
+    // reachable, in deterministic mode only.
+    let m = parse(&format!(
+        "{K}[layers.L]\ncpu = [\n  {{ kernel = \"a\", function = \"fast\" }},\n  {{ kernel = \"a\", function = \"steady\", deterministic = true }},\n]\n\
+         [layers.M.cuda]\nkernel = \"a\"\nfunction = \"f\"\ndeterministic = false\n"
+    ))
+    .unwrap();
+    let maps = m.mappings("L", BackendKind::Cpu);
+    assert_eq!(maps.iter().map(|m| m.deterministic).collect::<Vec<_>>(), [false, true]);
+    assert!(!m.mappings("M", BackendKind::Cuda)[0].deterministic);
+    let needs = |deterministic| Needs { training: false, deterministic };
+    assert_eq!(pick_needing(maps, None, needs(false)).unwrap().function, "fast");
+    assert_eq!(pick_needing(maps, None, needs(true)).unwrap().function, "steady");
+    assert_eq!(pick_needing(&maps[..1], None, needs(true)), None);
+
+    // A deterministic mapping first: a later one with the same range is never chosen.
+    let got = err(&format!(
+        "{K}[layers.L]\ncpu = [\n  {{ kernel = \"a\", function = \"steady\", deterministic = true }},\n  {{ kernel = \"a\", function = \"fast\" }},\n]\n"
+    ));
+    assert!(got.starts_with("kernels.toml:6:3: [layers.L].cpu[1]: never chosen: `[layers.L].cpu[0]` (line 5) has the same capability range `..` and serves every mode this one does;"), "{got}");
 }
 
 #[test]
@@ -468,6 +508,10 @@ fn capability_ranges_parse_and_print() {
 
 /// The mapping the runtime picks among `maps` (the rule is `kernels_runtime::registry::pick_mapping`).
 fn pick(maps: &[LayerMapping], capability: Option<Version>, mode: ModeSupport) -> Option<&LayerMapping> {
+    pick_needing(maps, capability, Needs { training: mode == ModeSupport::Training, deterministic: false })
+}
+
+fn pick_needing(maps: &[LayerMapping], capability: Option<Version>, needs: Needs) -> Option<&LayerMapping> {
     let entries: Vec<LayerEntry> = maps
         .iter()
         .map(|m| LayerEntry {
@@ -477,9 +521,10 @@ fn pick(maps: &[LayerMapping], capability: Option<Version>, mode: ModeSupport) -
             function: "f",
             capability: m.capability,
             mode: m.mode,
+            deterministic: m.deterministic,
         })
         .collect();
-    let chosen = pick_mapping(&entries, capability, mode == ModeSupport::Training)?;
+    let chosen = pick_mapping(&entries, capability, needs)?;
     let i = entries.iter().position(|e| std::ptr::eq(e, chosen)).expect("one of the entries");
     Some(&maps[i])
 }
@@ -492,6 +537,7 @@ fn mapping(function: &str, capability: &str, mode: ModeSupport) -> LayerMapping 
         function: function.into(),
         capability: parse_capability_range(capability).unwrap(),
         mode,
+        deterministic: false,
         key: String::new(),
         location: Location { line: 1, column: 1 },
     }

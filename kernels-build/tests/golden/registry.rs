@@ -69,6 +69,7 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             function: "rms_norm",
             capability: ::core::option::Option::Some(::kernels_runtime::registry::CapabilityRange { min: ::core::option::Option::Some(::kernels_runtime::variant::Version::new(8, 0)), max: ::core::option::Option::None }),
             mode: ::kernels_runtime::registry::ModeSupport::Inference,
+            deterministic: false,
         },
         ::kernels_runtime::registry::LayerEntry {
             layer: "RMSNorm",
@@ -77,6 +78,7 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             function: "rms_norm",
             capability: ::core::option::Option::None,
             mode: ::kernels_runtime::registry::ModeSupport::Training,
+            deterministic: true,
         },
     ],
     tvm_ffi: ::core::option::Option::Some(::kernels_runtime::registry::EmbeddedFile {

@@ -1,5 +1,6 @@
-//! The per-layer cache of decisions: each (layer, target, mode) is decided once, kept for the
-//! life of the process ([`Resolution`]), and found again with one atomic load.
+//! The per-layer cache of decisions: each (layer, target, mode, deterministic mode or not) is
+//! decided once, kept for the life of the process ([`Resolution`]), and found again with one
+//! atomic load.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,8 +16,8 @@ use super::disable::{self, Switch};
 use super::mode::Mode;
 use super::target::Target;
 
-/// A decision made for a kernelized layer on a target in a mode, kept for the life of the
-/// process.
+/// A decision made for a kernelized layer on a target in a mode, with deterministic mode on or
+/// off, kept for the life of the process.
 #[derive(Debug)]
 pub struct Resolution {
     pub(super) layer: &'static str,
@@ -25,6 +26,7 @@ pub struct Resolution {
     pub(super) args: &'static [&'static str],
     pub(super) target: Target,
     pub(super) mode: Mode,
+    pub(super) deterministic: bool,
     pub(super) choice: Choice,
     pub(super) function: Option<KernelFunction>,
 }
@@ -53,6 +55,11 @@ impl Resolution {
     /// In which mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Whether it was made in deterministic mode ([`is_deterministic`](super::is_deterministic)).
+    pub fn deterministic(&self) -> bool {
+        self.deterministic
     }
 
     /// What it uses.
@@ -85,16 +92,21 @@ impl Resolution {
 
 impl fmt::Display for Resolution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "layer `{}` ({}) on {} in {} mode", self.layer, self.type_name, self.target, self.mode)
+        write!(f, "layer `{}` ({}) on {} in {} mode", self.layer, self.type_name, self.target, self.mode)?;
+        if self.deterministic {
+            f.write_str(", deterministic")?;
+        }
+        Ok(())
     }
 }
 
-/// Ordinals below this get a lock-free slot per (kind, mode); higher ones go through a map.
+/// Ordinals below this get a lock-free slot per (kind, mode, deterministic); higher ones go
+/// through a map.
 pub(super) const SLOT_ORDINALS: usize = 8;
 const SLOT_KINDS: usize = BackendKind::ALL.len();
-pub(super) const SLOTS: usize = SLOT_KINDS * SLOT_ORDINALS * 2;
+pub(super) const SLOTS: usize = SLOT_KINDS * SLOT_ORDINALS * 2 * 2;
 
-pub(super) fn slot_index(target: Target, mode: Mode) -> Option<usize> {
+pub(super) fn slot_index(target: Target, mode: Mode, deterministic: bool) -> Option<usize> {
     let Target::Device(kind, ordinal) = target else { return None };
     let ordinal = ordinal as usize;
     if ordinal >= SLOT_ORDINALS {
@@ -110,7 +122,7 @@ pub(super) fn slot_index(target: Target, mode: Mode) -> Option<usize> {
         BackendKind::Neuron => 6,
         BackendKind::Tpu => 7,
     };
-    Some((kind * SLOT_ORDINALS + ordinal) * 2 + mode.index())
+    Some(((kind * SLOT_ORDINALS + ordinal) * 2 + mode.index()) * 2 + usize::from(deterministic))
 }
 
 /// Everything dispatch records, behind one lock.
@@ -118,8 +130,8 @@ pub(super) fn slot_index(target: Target, mode: Mode) -> Option<usize> {
 pub(super) struct State {
     /// Every resolution, in the order made.
     pub(super) resolutions: Vec<&'static Resolution>,
-    /// Resolutions of targets without a slot, by (layer address, target, mode).
-    pub(super) overflow: HashMap<(usize, Target, Mode), &'static Resolution>,
+    /// Resolutions of targets without a slot, by (layer address, target, mode, deterministic).
+    pub(super) overflow: HashMap<(usize, Target, Mode, bool), &'static Resolution>,
     /// The registries layers dispatched through (by address).
     pub(super) registries: Vec<&'static Registry>,
 }
@@ -135,6 +147,7 @@ pub(super) fn log_resolution(r: &Resolution) {
             layer = r.layer,
             target = %r.target,
             mode = %r.mode,
+            deterministic = r.deterministic,
             kernel = %k.kernel,
             function = %k.function,
             variant = %k.variant,
@@ -149,12 +162,14 @@ pub(super) fn log_resolution(r: &Resolution) {
             layer = r.layer,
             target = %r.target,
             mode = %r.mode,
+            deterministic = r.deterministic,
             "{r} uses its Rust forward: {reason}"
         ),
         Choice::Fallback(reason) => tracing::info!(
             layer = r.layer,
             target = %r.target,
             mode = %r.mode,
+            deterministic = r.deterministic,
             "{r} uses its Rust forward: {reason}"
         ),
     }

@@ -9,7 +9,7 @@ use crate::env;
 use crate::ffi::{DLDeviceType, KernelFunction};
 use crate::loader::{self, LoadError, LoadedKernel, Source};
 use crate::platform::Platform;
-use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Registry, pick_mapping};
+use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Needs, Registry, pick_mapping};
 use crate::select::{DecisionTrace, Request};
 use crate::variant::{BackendKind, Version};
 
@@ -55,6 +55,13 @@ pub enum FallbackReason {
     /// Training mode, and no mapping for the device declares backward support.
     NoBackward {
         /// The inference-only kernels that would otherwise serve.
+        kernels: Vec<String>,
+    },
+    /// Deterministic mode, and no mapping for the device declares `deterministic = true`.
+    /// Not a failure (logged at `info`), but strict mode refuses it: the kernel was meant to
+    /// serve, and the Rust forward gives different numbers.
+    NotDeterministic {
+        /// The kernels that would otherwise serve.
         kernels: Vec<String>,
     },
     /// A mapping names a kernel the registry does not have.
@@ -136,6 +143,13 @@ impl fmt::Display for FallbackReason {
                  (declare `mode = \"training\"` in kernels.toml for kernels that have backward)",
                 kernels.join(", ")
             ),
+            FallbackReason::NotDeterministic { kernels } => write!(
+                f,
+                "deterministic mode ({}=1 or dispatch::set_deterministic(true)) needs a mapping declared \
+                 `deterministic = true` in kernels.toml; the mapped kernels ({}) are not",
+                env::DETERMINISTIC,
+                kernels.join(", ")
+            ),
             FallbackReason::UnknownKernel { kernel } => {
                 write!(f, "the mapping names kernel `{kernel}`, which the registry does not have; rebuild the crate")
             }
@@ -177,6 +191,8 @@ pub struct KernelChoice {
     pub capability: Option<CapabilityRange>,
     /// The mapping's declared modes.
     pub mode: ModeSupport,
+    /// Whether the mapping is declared `deterministic = true`.
+    pub deterministic: bool,
     /// How the variant was selected.
     pub trace: DecisionTrace,
 }
@@ -265,15 +281,21 @@ pub fn decide(
         },
         _ => None,
     };
-    let training = mode == Mode::Training;
-    let Some(mapping) = pick_mapping(mappings.iter().copied(), capability, training) else {
-        if let (Some(cc), None) = (capability, pick_mapping(mappings.iter().copied(), capability, false)) {
+    let needs = Needs { training: mode == Mode::Training, deterministic: settings.deterministic };
+    let Some(mapping) = pick_mapping(mappings.iter().copied(), capability, needs) else {
+        // Which need no mapping meets: the capability range first, then the mode, then
+        // determinism.
+        let pick = |needs| pick_mapping(mappings.iter().copied(), capability, needs);
+        if let (Some(cc), None) = (capability, pick(Needs::default())) {
             let ranges = mappings.iter().filter_map(|m| m.capability.map(|r| format!("{} {r}", m.kernel))).collect();
             return Decision::fallback(FallbackReason::Capability { capability: cc, ranges });
         }
         let mut kernels: Vec<String> = mappings.iter().map(|m| m.kernel.to_owned()).collect();
         kernels.dedup();
-        return Decision::fallback(FallbackReason::NoBackward { kernels });
+        if pick(Needs { deterministic: false, ..needs }).is_none() {
+            return Decision::fallback(FallbackReason::NoBackward { kernels });
+        }
+        return Decision::fallback(FallbackReason::NotDeterministic { kernels });
     };
     let Some(entry) = registry.kernel(mapping.kernel) else {
         return Decision::fallback(FallbackReason::UnknownKernel { kernel: mapping.kernel.to_owned() });
@@ -327,6 +349,7 @@ pub fn decide(
                 library: loaded.path().to_owned(),
                 capability: mapping.capability,
                 mode: mapping.mode,
+                deterministic: mapping.deterministic,
                 trace,
             }),
             function: Some(function),

@@ -2,10 +2,10 @@
 //!
 //! `#[kernelize]` (re-exported as [`crate::kernelize`]) gives a layer a `kernel_<forward>`
 //! method. Each call finds the device of its first tensor argument ([`KernelArg::device`]) and
-//! the current [`Mode`], and looks up the decision for (layer, device, mode): the first call
-//! makes it, every later call reads it with one atomic load. Then either the kernel function
-//! runs (output allocated, arguments converted with [`KernelArg`]/[`KernelOutput`]) or the
-//! layer's Rust forward does.
+//! the current [`Mode`], and looks up the decision for (layer, device, mode, deterministic mode
+//! or not): the first call makes it, every later call reads it with one atomic load. Then
+//! either the kernel function runs (output allocated, arguments converted with
+//! [`KernelArg`]/[`KernelOutput`]) or the layer's Rust forward does.
 //!
 //! # Example
 //!
@@ -59,7 +59,9 @@
 //!    registry the build script generates); none → the Rust forward.
 //! 3. The device must be present; on CUDA, its compute capability must fall in the mapping's
 //!    range (inclusive; the smallest matching range wins, as upstream); in
-//!    [`Mode::Training`] only mappings declared with backward support count.
+//!    [`Mode::Training`] only mappings declared with backward support count, and in
+//!    deterministic mode (`KERNELS_DETERMINISTIC=1` or [`set_deterministic`]) only mappings
+//!    declared `deterministic = true`.
 //! 4. The kernel is loaded from `LOCAL_KERNELS` when it names the kernel's repo, else from the
 //!    variants embedded in the binary (the best one for this machine, with a
 //!    [decision trace](crate::select::DecisionTrace)).
@@ -68,7 +70,9 @@
 //! Any step that fails makes the layer use its Rust forward, logged once through `tracing`
 //! (`warn` for failures, `info` for configurations without a kernel) and recorded for
 //! [`report`]. In strict mode (`KERNELS_STRICT=1` or [`set_strict`]) each such fallback is a
-//! [`DispatchError::Strict`] instead. A kernel that runs and fails is always an error
+//! [`DispatchError::Strict`] instead; a switch that turns a kernel off is allowed, but a layer
+//! that deterministic mode leaves without a kernel
+//! ([`FallbackReason::NotDeterministic`]) is an error. A kernel that runs and fails is always an error
 //! ([`DispatchError::Kernel`]), never a silent fallback.
 //!
 //! # Trust
@@ -80,8 +84,9 @@
 //!
 //! # Costs
 //!
-//! After the first call, a call costs one thread-local read (the mode), one `Acquire` load
-//! and the conversion of each argument into a stack array, then the kernel's indirect call.
+//! After the first call, a call costs one thread-local read (the mode), one relaxed load
+//! (deterministic mode), one `Acquire` load and the conversion of each argument into a stack
+//! array, then the kernel's indirect call.
 //! Tensor adapters whose tensors must stay locked during the call ([`KernelValue::Held`])
 //! add one allocation per such tensor.
 //! Decisions for device ordinals ≥ 8 live behind a mutex instead of an atomic slot.
@@ -109,7 +114,7 @@ pub use decide::{Choice, Decision, FallbackReason, KernelChoice, decide};
 pub use disable::{Switch, disable, enable, with_disabled};
 pub use error::DispatchError;
 pub use host_tensor::HostTensor;
-pub use mode::{Mode, Settings, is_strict, set_strict, with_mode};
+pub use mode::{Mode, Settings, is_deterministic, is_strict, set_deterministic, set_strict, with_mode};
 pub use report::{LayerReport, Report, report, report_with};
 pub use target::Target;
 

@@ -1,5 +1,5 @@
-//! The switches a decision depends on: the thread's [`Mode`], strict mode, and the
-//! environment ([`Settings`]).
+//! The switches a decision depends on: the thread's [`Mode`], strict and deterministic mode,
+//! and the environment ([`Settings`]).
 
 use std::cell::Cell;
 use std::fmt;
@@ -57,29 +57,69 @@ pub fn with_mode<R>(mode: Mode, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-const STRICT_UNSET: u8 = 0;
-const STRICT_OFF: u8 = 1;
-const STRICT_ON: u8 = 2;
-static STRICT: AtomicU8 = AtomicU8::new(STRICT_UNSET);
+/// A process-wide switch: what the last `set` call said, else the environment flag `var`
+/// (read once).
+struct ProcessSwitch {
+    state: AtomicU8,
+    var: &'static str,
+}
+
+const UNSET: u8 = 0;
+const OFF: u8 = 1;
+const ON: u8 = 2;
+
+impl ProcessSwitch {
+    const fn new(var: &'static str) -> Self {
+        ProcessSwitch { state: AtomicU8::new(UNSET), var }
+    }
+
+    fn set(&self, on: bool) {
+        self.state.store(if on { ON } else { OFF }, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn get(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            ON => true,
+            OFF => false,
+            _ => {
+                let value = if env::flag(self.var) { ON } else { OFF };
+                let _ = self.state.compare_exchange(UNSET, value, Ordering::Relaxed, Ordering::Relaxed);
+                self.state.load(Ordering::Relaxed) == ON
+            }
+        }
+    }
+}
+
+static STRICT: ProcessSwitch = ProcessSwitch::new(env::STRICT);
+static DETERMINISTIC: ProcessSwitch = ProcessSwitch::new(env::DETERMINISTIC);
 
 /// Turns strict mode on or off for the whole process, overriding `KERNELS_STRICT`. In strict
 /// mode a layer that would use its Rust forward returns [`DispatchError::Strict`](super::DispatchError::Strict) instead.
 pub fn set_strict(on: bool) {
-    STRICT.store(if on { STRICT_ON } else { STRICT_OFF }, Ordering::Relaxed);
+    STRICT.set(on);
 }
 
 /// Whether strict mode is on: [`set_strict`], else `KERNELS_STRICT` (read once).
 pub fn is_strict() -> bool {
-    match STRICT.load(Ordering::Relaxed) {
-        STRICT_ON => true,
-        STRICT_OFF => false,
-        _ => {
-            let on = env::flag(env::STRICT);
-            let value = if on { STRICT_ON } else { STRICT_OFF };
-            let _ = STRICT.compare_exchange(STRICT_UNSET, value, Ordering::Relaxed, Ordering::Relaxed);
-            STRICT.load(Ordering::Relaxed) == STRICT_ON
-        }
-    }
+    STRICT.get()
+}
+
+/// Turns deterministic mode on or off for the whole process, overriding
+/// `KERNELS_DETERMINISTIC`. In deterministic mode a layer uses only a mapping declared
+/// `deterministic = true` in `kernels.toml`, else its Rust forward
+/// ([`FallbackReason::NotDeterministic`](super::FallbackReason::NotDeterministic)). Takes
+/// effect at each layer's next call: decisions are kept per setting, so turning it off again
+/// finds the earlier decisions.
+pub fn set_deterministic(on: bool) {
+    DETERMINISTIC.set(on);
+}
+
+/// Whether deterministic mode is on: [`set_deterministic`], else `KERNELS_DETERMINISTIC`
+/// (read once).
+#[inline]
+pub fn is_deterministic() -> bool {
+    DETERMINISTIC.get()
 }
 
 /// The environment a decision is made in.
@@ -91,15 +131,20 @@ pub struct Settings {
     pub local_kernels: Option<String>,
     /// `KERNELS_DISABLE`: layers, kernels or repos whose kernels are off.
     pub disabled: Vec<String>,
+    /// Deterministic mode ([`is_deterministic`]): only mappings declared
+    /// `deterministic = true` are chosen.
+    pub deterministic: bool,
 }
 
 impl Settings {
-    /// Reads `DISABLE_KERNEL_MAPPING`, `LOCAL_KERNELS` and `KERNELS_DISABLE`.
+    /// Reads `DISABLE_KERNEL_MAPPING`, `LOCAL_KERNELS` and `KERNELS_DISABLE`, and whether
+    /// deterministic mode is on ([`is_deterministic`]).
     pub fn from_env() -> Self {
         Settings {
             disable_mapping: env::flag(env::DISABLE_MAPPING),
             local_kernels: env::var(env::LOCAL_KERNELS).filter(|v| !v.trim().is_empty()),
             disabled: env::var(env::DISABLE).map(|v| super::disable::parse(&v)).unwrap_or_default(),
+            deterministic: is_deterministic(),
         }
     }
 }

@@ -11,7 +11,7 @@ use super::adapter::KernelValue;
 use super::cache::{Resolution, SLOTS, State, log_resolution, slot_index, state};
 use super::decide::decide;
 use super::disable;
-use super::mode::{Mode, Settings, is_strict};
+use super::mode::{Mode, Settings, is_deterministic, is_strict};
 use super::platform;
 use super::target::Target;
 
@@ -59,24 +59,25 @@ impl Layer {
         }
     }
 
-    /// The kernel to call on `device` in the current mode, `None` for the Rust forward, or
-    /// the strict-mode error.
+    /// The kernel to call on `device` in the current mode (and deterministic mode or not),
+    /// `None` for the Rust forward, or the strict-mode error.
     #[inline]
     pub fn kernel(&'static self, device: Option<DLDevice>) -> Result<Option<Bound>, DispatchError> {
         let target = Target::of(device);
         let mode = Mode::current();
-        let resolution = match slot_index(target, mode) {
+        let deterministic = is_deterministic();
+        let resolution = match slot_index(target, mode, deterministic) {
             Some(i) => {
                 let p = self.slots[i].load(Ordering::Acquire);
                 if p.is_null() {
-                    self.resolve(target, mode, Some(i))
+                    self.resolve(target, mode, deterministic, Some(i))
                 } else {
                     // SAFETY: slots only ever hold pointers to leaked (never freed)
                     // resolutions, published with Release after being fully written.
                     unsafe { &*p }
                 }
             }
-            None => self.resolve(target, mode, None),
+            None => self.resolve(target, mode, deterministic, None),
         };
         match &resolution.function {
             Some(_) if disable::any_at_run_time() && resolution.switched_off().is_some() => Ok(None),
@@ -88,8 +89,14 @@ impl Layer {
 
     #[cold]
     #[inline(never)]
-    fn resolve(&'static self, target: Target, mode: Mode, slot: Option<usize>) -> &'static Resolution {
-        let key = (self as *const Layer as usize, target, mode);
+    fn resolve(
+        &'static self,
+        target: Target,
+        mode: Mode,
+        deterministic: bool,
+        slot: Option<usize>,
+    ) -> &'static Resolution {
+        let key = (self as *const Layer as usize, target, mode, deterministic);
         let made = |state: &State| match slot {
             Some(i) => {
                 let p = self.slots[i].load(Ordering::Acquire);
@@ -105,7 +112,9 @@ impl Layer {
         // dispatch lock, so other layers and `report()` are never held up behind it. Two
         // threads may decide the same slot at once; the first to publish wins, and the
         // loader makes each library load only once.
-        let decision = decide(self.registry, self.name, target, mode, &Settings::from_env(), platform());
+        // The slot's setting, even if another thread has changed it since.
+        let settings = Settings { deterministic, ..Settings::from_env() };
+        let decision = decide(self.registry, self.name, target, mode, &settings, platform());
         let mut state = state();
         if let Some(r) = made(&state) {
             return r;
@@ -117,6 +126,7 @@ impl Layer {
             args: self.args,
             target,
             mode,
+            deterministic,
             choice: decision.choice,
             function: decision.function,
         }));

@@ -8,7 +8,7 @@ use crate::variant::BackendKind;
 
 use super::cache::{Resolution, state};
 use super::decide::Choice;
-use super::mode::Mode;
+use super::mode::{Mode, is_deterministic};
 use super::target::Target;
 
 /// Every kernelized layer seen so far with its choice per target and mode, and every layer of
@@ -46,7 +46,7 @@ fn build_report(resolutions: &[&'static Resolution], registries: &[&'static Regi
     let mut layers: Vec<LayerReport> = layers.into_values().collect();
     for l in &mut layers {
         l.mapped.sort();
-        l.resolutions.sort_by_key(|r| (r.type_name, r.target, r.mode));
+        l.resolutions.sort_by_key(|r| (r.type_name, r.target, r.mode, r.deterministic));
     }
     Report { layers }
 }
@@ -71,13 +71,15 @@ pub struct LayerReport {
 }
 
 impl Report {
-    /// The decision for `layer` on `target` in `mode`, if made.
+    /// The decision for `layer` on `target` in `mode`, with deterministic mode as it is now
+    /// ([`is_deterministic`]), if made.
     pub fn find(&self, layer: &str, target: Target, mode: Mode) -> Option<&'static Resolution> {
+        let deterministic = is_deterministic();
         self.layers
             .iter()
             .filter(|l| l.layer == layer)
             .flat_map(|l| l.resolutions.iter().copied())
-            .find(|r| r.target == target && r.mode == mode)
+            .find(|r| r.target == target && r.mode == mode && r.deterministic == deterministic)
     }
 }
 
@@ -95,7 +97,7 @@ impl fmt::Display for Report {
                     l.layer.to_owned(),
                     r.type_name.to_owned(),
                     r.target.to_string(),
-                    r.mode.to_string(),
+                    if r.deterministic { format!("{}, deterministic", r.mode) } else { r.mode.to_string() },
                     match r.switched_off() {
                         Some(by) => format!("Rust forward: {by} (else {})", r.choice),
                         None => r.choice.to_string(),

@@ -32,6 +32,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             function: "silu_and_mul",
             capability: None,
             mode: ModeSupport::Training,
+            deterministic: false,
         },
         LayerEntry {
             layer: "Norm",
@@ -40,6 +41,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             function: "rms_norm",
             capability: range(v(8, 0), None),
             mode: ModeSupport::Inference,
+            deterministic: false,
         },
         LayerEntry {
             layer: "Norm",
@@ -48,6 +50,26 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             function: "rms_norm",
             capability: None,
             mode: ModeSupport::Inference,
+            deterministic: false,
+        },
+        // Two mappings for one device: the first is faster, the second deterministic.
+        LayerEntry {
+            layer: "Pick",
+            device: BackendKind::Cpu,
+            kernel: "act",
+            function: "rms_norm",
+            capability: None,
+            mode: ModeSupport::Inference,
+            deterministic: false,
+        },
+        LayerEntry {
+            layer: "Pick",
+            device: BackendKind::Cpu,
+            kernel: "norm",
+            function: "rms_norm",
+            capability: None,
+            mode: ModeSupport::Inference,
+            deterministic: true,
         },
         LayerEntry {
             layer: "Ghost",
@@ -56,6 +78,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             function: "f",
             capability: None,
             mode: ModeSupport::Inference,
+            deterministic: false,
         },
     ]));
     Registry { kernels, layers, tvm_ffi: None }
@@ -155,6 +178,51 @@ fn training_needs_a_kernel_with_backward() {
     // The same layer in inference mode gets past the mode check.
     let d = decide(&reg, "Norm", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
     assert!(matches!(fallback(&d), FallbackReason::NoVariant { .. }), "{:?}", d.choice);
+}
+
+const DETERMINISTIC: Settings =
+    Settings { disable_mapping: false, local_kernels: None, disabled: Vec::new(), deterministic: true };
+
+/// The kernel a decision went on to load (none of the registry's kernels has variants here).
+fn kernel_tried(d: &Decision) -> &str {
+    match fallback(d) {
+        FallbackReason::NoVariant { kernel, .. } => kernel,
+        other => panic!("expected a kernel without variants, got {other:?}"),
+    }
+}
+
+#[test]
+fn deterministic_mode_picks_the_deterministic_mapping() {
+    let reg = registry(&[]);
+    let d = decide(&reg, "Pick", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
+    assert_eq!(kernel_tried(&d), "act", "the first mapping, declared first");
+    let d = decide(&reg, "Pick", CPU, Mode::Inference, &DETERMINISTIC, &cpu_platform());
+    assert_eq!(kernel_tried(&d), "norm", "the only deterministic mapping");
+}
+
+#[test]
+fn deterministic_mode_without_a_deterministic_mapping_falls_back() {
+    let reg = registry(&[]);
+    for (layer, mode) in [("Norm", Mode::Inference), ("Act", Mode::Training)] {
+        let d = decide(&reg, layer, CPU, mode, &DETERMINISTIC, &cpu_platform());
+        let reason = fallback(&d);
+        let FallbackReason::NotDeterministic { kernels } = reason else { panic!("{layer}: {reason:?}") };
+        assert_eq!(kernels, &[layer.to_lowercase()]);
+        assert!(!reason.is_failure());
+        assert_eq!(
+            reason.to_string(),
+            format!(
+                "deterministic mode (KERNELS_DETERMINISTIC=1 or dispatch::set_deterministic(true)) needs a mapping \
+                 declared `deterministic = true` in kernels.toml; the mapped kernels ({}) are not",
+                layer.to_lowercase()
+            )
+        );
+    }
+    // A missing capability or backward is named first: declaring determinism would not help.
+    let d = decide(&reg, "Norm", CPU, Mode::Training, &DETERMINISTIC, &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::NoBackward { .. }), "{:?}", d.choice);
+    let d = decide(&reg, "Norm", CUDA0, Mode::Inference, &DETERMINISTIC, &gpu_platform(7, 5));
+    assert!(matches!(fallback(&d), FallbackReason::Capability { .. }), "{:?}", d.choice);
 }
 
 #[test]
@@ -273,6 +341,7 @@ fn cuda_decisions_on_this_machine() {
             function: "rms_norm",
             capability: Some(CapabilityRange { min: Some(Version::new(cc.major + 1, 0)), max: None }),
             mode: ModeSupport::Inference,
+            deterministic: false,
         },
         LayerEntry {
             layer: "Around",
@@ -281,6 +350,7 @@ fn cuda_decisions_on_this_machine() {
             function: "rms_norm",
             capability: Some(CapabilityRange { min: Some(cc), max: Some(cc) }),
             mode: ModeSupport::Inference,
+            deterministic: false,
         },
     ]));
     let reg = Registry { layers, ..registry(&[]) };
@@ -318,13 +388,16 @@ fn every_slotted_target_has_its_own_slot() {
     for kind in BackendKind::ALL {
         for ordinal in 0..SLOT_ORDINALS as u32 {
             for mode in [Mode::Inference, Mode::Training] {
-                let i = slot_index(Target::Device(kind, ordinal), mode).expect("a slot");
-                assert!(i < SLOTS && seen.insert(i), "{kind} {ordinal} {mode} -> {i}");
+                for deterministic in [false, true] {
+                    let i = slot_index(Target::Device(kind, ordinal), mode, deterministic).expect("a slot");
+                    assert!(i < SLOTS && seen.insert(i), "{kind} {ordinal} {mode} {deterministic} -> {i}");
+                }
             }
         }
     }
-    assert_eq!(slot_index(Target::Device(BackendKind::Cuda, SLOT_ORDINALS as u32), Mode::Inference), None);
-    assert_eq!(slot_index(Target::Unsupported(7), Mode::Inference), None);
+    assert_eq!(seen.len(), SLOTS);
+    assert_eq!(slot_index(Target::Device(BackendKind::Cuda, SLOT_ORDINALS as u32), Mode::Inference, false), None);
+    assert_eq!(slot_index(Target::Unsupported(7), Mode::Inference, true), None);
 }
 
 #[test]

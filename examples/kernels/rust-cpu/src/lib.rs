@@ -14,7 +14,9 @@
 //! normalises the rounded `residual_out`, as fused kernels elsewhere do. Loops are compiled
 //! twice, for the baseline CPU and for AVX2+FMA (picked at run time). Large inputs (from 64Ki
 //! elements for `silu_and_mul`, 256Ki for the normalisations) are split by rows over a rayon
-//! thread pool.
+//! thread pool. Each row is computed by one thread in a fixed order, so a result does not depend
+//! on the split or the thread count: the kernels are deterministic (`deterministic = true` in
+//! `kernels.toml`).
 //!
 //! Every argument is checked before use: count, kind, dtype (all tensors of a call share one),
 //! device (CPU), layout (contiguous), shapes, overlap between outputs and other tensors, and
