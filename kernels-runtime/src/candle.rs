@@ -80,12 +80,11 @@ use core::fmt;
 
 #[cfg(feature = "candle-cuda")]
 use std::sync::Arc;
-use std::sync::RwLockReadGuard;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cpu_backend::CpuDevice;
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, DType, Device, DeviceLocation, InplaceOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, DeviceLocation, InplaceOp1, Layout, Shape, Storage, StorageRef, Tensor};
 
 use crate::ffi::{
     Arg, DLDataType, DLDevice, DLDeviceType, KernelError, KernelFunction, MAX_ARGS, MAX_NDIM, Stream, TensorError,
@@ -297,6 +296,7 @@ pub fn dl_dtype(dtype: DType) -> Result<DLDataType, CandleError> {
                 reason: "candle stores these sub-byte floats one per byte, a layout DLPack cannot describe",
             });
         }
+        _ => return Err(CandleError::UnsupportedDType { dtype, reason: "a dtype newer than this kernels-runtime" }),
     })
 }
 
@@ -446,11 +446,12 @@ pub fn with_args<R>(
 ///
 /// Prefer [`with_args`] when tensors of one call may share a storage: each `CandleInput`
 /// takes its own read lock, and a thread holding a read lock that asks for the same lock again
-/// waits behind any writer already waiting for it (std's `RwLock`), which never comes.
+/// waits behind any writer already waiting for it (candle's task-fair `parking_lot` lock),
+/// which never comes.
 pub struct CandleInput<'t> {
     /// Held for its lock (and, on CUDA, read again on drop).
     #[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
-    storage: RwLockReadGuard<'t, Storage>,
+    storage: StorageRef<'t>,
     view: TensorView<'t>,
     #[cfg(feature = "candle-cuda")]
     stream: Option<Arc<cuda::CudaStream>>,

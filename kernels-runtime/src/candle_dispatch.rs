@@ -49,7 +49,7 @@
 //!
 //! Each tensor argument takes its own read lock: passing one storage twice in a call (the same
 //! tensor, or two views of one buffer) locks it twice on one thread, which waits forever if
-//! another thread is already waiting to write that storage (std's `RwLock`). Use
+//! another thread is already waiting to write that storage (candle's task-fair lock). Use
 //! [`crate::candle::with_args`] for such calls.
 //!
 //! # Outputs
