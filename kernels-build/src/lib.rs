@@ -30,7 +30,7 @@
 //!    build is locked.
 //!
 //! Every variable read is tracked with `cargo:rerun-if-env-changed` and `rerun-if-changed` is
-//! emitted only for files that exist ([`env`]).
+//! emitted only for files that exist ([`env`](mod@env)).
 
 #![allow(clippy::needless_doctest_main)] // the docs show the whole build.rs
 

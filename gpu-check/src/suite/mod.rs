@@ -5,12 +5,12 @@
 //! 1. Correctness: `rms_norm`, `silu_and_mul` and `add_rms_norm` in f32, f16 and bf16 on many
 //!    shapes (hidden sizes that defeat 16-byte loads, rows narrowed out of a larger buffer,
 //!    offsets of one element, in place), against candle's own ops computed in f32 from the same
-//!    inputs, within [`Tolerance::for_dtype`]. Outputs that live inside a larger buffer are
+//!    inputs, within [`crate::check::Tolerance::for_dtype`]. Outputs that live inside a larger buffer are
 //!    checked not to write outside their view.
 //! 2. Errors: a wrong dtype, mixed dtypes, CPU tensors and a bad shape reach the kernel and
 //!    come back as its own error message; non-contiguous and mixed-device arguments are refused
 //!    by the candle adapter before the call; a good call still works after them.
-//! 3. Benchmarks ([`bench`]).
+//! 3. Benchmarks (`bench`, feature `cuda`).
 //!
 //! Every tensor lives on a candle device with its own (non-default) stream, so the kernels
 //! must run on the stream the adapter hands them for the results to be right.

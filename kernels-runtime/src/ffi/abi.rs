@@ -593,7 +593,6 @@ impl TVMFFIByteArray {
 pub struct TVMFFIErrorCell {
     /// The error kind, e.g. `ValueError`.
     pub kind: TVMFFIByteArray,
-    /// The message.
     pub message: TVMFFIByteArray,
     /// The backtrace, most recent call first.
     pub backtrace: TVMFFIByteArray,

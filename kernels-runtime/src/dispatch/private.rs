@@ -1,0 +1,179 @@
+//! What the code `#[kernelize]` generates calls: the per-layer static ([`Layer`]) and the call
+//! itself. Not a public API: it changes with the macro.
+
+use std::fmt;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::ffi::{Arg, DLDevice, KernelFunction, MAX_ARGS};
+use crate::registry::Registry;
+
+use super::adapter::KernelValue;
+use super::cache::{Resolution, SLOTS, State, log_resolution, slot_index, state};
+use super::decide::decide;
+use super::mode::{Mode, Settings, is_strict};
+use super::platform;
+use super::target::Target;
+
+pub use super::{DispatchError, KernelArg, KernelOutput};
+
+/// The per-layer static of a `kernel_<forward>` method: its names and its decision slots.
+pub struct Layer {
+    name: &'static str,
+    type_name: &'static str,
+    module: &'static str,
+    args: &'static [&'static str],
+    registry: &'static Registry,
+    slots: [AtomicPtr<Resolution>; SLOTS],
+}
+
+impl fmt::Debug for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layer").field("name", &self.name).field("type_name", &self.type_name).finish_non_exhaustive()
+    }
+}
+
+/// A resolved kernel function of a layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    function: &'static KernelFunction,
+    resolution: &'static Resolution,
+}
+
+impl Layer {
+    /// A layer with no decision made yet.
+    pub const fn new(
+        name: &'static str,
+        type_name: &'static str,
+        module: &'static str,
+        args: &'static [&'static str],
+        registry: &'static Registry,
+    ) -> Self {
+        Layer {
+            name,
+            type_name,
+            module,
+            args,
+            registry,
+            slots: [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS],
+        }
+    }
+
+    /// The kernel to call on `device` in the current mode, `None` for the Rust forward, or
+    /// the strict-mode error.
+    #[inline]
+    pub fn kernel(&'static self, device: Option<DLDevice>) -> Result<Option<Bound>, DispatchError> {
+        let target = Target::of(device);
+        let mode = Mode::current();
+        let resolution = match slot_index(target, mode) {
+            Some(i) => {
+                let p = self.slots[i].load(Ordering::Acquire);
+                if p.is_null() {
+                    self.resolve(target, mode, Some(i))
+                } else {
+                    // SAFETY: slots only ever hold pointers to leaked (never freed)
+                    // resolutions, published with Release after being fully written.
+                    unsafe { &*p }
+                }
+            }
+            None => self.resolve(target, mode, None),
+        };
+        match &resolution.function {
+            Some(function) => Ok(Some(Bound { function, resolution })),
+            None if is_strict() => Err(DispatchError::Strict { resolution }),
+            None => Ok(None),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resolve(&'static self, target: Target, mode: Mode, slot: Option<usize>) -> &'static Resolution {
+        let key = (self as *const Layer as usize, target, mode);
+        let made = |state: &State| match slot {
+            Some(i) => {
+                let p = self.slots[i].load(Ordering::Acquire);
+                // SAFETY: as in `kernel`.
+                (!p.is_null()).then(|| unsafe { &*p })
+            }
+            None => state.overflow.get(&key).copied(),
+        };
+        if let Some(r) = made(&state()) {
+            return r;
+        }
+        // Deciding may load libraries (file I/O, dlopen, initialisers): it runs without the
+        // dispatch lock, so other layers and `report()` are never held up behind it. Two
+        // threads may decide the same slot at once; the first to publish wins, and the
+        // loader makes each library load only once.
+        let decision = decide(self.registry, self.name, target, mode, &Settings::from_env(), platform());
+        let mut state = state();
+        if let Some(r) = made(&state) {
+            return r;
+        }
+        let resolution: &'static Resolution = Box::leak(Box::new(Resolution {
+            layer: self.name,
+            type_name: self.type_name,
+            module: self.module,
+            args: self.args,
+            target,
+            mode,
+            choice: decision.choice,
+            function: decision.function,
+        }));
+        log_resolution(resolution);
+        state.resolutions.push(resolution);
+        if !state.registries.iter().any(|r| std::ptr::eq(*r, self.registry)) {
+            state.registries.push(self.registry);
+        }
+        match slot {
+            Some(i) => self.slots[i].store(std::ptr::from_ref(resolution).cast_mut(), Ordering::Release),
+            None => {
+                state.overflow.insert(key, resolution);
+            }
+        }
+        resolution
+    }
+}
+
+/// Calls the bound kernel with `args` (as written in `#[kernelize(args = …)]`).
+#[inline]
+pub fn call<const N: usize>(bound: Bound, args: &[KernelValue<'_>; N]) -> Result<(), DispatchError> {
+    const { assert!(N <= MAX_ARGS, "a kernel call takes at most MAX_ARGS arguments") };
+    let layer = bound.resolution.layer;
+    let mut stream = None;
+    for (i, v) in args.iter().enumerate() {
+        match v {
+            KernelValue::Invalid(error) => {
+                let name = bound.resolution.args.get(i).copied().unwrap_or("?");
+                return Err(DispatchError::Argument { layer, index: i, name, error: error.clone() });
+            }
+            KernelValue::Held(held) if stream.is_none() => stream = held.stream(),
+            _ => {}
+        }
+    }
+    let packed: [Arg<'_>; N] = std::array::from_fn(|i| match &args[i] {
+        KernelValue::View(t) => Arg::Tensor(t),
+        KernelValue::Tensor(t) => Arg::Tensor(t),
+        KernelValue::Held(t) => Arg::Tensor(t.view()),
+        KernelValue::Int(v) => Arg::Int(*v),
+        KernelValue::Float(v) => Arg::Float(*v),
+        KernelValue::Bool(v) => Arg::Bool(*v),
+        KernelValue::None | KernelValue::Invalid(_) => Arg::None,
+    });
+    // The call's contract: the kernel function and its arguments were declared together,
+    // by the layer's mapping in kernels.toml and its `#[kernelize(args = …)]` (see the
+    // module docs); the tensors borrow live memory for the duration of the call (held
+    // tensors stay valid while `args` lives), and the outputs are borrowed mutably from
+    // allocations nothing else can reach.
+    let result = match stream {
+        // SAFETY: the call's contract (above); the stream is the held tensor's device's.
+        Some(stream) if !stream.handle().is_null() => unsafe { bound.function.call_on_stream(stream, &packed) },
+        // SAFETY: the call's contract (above); the default stream needs no setting.
+        _ => unsafe { bound.function.call(&packed) },
+    };
+    result.map_err(|source| DispatchError::Kernel { layer, source: Box::new(source) })
+}
+
+/// Converts a dispatch error into the layer's error type.
+#[inline]
+pub fn layer_error<E: From<DispatchError>>(error: DispatchError) -> E {
+    E::from(error)
+}

@@ -1,0 +1,308 @@
+use super::cache::{SLOT_ORDINALS, SLOTS, slot_index};
+use super::*;
+use crate::ffi::{DLDevice, DLDeviceType, TensorError};
+use crate::loader::LoadError;
+use crate::loader::{EmbeddedFile, EmbeddedVariant};
+use crate::platform::Platform;
+use crate::platform::{CudaDevice, CudaInfo};
+use crate::registry::KernelEntry;
+use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Registry};
+use crate::variant::{BackendKind, Version};
+use crate::variant::{CpuArch, Os};
+
+/// A CPU variant name for an architecture this machine is not.
+const FOREIGN_CPU: &str =
+    if cfg!(target_arch = "x86_64") { "tvm-ffi01-cpu-aarch64-linux" } else { "tvm-ffi01-cpu-x86_64-linux" };
+
+fn this_cpu_variant() -> String {
+    format!("tvm-ffi01-cpu-{}-{}", CpuArch::current(), Os::current())
+}
+
+fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
+    let kernels: &'static [KernelEntry] = Box::leak(Box::new([
+        KernelEntry { name: "act", repo: "kernels-test/act", commit: None, variants, cached: &[] },
+        KernelEntry { name: "norm", repo: "kernels-test/norm", commit: None, variants: &[], cached: &[] },
+    ]));
+    let range = |min, max| Some(CapabilityRange { min, max });
+    let v = |a, b| Some(Version::new(a, b));
+    let layers: &'static [LayerEntry] = Box::leak(Box::new([
+        LayerEntry {
+            layer: "Act",
+            device: BackendKind::Cpu,
+            kernel: "act",
+            function: "silu_and_mul",
+            capability: None,
+            mode: ModeSupport::Training,
+        },
+        LayerEntry {
+            layer: "Norm",
+            device: BackendKind::Cuda,
+            kernel: "norm",
+            function: "rms_norm",
+            capability: range(v(8, 0), None),
+            mode: ModeSupport::Inference,
+        },
+        LayerEntry {
+            layer: "Norm",
+            device: BackendKind::Cpu,
+            kernel: "norm",
+            function: "rms_norm",
+            capability: None,
+            mode: ModeSupport::Inference,
+        },
+        LayerEntry {
+            layer: "Ghost",
+            device: BackendKind::Cpu,
+            kernel: "missing",
+            function: "f",
+            capability: None,
+            mode: ModeSupport::Inference,
+        },
+    ]));
+    Registry { kernels, layers, tvm_ffi: None }
+}
+
+fn cpu_platform() -> Platform {
+    Platform::new(Os::current(), CpuArch::current())
+}
+
+fn gpu_platform(major: u32, minor: u32) -> Platform {
+    cpu_platform().with_cuda(CudaInfo {
+        driver_version: Version::new(13, 0),
+        devices: vec![CudaDevice { ordinal: 0, name: "GPU".into(), capability: Version::new(major, minor) }],
+    })
+}
+
+fn fallback(d: &Decision) -> &FallbackReason {
+    match &d.choice {
+        Choice::Fallback(r) => r,
+        Choice::Kernel(k) => panic!("expected a fallback, got kernel {k:?}"),
+    }
+}
+
+const CPU: Target = Target::Device(BackendKind::Cpu, 0);
+const CUDA0: Target = Target::Device(BackendKind::Cuda, 0);
+
+#[test]
+fn disabled_mapping_wins_over_everything() {
+    let reg = registry(&[]);
+    let settings = Settings { disable_mapping: true, local_kernels: None };
+    let d = decide(&reg, "Norm", CPU, Mode::Inference, &settings, &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::Disabled));
+    assert!(!fallback(&d).is_failure());
+    assert_eq!(fallback(&d).to_string(), "DISABLE_KERNEL_MAPPING is set");
+}
+
+#[test]
+fn no_mapping_names_the_devices_that_are_mapped() {
+    let reg = registry(&[]);
+    let d = decide(&reg, "Unknown", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::NoMapping { mapped, .. } if mapped.is_empty()));
+    let d = decide(&reg, "Act", CUDA0, Mode::Inference, &Settings::default(), &gpu_platform(9, 0));
+    let FallbackReason::NoMapping { device, mapped } = fallback(&d) else { panic!("{:?}", d.choice) };
+    assert_eq!((*device, mapped.as_slice()), (BackendKind::Cuda, [BackendKind::Cpu].as_slice()));
+    assert_eq!(fallback(&d).to_string(), "kernels.toml maps it to no kernel for cuda (only for cpu)");
+}
+
+#[test]
+fn unsupported_devices_and_absent_gpus_fall_back() {
+    let reg = registry(&[]);
+    let vulkan = Target::of(Some(DLDevice::new(DLDeviceType::VULKAN, 0)));
+    let d = decide(&reg, "Norm", vulkan, Mode::Inference, &Settings::default(), &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::UnsupportedDevice { device_type: 7 }), "{:?}", d.choice);
+    let d = decide(&reg, "Norm", CUDA0, Mode::Inference, &Settings::default(), &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::NoDevice { device: BackendKind::Cuda, .. }), "{:?}", d.choice);
+    let cuda3 = Target::Device(BackendKind::Cuda, 3);
+    let d = decide(&reg, "Norm", cuda3, Mode::Inference, &Settings::default(), &gpu_platform(9, 0));
+    let reason = fallback(&d).to_string();
+    assert!(reason.contains("cuda device 3 is not usable: the driver lists 1 device(s)"), "{reason}");
+}
+
+#[test]
+fn capability_outside_every_range_falls_back() {
+    let reg = registry(&[]);
+    let d = decide(&reg, "Norm", CUDA0, Mode::Inference, &Settings::default(), &gpu_platform(7, 5));
+    let FallbackReason::Capability { capability, ranges } = fallback(&d) else { panic!("{:?}", d.choice) };
+    assert_eq!((*capability, ranges.as_slice()), (Version::new(7, 5), ["norm 8.0..".to_owned()].as_slice()));
+    // Inside the range, the decision moves on to finding a variant.
+    let d = decide(&reg, "Norm", CUDA0, Mode::Inference, &Settings::default(), &gpu_platform(9, 0));
+    assert!(matches!(fallback(&d), FallbackReason::NoVariant { trace: None, .. }), "{:?}", d.choice);
+}
+
+#[test]
+fn training_needs_a_kernel_with_backward() {
+    let reg = registry(&[]);
+    let d = decide(&reg, "Norm", CPU, Mode::Training, &Settings::default(), &cpu_platform());
+    let FallbackReason::NoBackward { kernels } = fallback(&d) else { panic!("{:?}", d.choice) };
+    assert_eq!(kernels, &["norm"]);
+    assert!(fallback(&d).to_string().contains("mode = \"training\""));
+    // The same layer in inference mode gets past the mode check.
+    let d = decide(&reg, "Norm", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::NoVariant { .. }), "{:?}", d.choice);
+}
+
+#[test]
+fn kernels_without_variants_or_with_unknown_names_fall_back() {
+    let reg = registry(&[]);
+    let d = decide(&reg, "Ghost", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
+    assert!(matches!(fallback(&d), FallbackReason::UnknownKernel { kernel } if kernel == "missing"));
+    assert!(fallback(&d).is_failure());
+    let d = decide(&reg, "Norm", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
+    let reason = fallback(&d).to_string();
+    assert!(reason.contains("LOCAL_KERNELS=kernels-test/norm=<dir>"), "{reason}");
+}
+
+#[test]
+fn embedded_variants_for_other_machines_are_explained() {
+    static VARIANTS: &[EmbeddedVariant] = &[EmbeddedVariant {
+        variant: FOREIGN_CPU,
+        archs: &[],
+        library: EmbeddedFile { path: "_act.so", sha256: "00", bytes: b"not a library" },
+    }];
+    let reg = registry(VARIANTS);
+    let d = decide(&reg, "Act", CPU, Mode::Training, &Settings::default(), &cpu_platform());
+    let trace = fallback(&d).trace().expect("a selection trace");
+    assert_eq!(trace.chosen(), None);
+    assert!(matches!(trace.verdict(FOREIGN_CPU), Some(crate::select::Verdict::Rejected(_))), "{trace}");
+    assert!(fallback(&d).to_string().contains(FOREIGN_CPU));
+}
+
+#[test]
+fn load_failures_fall_back_with_the_loader_error() {
+    let variant: &'static str = Box::leak(this_cpu_variant().into_boxed_str());
+    let variants: &'static [EmbeddedVariant] = Box::leak(Box::new([EmbeddedVariant {
+        variant,
+        archs: &[],
+        library: EmbeddedFile { path: "_act.so", sha256: "00", bytes: b"tampered" },
+    }]));
+    let reg = registry(variants);
+    let d = decide(&reg, "Act", CPU, Mode::Inference, &Settings::default(), &cpu_platform());
+    let FallbackReason::LoadFailed { error, .. } = fallback(&d) else { panic!("{:?}", d.choice) };
+    assert!(matches!(**error, LoadError::DigestMismatch { .. }), "{error}");
+
+    // A malformed LOCAL_KERNELS, and one naming a directory that does not exist.
+    let settings = Settings { disable_mapping: false, local_kernels: Some("kernels-test/act".into()) };
+    let d = decide(&reg, "Act", CPU, Mode::Inference, &settings, &cpu_platform());
+    assert!(
+        matches!(fallback(&d), FallbackReason::LoadFailed { error, .. } if matches!(**error, LoadError::LocalKernels(_)))
+    );
+    let settings = Settings { disable_mapping: false, local_kernels: Some("kernels-test/act=/nonexistent/k".into()) };
+    let d = decide(&reg, "Act", CPU, Mode::Inference, &settings, &cpu_platform());
+    assert!(
+        matches!(fallback(&d), FallbackReason::LoadFailed { error, .. } if matches!(**error, LoadError::Io { .. }))
+    );
+}
+
+/// On this machine's real platform: CUDA device 0 is either absent (no device) or has a
+/// capability that a range above it excludes and a range around it admits.
+#[test]
+fn cuda_decisions_on_this_machine() {
+    let platform = Platform::detect();
+    let gpu = platform.cuda.present().and_then(|c| c.devices.iter().find(|d| d.ordinal == 0));
+    let cc = gpu.map_or(Version::new(9, 0), |d| d.capability);
+    let layers: &'static [LayerEntry] = Box::leak(Box::new([
+        LayerEntry {
+            layer: "Above",
+            device: BackendKind::Cuda,
+            kernel: "norm",
+            function: "rms_norm",
+            capability: Some(CapabilityRange { min: Some(Version::new(cc.major + 1, 0)), max: None }),
+            mode: ModeSupport::Inference,
+        },
+        LayerEntry {
+            layer: "Around",
+            device: BackendKind::Cuda,
+            kernel: "norm",
+            function: "rms_norm",
+            capability: Some(CapabilityRange { min: Some(cc), max: Some(cc) }),
+            mode: ModeSupport::Inference,
+        },
+    ]));
+    let reg = Registry { layers, ..registry(&[]) };
+    let above = decide(&reg, "Above", CUDA0, Mode::Inference, &Settings::default(), &platform);
+    let around = decide(&reg, "Around", CUDA0, Mode::Inference, &Settings::default(), &platform);
+    match gpu {
+        Some(_) => {
+            assert!(matches!(fallback(&above), FallbackReason::Capability { capability, .. } if *capability == cc));
+            // Past the capability check: the registry has no variant of the kernel.
+            assert!(matches!(fallback(&around), FallbackReason::NoVariant { .. }), "{:?}", around.choice);
+        }
+        None => {
+            for d in [&above, &around] {
+                assert!(matches!(fallback(d), FallbackReason::NoDevice { .. }), "{:?}", d.choice);
+            }
+        }
+    }
+}
+
+#[test]
+fn targets_come_from_dlpack_devices() {
+    assert_eq!(Target::of(None), CPU);
+    assert_eq!(Target::of(Some(DLDevice::CPU)), CPU);
+    assert_eq!(Target::of(Some(DLDevice::new(DLDeviceType::CUDA_HOST, 0))), CPU);
+    assert_eq!(Target::of(Some(DLDevice::cuda(2))), Target::Device(BackendKind::Cuda, 2));
+    assert_eq!(Target::of(Some(DLDevice::rocm(1))), Target::Device(BackendKind::Rocm, 1));
+    assert_eq!(Target::of(Some(DLDevice::cuda(-1))), Target::Unsupported(2));
+    assert_eq!(Target::of(Some(DLDevice::new(DLDeviceType::WEBGPU, 0))).to_string(), "webgpu");
+    assert_eq!(Target::Device(BackendKind::Cuda, 1).to_string(), "cuda:1");
+}
+
+#[test]
+fn every_slotted_target_has_its_own_slot() {
+    let mut seen = std::collections::HashSet::new();
+    for kind in BackendKind::ALL {
+        for ordinal in 0..SLOT_ORDINALS as u32 {
+            for mode in [Mode::Inference, Mode::Training] {
+                let i = slot_index(Target::Device(kind, ordinal), mode).expect("a slot");
+                assert!(i < SLOTS && seen.insert(i), "{kind} {ordinal} {mode} -> {i}");
+            }
+        }
+    }
+    assert_eq!(slot_index(Target::Device(BackendKind::Cuda, SLOT_ORDINALS as u32), Mode::Inference), None);
+    assert_eq!(slot_index(Target::Unsupported(7), Mode::Inference), None);
+}
+
+#[test]
+fn modes_are_scoped_and_restored_on_panic() {
+    assert_eq!(Mode::current(), Mode::Inference);
+    let inner = with_mode(Mode::Training, || {
+        let nested = with_mode(Mode::Inference, Mode::current);
+        (Mode::current(), nested)
+    });
+    assert_eq!(inner, (Mode::Training, Mode::Inference));
+    assert_eq!(Mode::current(), Mode::Inference);
+    let caught = std::panic::catch_unwind(|| with_mode(Mode::Training, || panic!("inside")));
+    assert!(caught.is_err());
+    assert_eq!(Mode::current(), Mode::Inference);
+    // Other threads keep their own mode.
+    with_mode(Mode::Training, || {
+        assert_eq!(std::thread::spawn(Mode::current).join().unwrap(), Mode::Inference);
+    });
+}
+
+#[test]
+fn conversions_report_what_cannot_be_passed() {
+    assert!(matches!(3usize.kernel_arg(), KernelValue::Int(3)));
+    assert!(matches!(u64::MAX.kernel_arg(), KernelValue::Invalid(ArgError::IntOutOfRange { .. })));
+    assert!(matches!(0.5f32.kernel_arg(), KernelValue::Float(v) if v == 0.5));
+    assert!(matches!(None::<f32>.kernel_arg(), KernelValue::None));
+    assert!(matches!((&&true).kernel_arg(), KernelValue::Bool(true)));
+    let v = vec![1f32, 2.0, 3.0];
+    assert!(matches!(v.kernel_arg(), KernelValue::Tensor(t) if t.shape() == [3]));
+    assert_eq!(v.device(), Some(DLDevice::CPU));
+    assert_eq!(2f32.device(), None);
+    let t = HostTensor::new(vec![0f32; 6], &[2, 3]).unwrap();
+    assert!(matches!(t.kernel_arg(), KernelValue::Tensor(v) if v.shape() == [2, 3]));
+    assert!(HostTensor::new(vec![0f32; 5], &[2, 3]).is_err());
+    let mut z = HostTensor::<f32>::zeros(&[1; 9]);
+    assert!(matches!(z.kernel_output(), KernelValue::Invalid(ArgError::Tensor(TensorError::TooManyDims { .. }))));
+}
+
+#[test]
+fn errors_and_resolutions_can_cross_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<DispatchError>();
+    shared::<Resolution>();
+    shared::<Report>();
+    shared::<__private::Layer>();
+}
