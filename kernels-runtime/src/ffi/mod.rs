@@ -74,7 +74,7 @@ mod tvm_ffi;
 
 pub use abi::{DLDataType, DLDevice, DLDeviceType, DLTensor, Element};
 #[cfg(feature = "runtime")]
-pub use call::{Arg, KernelError, KernelFunction, MAX_ARGS, ResolveError, Stream};
+pub use call::{Arg, KernelError, KernelFunction, MAX_ARGS, ResolveError, Stream, Value};
 #[cfg(feature = "runtime")]
 pub use elf::{TVM_FFI_LIBRARY, needed_libraries, needed_libraries_from, needs_tvm_ffi};
 #[cfg(feature = "runtime")]
