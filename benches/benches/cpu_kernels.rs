@@ -41,13 +41,13 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// `kernel` on candle tensors, into a fresh candle output of `shape`.
 fn kernel_on_candle(kernel: &KernelFunction, shape: (usize, usize), inputs: &[CandleArg<'_>], zeroed: bool) -> Tensor {
     let out = if zeroed {
-        kc::output_zeros(shape, DType::F32, &Device::Cpu)
+        Tensor::zeros(shape, DType::F32, &Device::Cpu)
     } else {
         // SAFETY: both kernels write every element of `out`; it is read only after success.
-        unsafe { kc::output_uninit(shape, DType::F32, &Device::Cpu) }
+        unsafe { Tensor::empty(shape, DType::F32, &Device::Cpu) }
     }
     .expect("allocate the output");
-    let mut args = vec![CandleArg::Output(&out)];
+    let mut args = vec![CandleArg::output(&out)];
     args.extend_from_slice(inputs);
     // SAFETY: the example kernels read their inputs and write only `out`.
     unsafe { kc::call(kernel, &args) }.expect("kernel call");
@@ -107,17 +107,17 @@ fn run() -> Result<()> {
     let candle_silu_mul =
         || -> Result<Tensor> { Ok((x.narrow(D::Minus1, 0, d)?.silu()? * x.narrow(D::Minus1, d, d)?)?) };
     let diff =
-        max_abs_diff(&kernel_on_candle(&silu_and_mul, (ROWS, d), &[CandleArg::Input(&x)], false), &candle_silu_mul()?)?;
+        max_abs_diff(&kernel_on_candle(&silu_and_mul, (ROWS, d), &[CandleArg::input(&x)], false), &candle_silu_mul()?)?;
     println!("silu_and_mul: max |kernel − candle| = {diff:e}");
     let mut out_direct = vec![0f32; ROWS * d];
     let mut cases: Vec<Case<'_>> = vec![
         (
             "kernel `silu_and_mul` via candle adapter, uninitialised output",
-            Box::new(|| drop(black_box(kernel_on_candle(&silu_and_mul, (ROWS, d), &[CandleArg::Input(&x)], false)))),
+            Box::new(|| drop(black_box(kernel_on_candle(&silu_and_mul, (ROWS, d), &[CandleArg::input(&x)], false)))),
         ),
         (
             "kernel `silu_and_mul` via candle adapter, zeroed output",
-            Box::new(|| drop(black_box(kernel_on_candle(&silu_and_mul, (ROWS, d), &[CandleArg::Input(&x)], true)))),
+            Box::new(|| drop(black_box(kernel_on_candle(&silu_and_mul, (ROWS, d), &[CandleArg::input(&x)], true)))),
         ),
         (
             "kernel `silu_and_mul` direct (preallocated buffers, no candle)",
@@ -140,7 +140,7 @@ fn run() -> Result<()> {
 
     // rms_norm: x [512, 4096], w [4096].
     let candle_rms = || -> Result<Tensor> { Ok(candle_nn::ops::rms_norm(&x, &w, EPS as f32)?) };
-    let rms_inputs = [CandleArg::Input(&x), CandleArg::Input(&w), CandleArg::Float(EPS)];
+    let rms_inputs = [CandleArg::input(&x), CandleArg::input(&w), CandleArg::Float(EPS)];
     let diff = max_abs_diff(&kernel_on_candle(&rms_norm, (ROWS, HIDDEN), &rms_inputs, false), &candle_rms()?)?;
     println!("\nrms_norm: max |kernel − candle| = {diff:e}");
     let mut out_direct = vec![0f32; ROWS * HIDDEN];
@@ -174,7 +174,7 @@ fn run() -> Result<()> {
 
     // The adapter's own cost per call: a tiny input, the output allocated once.
     let small = Tensor::from_vec(values(128, 3), (1, 128), &device)?;
-    let small_out = kc::output_zeros((1, 64), DType::F32, &device)?;
+    let small_out = Tensor::zeros((1, 64), DType::F32, &device)?;
     let small_data = values(128, 3);
     let mut small_direct = vec![0f32; 64];
     let mut cases: Vec<Case<'_>> = vec![
@@ -182,7 +182,7 @@ fn run() -> Result<()> {
             "kernel `silu_and_mul` via candle adapter (output allocated once)",
             Box::new(|| {
                 // SAFETY: silu_and_mul reads `small` and writes only `small_out`.
-                unsafe { kc::call(&silu_and_mul, &[CandleArg::Output(&small_out), CandleArg::Input(&small)]) }
+                unsafe { kc::call(&silu_and_mul, &[CandleArg::output(&small_out), CandleArg::input(&small)]) }
                     .expect("kernel call")
             }),
         ),

@@ -6,13 +6,11 @@
 //!
 //! Features: `runtime` (default) is everything above; without it only [`ffi`]'s ABI types
 //! remain, and `kernel-abi` adds [`ffi::kernel`] for writing kernels in Rust. `candle` adds
-//! kernel calls on candle tensors (`candle`; `candle-cuda` for CUDA tensors) and
-//! `#[kernelize]` on candle layers (`candle_dispatch`).
+//! kernel calls on candle tensors and `#[kernelize]` on candle layers ([`candle`];
+//! `candle-cuda` for CUDA tensors).
 
 #[cfg(feature = "candle")]
 pub mod candle;
-#[cfg(feature = "candle")]
-pub mod candle_dispatch;
 #[cfg(feature = "runtime")]
 pub mod digest;
 #[cfg(feature = "runtime")]

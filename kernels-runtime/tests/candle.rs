@@ -16,7 +16,7 @@ use std::time::Duration;
 use candle_core::{D, DType, Device, Tensor};
 use kernels_runtime::candle::{
     self as kc, CandleArg, CandleError, CandleInput, CandleOutput, backend_of, candle_dtype, dl_device, dl_dtype,
-    tensor_backend, with_args,
+    with_args,
 };
 use kernels_runtime::ffi::{Arg, DLDataType, DLDevice, KernelError, KernelFunction};
 use kernels_runtime::variant::BackendKind;
@@ -128,8 +128,8 @@ fn silu_and_mul_matches_candle() {
     for dtype in DTYPES {
         // 7 rows of 2 × 200: rows are not a multiple of any chunk size.
         let x = tensor(&[7, 400], dtype, 1);
-        let out = kc::output_zeros((7, 200), dtype, x.device()).unwrap();
-        call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
+        let out = Tensor::zeros((7, 200), dtype, x.device()).unwrap();
+        call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap();
         assert_close(&out, &silu_and_mul_ref(&x), &format!("silu_and_mul {dtype:?}"));
     }
 }
@@ -139,9 +139,9 @@ fn rms_norm_matches_candle() {
     for dtype in DTYPES {
         let x = tensor(&[2, 5, 96], dtype, 2);
         let w = tensor(&[96], dtype, 3);
-        let out = kc::output_zeros(x.shape(), dtype, x.device()).unwrap();
+        let out = Tensor::zeros(x.shape(), dtype, x.device()).unwrap();
         let eps = 1e-5;
-        call("rms_norm", &[CandleArg::Output(&out), CandleArg::Input(&x), CandleArg::Input(&w), eps.into()]).unwrap();
+        call("rms_norm", &[CandleArg::output(&out), CandleArg::input(&x), CandleArg::input(&w), eps.into()]).unwrap();
         assert_close(&out, &rms_norm_ref(&x, &w, eps), &format!("rms_norm {dtype:?}"));
     }
 }
@@ -152,15 +152,15 @@ fn add_rms_norm_matches_candle() {
         let x = tensor(&[6, 128], dtype, 4);
         let residual = tensor(&[6, 128], dtype, 5);
         let w = tensor(&[128], dtype, 6);
-        let out = kc::output_zeros(x.shape(), dtype, x.device()).unwrap();
-        let residual_out = kc::output_zeros(x.shape(), dtype, x.device()).unwrap();
+        let out = Tensor::zeros(x.shape(), dtype, x.device()).unwrap();
+        let residual_out = Tensor::zeros(x.shape(), dtype, x.device()).unwrap();
         let eps = 1e-6;
         let args = [
-            CandleArg::Output(&out),
-            CandleArg::Output(&residual_out),
-            CandleArg::Input(&x),
-            CandleArg::Input(&residual),
-            CandleArg::Input(&w),
+            CandleArg::output(&out),
+            CandleArg::output(&residual_out),
+            CandleArg::input(&x),
+            CandleArg::input(&residual),
+            CandleArg::input(&w),
             CandleArg::Float(eps),
         ];
         call("add_rms_norm", &args).unwrap();
@@ -176,8 +176,8 @@ fn uninitialised_outputs_are_fully_written() {
     let x = tensor(&[3, 64], DType::F32, 7);
     // SAFETY: silu_and_mul writes every element of `out` and the tensor is read only after it
     // succeeded.
-    let out = unsafe { kc::output_uninit((3, 32), DType::F32, x.device()) }.unwrap();
-    call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
+    let out = unsafe { Tensor::empty((3, 32), DType::F32, x.device()) }.unwrap();
+    call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap();
     assert_close(&out, &silu_and_mul_ref(&x), "silu_and_mul into an uninitialised output");
 }
 
@@ -196,14 +196,14 @@ fn storage_offsets_are_honoured_for_inputs_and_outputs() {
         let w_big = tensor(&[100], dtype, 9);
         let w = w_big.narrow(0, 10, 48).unwrap();
         // The outputs are rows 2..7 of zero buffers: rows outside must stay zero.
-        let out_big = kc::output_zeros((9, 48), dtype, &Device::Cpu).unwrap();
+        let out_big = Tensor::zeros((9, 48), dtype, &Device::Cpu).unwrap();
         let out = out_big.narrow(0, 2, 5).unwrap();
-        let silu_big = kc::output_zeros((9, 48), dtype, &Device::Cpu).unwrap();
+        let silu_big = Tensor::zeros((9, 48), dtype, &Device::Cpu).unwrap();
         let silu_out = silu_big.narrow(0, 2, 5).unwrap();
         let x48 = x.narrow(1, 0, 48).unwrap().contiguous().unwrap();
 
-        call("silu_and_mul", &[CandleArg::Output(&silu_out), CandleArg::Input(&x)]).unwrap();
-        call("rms_norm", &[CandleArg::Output(&out), CandleArg::Input(&x48), CandleArg::Input(&w), 1e-5.into()])
+        call("silu_and_mul", &[CandleArg::output(&silu_out), CandleArg::input(&x)]).unwrap();
+        call("rms_norm", &[CandleArg::output(&out), CandleArg::input(&x48), CandleArg::input(&w), 1e-5.into()])
             .unwrap();
 
         assert_close(&silu_out, &silu_and_mul_ref(&x), &format!("silu_and_mul at an offset {dtype:?}"));
@@ -229,7 +229,7 @@ fn views_point_at_the_first_element_with_compact_strides() {
     };
     // A [2, 1, 6] tensor from a reshape: candle may give the extent-1 dimension any stride.
     let y = x.reshape((2, 1, 6)).unwrap();
-    let seen = with_args(&[CandleArg::Input(&x), CandleArg::Input(&y), CandleArg::Int(3)], |args, stream| {
+    let seen = with_args(&[CandleArg::input(&x), CandleArg::input(&y), CandleArg::Int(3)], |args, stream| {
         assert!(stream.is_none(), "no stream on the CPU");
         let [Arg::Tensor(a), Arg::Tensor(b), Arg::Int(3)] = args else { panic!("unexpected args {args:?}") };
         (a.data_ptr() as usize, a.byte_offset(), a.strides().to_vec(), b.strides().to_vec(), a.device(), a.dtype())
@@ -247,8 +247,8 @@ fn non_contiguous_tensors_are_refused_with_a_reason() {
     let x = tensor(&[64, 8], DType::F32, 11);
     let xt = x.t().unwrap();
     assert!(!xt.is_contiguous());
-    let out = kc::output_zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&xt)]).unwrap_err();
+    let out = Tensor::zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&xt)]).unwrap_err();
     let CandleError::NonContiguous { index, ref shape, ref strides } = err else { panic!("{err:?}") };
     assert_eq!((index, shape.as_slice(), strides.as_slice()), (Some(1), [8, 64].as_slice(), [1, 8].as_slice()));
     assert!(err.to_string().starts_with("argument 1 is not contiguous"), "{err}");
@@ -258,20 +258,20 @@ fn non_contiguous_tensors_are_refused_with_a_reason() {
 
     // A column slice (the gate half of a row) is not contiguous either.
     let half = x.narrow(1, 0, 4).unwrap();
-    let out = kc::output_zeros((64, 2), DType::F32, &Device::Cpu).unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&half)]).unwrap_err();
+    let out = Tensor::zeros((64, 2), DType::F32, &Device::Cpu).unwrap();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&half)]).unwrap_err();
     assert!(matches!(err, CandleError::NonContiguous { index: Some(1), .. }), "{err:?}");
 
     // Nor is a transposed output.
     let x = tensor(&[8, 64], DType::F32, 12);
-    let out = kc::output_zeros((32, 8), DType::F32, &Device::Cpu).unwrap().t().unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap_err();
+    let out = Tensor::zeros((32, 8), DType::F32, &Device::Cpu).unwrap().t().unwrap();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap_err();
     assert!(matches!(err, CandleError::NonContiguous { index: Some(0), .. }), "{err:?}");
 
     // Made contiguous explicitly, the transpose works.
-    let out = kc::output_zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
+    let out = Tensor::zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
     let xt = xt.contiguous().unwrap();
-    call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&xt)]).unwrap();
+    call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&xt)]).unwrap();
     assert_close(&out, &silu_and_mul_ref(&xt), "silu_and_mul of a contiguous copy");
 }
 
@@ -280,8 +280,8 @@ fn strided_inputs_carry_their_real_strides() {
     // The example kernels read only contiguous tensors: given the real strides of a transpose,
     // the kernel itself refuses it, naming them.
     let x = tensor(&[64, 8], DType::F32, 13).t().unwrap();
-    let out = kc::output_zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::StridedInput(&x)]).unwrap_err();
+    let out = Tensor::zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::strided_input(&x)]).unwrap_err();
     let CandleError::Kernel(ref kernel) = err else { panic!("{err:?}") };
     let (kind, message) = kernel.raised().expect("raised by the kernel");
     assert_eq!(kind, "ValueError");
@@ -289,7 +289,7 @@ fn strided_inputs_carry_their_real_strides() {
 
     // Broadcast dimensions have stride 0.
     let w = tensor(&[6], DType::F32, 14).broadcast_as((3, 6)).unwrap();
-    let strides = with_args(&[CandleArg::StridedInput(&w)], |args, _| match args {
+    let strides = with_args(&[CandleArg::strided_input(&w)], |args, _| match args {
         [Arg::Tensor(v)] => v.strides().to_vec(),
         _ => unreachable!(),
     })
@@ -309,13 +309,13 @@ fn an_output_and_an_input_may_share_a_storage() {
     let x = buffer.narrow(0, 0, 128).unwrap().reshape((2, 64)).unwrap();
     let out = buffer.narrow(0, 128, 64).unwrap().reshape((2, 32)).unwrap();
     let want = silu_and_mul_ref(&x);
-    call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
+    call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap();
     assert_close(&out, &want, "silu_and_mul into the same storage");
     assert_eq!(flat_f32(&x), values(128, 15), "the input is unchanged");
 
     // Overlapping output and input: the kernel sees the overlap and refuses.
     let out = buffer.narrow(0, 100, 64).unwrap().reshape((2, 32)).unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap_err();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap_err();
     let (_, message) = match &err {
         CandleError::Kernel(e) => e.raised().expect("raised"),
         other => panic!("{other:?}"),
@@ -328,8 +328,8 @@ fn the_same_tensor_may_be_passed_twice() {
     // x as the input and its own transpose-free alias as the weight source: one read lock.
     let x = tensor(&[4, 32], DType::F32, 16);
     let w = x.narrow(0, 0, 1).unwrap().reshape(32).unwrap();
-    let out = kc::output_zeros((4, 32), DType::F32, &Device::Cpu).unwrap();
-    call("rms_norm", &[CandleArg::Output(&out), CandleArg::Input(&x), CandleArg::Input(&w), 1e-5.into()]).unwrap();
+    let out = Tensor::zeros((4, 32), DType::F32, &Device::Cpu).unwrap();
+    call("rms_norm", &[CandleArg::output(&out), CandleArg::input(&x), CandleArg::input(&w), 1e-5.into()]).unwrap();
     assert_close(&out, &rms_norm_ref(&x, &w, 1e-5), "rms_norm with weight and input in one storage");
 }
 
@@ -348,7 +348,7 @@ fn crossed_calls_on_two_threads_do_not_deadlock() {
             let x = in_storage.narrow(0, 1024, 16 * 64).unwrap().reshape((16, 64)).unwrap();
             start.wait();
             for _ in 0..5_000 {
-                call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
+                call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap();
             }
             done.send(()).unwrap();
         });
@@ -361,8 +361,8 @@ fn crossed_calls_on_two_threads_do_not_deadlock() {
 #[test]
 fn kernel_errors_come_back_typed() {
     let x = tensor(&[2, 16], DType::F32, 19);
-    let out = kc::output_zeros((2, 8), DType::F16, &Device::Cpu).unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap_err();
+    let out = Tensor::zeros((2, 8), DType::F16, &Device::Cpu).unwrap();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap_err();
     match &err {
         CandleError::Kernel(KernelError::Raised { kind, message, .. }) => {
             assert_eq!(kind, "TypeError");
@@ -378,15 +378,15 @@ fn kernel_errors_come_back_typed() {
 #[test]
 fn refusals_happen_before_the_kernel_runs() {
     let x = tensor(&[2, 16], DType::F32, 20);
-    let out = kc::output_zeros((2, 8), DType::F32, &Device::Cpu).unwrap();
+    let out = Tensor::zeros((2, 8), DType::F32, &Device::Cpu).unwrap();
     let too_many = vec![CandleArg::Int(0); 17];
     assert!(matches!(call("silu_and_mul", &too_many), Err(CandleError::TooManyArgs { given: 17 })));
     let nine_dims = Tensor::zeros(&[1usize; 9][..], DType::F32, &Device::Cpu).unwrap();
-    let err = call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&nine_dims)]).unwrap_err();
+    let err = call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&nine_dims)]).unwrap_err();
     assert!(err.to_string().contains("at most 8 dimensions"), "{err}");
     // Scalars pass through as they are.
     let kinds =
-        with_args(&[CandleArg::Input(&x), 2i64.into(), 0.5f32.into(), true.into(), CandleArg::None], |args, _| {
+        with_args(&[CandleArg::input(&x), 2i64.into(), 0.5f32.into(), true.into(), CandleArg::None], |args, _| {
             args.iter().map(|a| format!("{a:?}").split('(').next().unwrap().to_owned()).collect::<Vec<_>>()
         })
         .unwrap();
@@ -406,12 +406,12 @@ fn inputs_and_outputs_one_at_a_time() {
         let eps = 1e-5;
         let (x_in, w_in) = (CandleInput::new(&x).unwrap(), CandleInput::new(&w).unwrap());
         // SAFETY: rms_norm writes every element of `out`, and `into_tensor` follows its success.
-        let mut out = unsafe { CandleOutput::uninit((4, 80), dtype, &Device::Cpu) }.unwrap();
+        let mut out = CandleOutput::new((4, 80), dtype, &Device::Cpu).unwrap();
         assert_eq!((out.shape().dims(), out.dtype(), out.device()), ([4, 80].as_slice(), dtype, DLDevice::CPU));
         assert!(x_in.stream().is_none() && out.stream().is_none());
         {
             let (out_view, x_view, w_view) = (out.view_mut().unwrap(), x_in.view(), w_in.view());
-            let args = [Arg::from(&out_view), Arg::from(&x_view), Arg::from(&w_view), Arg::Float(eps)];
+            let args = [Arg::from(&out_view), Arg::from(x_view), Arg::from(w_view), Arg::Float(eps)];
             // SAFETY: rms_norm reads x and w and writes only `out`, which this value owns.
             unsafe { function("rms_norm").call(&args) }.unwrap();
         }
@@ -426,7 +426,7 @@ fn inputs_and_outputs_one_at_a_time() {
     drop(CandleInput::new(&x).unwrap());
     let out = buffer.narrow(0, 128, 64).unwrap().reshape((2, 32)).unwrap();
     let want = silu_and_mul_ref(&x);
-    call("silu_and_mul", &[CandleArg::Output(&out), CandleArg::Input(&x)]).unwrap();
+    call("silu_and_mul", &[CandleArg::output(&out), CandleArg::input(&x)]).unwrap();
     assert_close(&out, &want, "silu_and_mul after the input guard was dropped");
 }
 
@@ -437,10 +437,10 @@ fn single_tensor_helpers_check_what_the_call_helpers_check() {
     assert!(matches!(err, CandleError::NonContiguous { index: None, .. }), "{err:?}");
     assert!(err.to_string().starts_with("the tensor is not contiguous (shape [4, 8], strides [1, 4])"), "{err}");
     assert_eq!(CandleInput::strided(&x).unwrap().view().strides(), [1, 4]);
-    let err = CandleOutput::zeros(3, DType::F4, &Device::Cpu).unwrap_err();
+    let err = CandleOutput::new(3, DType::F4, &Device::Cpu).unwrap_err();
     assert!(matches!(err, CandleError::UnsupportedDType { dtype: DType::F4, .. }), "{err:?}");
-    // A zeroed output never written is a zero tensor.
-    let out = CandleOutput::zeros((2, 3), DType::BF16, &Device::Cpu).unwrap();
+    // On the CPU an output is zero-filled: one never written is a zero tensor.
+    let out = CandleOutput::new((2, 3), DType::BF16, &Device::Cpu).unwrap();
     assert!(format!("{out:?}").contains("BF16"));
     let out = out.into_tensor();
     assert_eq!((out.dims(), out.dtype()), ([2, 3].as_slice(), DType::BF16));
@@ -483,7 +483,7 @@ fn dtypes_map_both_ways() {
 #[test]
 fn devices_map_to_backends() {
     assert_eq!(backend_of(&Device::Cpu), (BackendKind::Cpu, 0));
-    assert_eq!(tensor_backend(&tensor(&[2], DType::F32, 21)), (BackendKind::Cpu, 0));
+    assert_eq!(backend_of(tensor(&[2], DType::F32, 21).device()), (BackendKind::Cpu, 0));
     assert_eq!(dl_device(&Device::Cpu), DLDevice::CPU);
 }
 
@@ -502,7 +502,7 @@ fn cuda_views_use_candle_pointers_ordinal_and_stream() {
     assert_eq!(dl_device(&device), DLDevice::cuda(0));
     let big = tensor(&[8, 16], DType::BF16, 22).to_device(&device).unwrap();
     let x = big.narrow(0, 2, 3).unwrap();
-    let out = kc::output_zeros((3, 16), DType::BF16, &device).unwrap();
+    let out = Tensor::zeros((3, 16), DType::BF16, &device).unwrap();
     let stream = cuda.cuda_stream();
     let base = {
         let (storage, _) = big.storage_and_layout();
@@ -511,7 +511,7 @@ fn cuda_views_use_candle_pointers_ordinal_and_stream() {
         let (ptr, _guard) = slice.device_ptr(&stream);
         ptr as usize
     };
-    let seen = with_args(&[CandleArg::Output(&out), CandleArg::Input(&x)], |args, s| {
+    let seen = with_args(&[CandleArg::output(&out), CandleArg::input(&x)], |args, s| {
         let [Arg::Tensor(o), Arg::Tensor(v)] = args else { unreachable!() };
         (s.expect("a stream for CUDA tensors"), o.device(), v.data_ptr() as usize, v.byte_offset(), v.dtype())
     })
@@ -523,16 +523,21 @@ fn cuda_views_use_candle_pointers_ordinal_and_stream() {
 
     // A CPU and a CUDA tensor in one call are refused (before any kernel is needed).
     let cpu = tensor(&[3, 32], DType::BF16, 23);
-    let err = with_args(&[CandleArg::Output(&out), CandleArg::Input(&cpu)], |_, _| ()).unwrap_err();
+    let err = with_args(&[CandleArg::output(&out), CandleArg::input(&cpu)], |_, _| ()).unwrap_err();
     assert!(matches!(err, CandleError::DeviceMismatch { first: 0, index: 1, .. }), "{err:?}");
 
     // One tensor at a time: the same pointers and stream.
     let input = CandleInput::new(&x).unwrap();
     assert_eq!(input.view().data_ptr() as usize, base + 2 * 16 * 2);
     assert_eq!(input.stream().map(|s| s.handle()), Some(stream.cu_stream().cast()));
-    let mut output = CandleOutput::zeros((3, 16), DType::BF16, &device).unwrap();
+    let mut output = CandleOutput::new((3, 16), DType::BF16, &device).unwrap();
     assert_eq!(output.view_mut().unwrap().device(), DLDevice::cuda(0));
     drop(input);
+    // On CUDA an output is not filled (the kernel writes every element): only its shape,
+    // dtype and device are given.
     let out = output.into_tensor();
-    assert_eq!(out.to_dtype(DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(
+        (out.dims(), out.dtype(), dl_device(out.device())),
+        ([3, 16].as_slice(), DType::BF16, DLDevice::cuda(0))
+    );
 }

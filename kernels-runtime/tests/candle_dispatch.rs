@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use candle_core::{CpuStorage, D, DType, Device, InplaceOp1, Layout, Tensor};
 use kernels_runtime::candle::CandleError;
-use kernels_runtime::candle_dispatch::{output, output_like};
-use kernels_runtime::dispatch::{self, ArgError, Choice, DispatchError, KernelArg, KernelValue, Mode, Target};
+use kernels_runtime::candle::{output, output_like};
+use kernels_runtime::dispatch::{self, ArgError, Choice, DispatchError, KernelArg, KernelTensor, Mode, Target};
+use kernels_runtime::ffi::Value;
 use kernels_runtime::kernelize;
 use kernels_runtime::loader::Source;
 use kernels_runtime::registry::{KernelEntry, LayerEntry, ModeSupport, Registry};
@@ -300,7 +301,7 @@ fn outputs_are_fresh_tensors_and_inputs_are_unlocked_after_the_call() {
 
         // The value an input converts to holds the lock, and releases it when dropped.
         let held = big.kernel_arg();
-        assert!(matches!(held, KernelValue::Held(_)), "{held:?}");
+        assert!(matches!(held, Ok(Value::Tensor(KernelTensor::Held(_)))), "{held:?}");
         drop(held);
         write_lock_is_free(&big);
 
@@ -327,7 +328,7 @@ fn refused_inputs_and_kernel_failures_are_candle_errors() {
         let err = norm.kernel_forward(&t).unwrap_err().to_string();
         assert!(err.contains("layer `RMSNorm`: argument 1 (`x`) cannot be passed to the kernel"), "{err}");
         assert!(err.contains("not contiguous") && err.contains(".contiguous()"), "{err}");
-        let KernelValue::Invalid(ArgError::Adapter(e)) = t.kernel_arg() else { panic!("a non-contiguous view") };
+        let Err(ArgError::Adapter(e)) = t.kernel_arg() else { panic!("a non-contiguous view") };
         assert!(matches!(e.get_ref().downcast_ref::<CandleError>(), Some(CandleError::NonContiguous { .. })), "{e}");
         assert!(norm.kernel_forward(&t.contiguous().unwrap()).is_ok());
 

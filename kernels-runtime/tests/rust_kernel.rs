@@ -446,11 +446,24 @@ fn the_library_is_a_rust_kernel_without_tvm_ffi() {
     assert!(f.is_rust_kernel());
     assert!(!f.accepts_stream());
     assert!(!needs_tvm_ffi(&kernels().path).unwrap());
-    // An explicit stream cannot reach a kernel that does not use tvm-ffi's stream context.
-    let stream = Stream::default_of(DLDevice::cuda(0));
+    // A non-default stream cannot reach a kernel that does not use tvm-ffi's stream context:
+    // refused before the kernel runs, naming the stream's device.
+    let cuda = DLDevice::cuda(0);
+    // SAFETY: never used as a stream: the call is refused first.
+    let stream = unsafe { Stream::from_raw(cuda, core::ptr::dangling_mut()) };
     // SAFETY: refused before the kernel runs.
     let err = unsafe { f.call_on_stream(stream, &[]) }.unwrap_err();
-    assert!(matches!(err, KernelError::StreamUnsupported { .. }), "{err:?}");
+    assert!(matches!(err, KernelError::StreamUnsupported { device, .. } if device == cuda), "{err:?}");
+    assert!(err.to_string().contains("non-default stream of cuda:0"), "{err}");
+    // The default stream is where such a kernel runs anyway: it is called.
+    let silu = function("silu_and_mul");
+    let x = vec![0.5f32; 8];
+    let mut out = vec![0f32; 4];
+    let (xv, ov) =
+        (TensorView::from_slice(&x, &[1, 8]).unwrap(), TensorView::from_slice_mut(&mut out, &[1, 4]).unwrap());
+    // SAFETY: silu_and_mul reads `x` and writes only `out`.
+    unsafe { silu.call_on_stream(Stream::default_of(cuda), &[Arg::from(&ov), Arg::from(&xv)]) }.unwrap();
+    assert!(out.iter().all(|&v| v != 0.0), "{out:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! the reference and the fallback.
 
 use candle_core::{D, DType, Device, Result, Tensor};
-use kernels_runtime::candle_dispatch::{output, output_like};
+use kernels_runtime::candle::{output, output_like};
 use kernels_runtime::kernelize;
 
 /// The block's sizes.

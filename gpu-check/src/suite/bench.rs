@@ -105,7 +105,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
                 unsafe {
                     kc::call(
                         rms_norm,
-                        &[CandleArg::Output(&out), CandleArg::Input(&x), CandleArg::Input(&w), CandleArg::Float(EPS)],
+                        &[CandleArg::output(&out), CandleArg::input(&x), CandleArg::input(&w), CandleArg::Float(EPS)],
                     )
                 }
                 .map_err(candle_core::Error::from)
@@ -123,7 +123,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
             bytes: n * elem + n / 2 * elem,
             run: Box::new(|| {
                 // SAFETY: silu_and_mul(out, x) reads x and writes silu_out, a separate buffer.
-                unsafe { kc::call(silu_and_mul, &[CandleArg::Output(&silu_out), CandleArg::Input(&x)]) }
+                unsafe { kc::call(silu_and_mul, &[CandleArg::output(&silu_out), CandleArg::input(&x)]) }
                     .map_err(candle_core::Error::from)
             }),
         },
@@ -150,11 +150,11 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
                     kc::call(
                         add_rms_norm,
                         &[
-                            CandleArg::Output(&add_out),
-                            CandleArg::Output(&residual_out),
-                            CandleArg::Input(&x),
-                            CandleArg::Input(&residual),
-                            CandleArg::Input(&w),
+                            CandleArg::output(&add_out),
+                            CandleArg::output(&residual_out),
+                            CandleArg::input(&x),
+                            CandleArg::input(&residual),
+                            CandleArg::input(&w),
                             CandleArg::Float(EPS),
                         ],
                     )

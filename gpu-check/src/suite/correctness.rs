@@ -307,7 +307,7 @@ fn run_case(
             unsafe {
                 kc::call(
                     &kernels.rms_norm,
-                    &[CandleArg::Output(&out), CandleArg::Input(&x), CandleArg::Input(&w), CandleArg::Float(EPS)],
+                    &[CandleArg::output(&out), CandleArg::input(&x), CandleArg::input(&w), CandleArg::Float(EPS)],
                 )?
             };
             Ok(CaseResult {
@@ -325,7 +325,7 @@ fn run_case(
             let (out, buffer, guards) = place_output(dims, dtype, device, placement)?;
             // SAFETY: silu_and_mul(out, x) reads x and writes every element of out, a
             // separate buffer.
-            unsafe { kc::call(&kernels.silu_and_mul, &[CandleArg::Output(&out), CandleArg::Input(&x)])? };
+            unsafe { kc::call(&kernels.silu_and_mul, &[CandleArg::output(&out), CandleArg::input(&x)])? };
             Ok(CaseResult {
                 outputs: vec![("out", host(&out)?, want)],
                 guard_problem: guard_problem("out", &buffer, &guards)?,
@@ -353,11 +353,11 @@ fn run_case(
                 kc::call(
                     &kernels.add_rms_norm,
                     &[
-                        CandleArg::Output(&out),
-                        CandleArg::Output(&residual_out),
-                        CandleArg::Input(&x),
-                        CandleArg::Input(&r),
-                        CandleArg::Input(&w),
+                        CandleArg::output(&out),
+                        CandleArg::output(&residual_out),
+                        CandleArg::input(&x),
+                        CandleArg::input(&r),
+                        CandleArg::input(&w),
                         CandleArg::Float(EPS),
                     ],
                 )?

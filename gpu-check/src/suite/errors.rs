@@ -42,7 +42,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
         unsafe {
             kc::call(
                 &kernels.rms_norm,
-                &[CandleArg::Output(out), CandleArg::Input(x), CandleArg::Input(w), CandleArg::Float(EPS)],
+                &[CandleArg::output(out), CandleArg::input(x), CandleArg::input(w), CandleArg::Float(EPS)],
             )
         }
     };
@@ -77,7 +77,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
     let x = Tensor::ones((4, 8), DType::F32, device)?;
     let out = Tensor::zeros((4, 3), DType::F32, device)?;
     // SAFETY: silu_and_mul(out, x) reads x and writes only out; it checks shapes first.
-    let bad_shape = unsafe { kc::call(&kernels.silu_and_mul, &[CandleArg::Output(&out), CandleArg::Input(&x)]) };
+    let bad_shape = unsafe { kc::call(&kernels.silu_and_mul, &[CandleArg::output(&out), CandleArg::input(&x)]) };
     report(&mut outcome, "bad-shape", expect_raised(kernel_error(bad_shape), "ValueError", "twice"));
 
     // Refused by the adapter before any call.

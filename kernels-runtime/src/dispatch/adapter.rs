@@ -5,29 +5,36 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::ffi::{DLDevice, Element, Stream, TensorError, TensorView};
+use crate::ffi::{DLDevice, Element, Stream, TensorError, TensorView, Value};
 
-/// A value converted for a kernel call.
+/// A value converted for a kernel call: an argument ([`Value`], whose scalars are the ABI's),
+/// or why it cannot be passed (the call then fails with
+/// [`DispatchError::Argument`](super::DispatchError::Argument)).
+pub type KernelValue<'a> = Result<Value<KernelTensor<'a>>, ArgError>;
+
+/// A tensor argument of a layer's kernel call.
 #[derive(Debug, Clone)]
-pub enum KernelValue<'a> {
-    /// A tensor borrowed from the caller.
+pub enum KernelTensor<'a> {
+    /// Borrowed from the caller.
     View(&'a TensorView<'a>),
-    /// A tensor view made for the call (of a slice, a `Vec`, a [`HostTensor`](super::HostTensor)).
-    Tensor(TensorView<'a>),
-    /// A tensor view with what keeps its memory valid (e.g. a storage lock), released when
-    /// the last clone of the value is dropped: what tensor adapters pass when a borrow of
-    /// the tensor alone does not keep its memory in place.
+    /// A view made for the call (of a slice, a `Vec`, a [`HostTensor`](super::HostTensor)).
+    Made(TensorView<'a>),
+    /// A view with what keeps its memory valid (e.g. a storage lock), released when the last
+    /// clone is dropped: what tensor adapters pass when a borrow of the tensor alone does not
+    /// keep its memory in place.
     Held(Rc<dyn HeldTensor>),
-    /// An integer.
-    Int(i64),
-    /// A float.
-    Float(f64),
-    /// A bool.
-    Bool(bool),
-    /// `None`, for optional parameters.
-    None,
-    /// The value cannot be passed; the call fails with [`DispatchError::Argument`](super::DispatchError::Argument).
-    Invalid(ArgError),
+}
+
+impl KernelTensor<'_> {
+    /// The view the kernel receives.
+    #[inline]
+    pub fn view(&self) -> &TensorView<'_> {
+        match self {
+            KernelTensor::View(v) => v,
+            KernelTensor::Made(v) => v,
+            KernelTensor::Held(h) => h.view(),
+        }
+    }
 }
 
 /// Why a value could not be converted into a kernel argument.
@@ -87,7 +94,7 @@ impl Eq for AdapterError {}
 
 /// A tensor view together with what keeps its memory valid and unchanged for as long as this
 /// value lives (a lock on the tensor's storage, a reference to it), for
-/// [`KernelValue::Held`].
+/// [`KernelTensor::Held`].
 ///
 /// It owns what it holds (`'static`): a kernel call's arguments then borrow nothing when they
 /// are dropped, so a layer can hand its output back while the guards of its inputs are
@@ -118,7 +125,7 @@ pub trait HeldTensor: fmt::Debug + 'static {
 )]
 pub trait KernelArg {
     /// The value to pass, borrowing `self` for the call. An adapter whose tensors must stay
-    /// locked while a kernel reads them returns [`KernelValue::Held`].
+    /// locked while a kernel reads them returns [`KernelTensor::Held`].
     fn kernel_arg(&self) -> KernelValue<'_>;
 
     /// The device of the data, for tensors; layers dispatch on the first input or field that
@@ -146,7 +153,7 @@ pub trait KernelOutput {
 impl KernelArg for TensorView<'_> {
     #[inline]
     fn kernel_arg(&self) -> KernelValue<'_> {
-        KernelValue::View(self)
+        Ok(Value::Tensor(KernelTensor::View(self)))
     }
 
     #[inline]
@@ -159,22 +166,16 @@ impl KernelOutput for TensorView<'_> {
     /// The view itself: it must describe writable memory (not a view of a shared slice).
     #[inline]
     fn kernel_output(&mut self) -> KernelValue<'_> {
-        KernelValue::Tensor(*self)
+        Ok(Value::Tensor(KernelTensor::Made(*self)))
     }
 }
 
 pub(super) fn view_of<'a, T: Element>(data: &'a [T], shape: &[usize]) -> KernelValue<'a> {
-    match TensorView::from_slice(data, shape) {
-        Ok(v) => KernelValue::Tensor(v),
-        Err(e) => KernelValue::Invalid(e.into()),
-    }
+    Ok(Value::Tensor(KernelTensor::Made(TensorView::from_slice(data, shape)?)))
 }
 
 pub(super) fn view_of_mut<'a, T: Element>(data: &'a mut [T], shape: &[usize]) -> KernelValue<'a> {
-    match TensorView::from_slice_mut(data, shape) {
-        Ok(v) => KernelValue::Tensor(v),
-        Err(e) => KernelValue::Invalid(e.into()),
-    }
+    Ok(Value::Tensor(KernelTensor::Made(TensorView::from_slice_mut(data, shape)?)))
 }
 
 impl<T: Element> KernelArg for [T] {
@@ -241,25 +242,25 @@ macro_rules! scalar_args {
 }
 
 scalar_args! {
-    f32 => |v| KernelValue::Float(f64::from(v)),
-    f64 => |v| KernelValue::Float(v),
-    i8 => |v| KernelValue::Int(i64::from(v)),
-    i16 => |v| KernelValue::Int(i64::from(v)),
-    i32 => |v| KernelValue::Int(i64::from(v)),
-    i64 => |v| KernelValue::Int(v),
-    u8 => |v| KernelValue::Int(i64::from(v)),
-    u16 => |v| KernelValue::Int(i64::from(v)),
-    u32 => |v| KernelValue::Int(i64::from(v)),
+    f32 => |v| Ok(Value::Float(f64::from(v))),
+    f64 => |v| Ok(Value::Float(v)),
+    i8 => |v| Ok(Value::Int(i64::from(v))),
+    i16 => |v| Ok(Value::Int(i64::from(v))),
+    i32 => |v| Ok(Value::Int(i64::from(v))),
+    i64 => |v| Ok(Value::Int(v)),
+    u8 => |v| Ok(Value::Int(i64::from(v))),
+    u16 => |v| Ok(Value::Int(i64::from(v))),
+    u32 => |v| Ok(Value::Int(i64::from(v))),
     u64 => |v| unsigned(v),
     usize => |v| unsigned(v as u64),
-    isize => |v| KernelValue::Int(v as i64),
-    bool => |v| KernelValue::Bool(v),
+    isize => |v| Ok(Value::Int(v as i64)),
+    bool => |v| Ok(Value::Bool(v)),
 }
 
 fn unsigned<'a>(v: u64) -> KernelValue<'a> {
     match i64::try_from(v) {
-        Ok(v) => KernelValue::Int(v),
-        Err(_) => KernelValue::Invalid(ArgError::IntOutOfRange { value: v }),
+        Ok(v) => Ok(Value::Int(v)),
+        Err(_) => Err(ArgError::IntOutOfRange { value: v }),
     }
 }
 
@@ -268,7 +269,7 @@ impl<T: KernelArg> KernelArg for Option<T> {
     fn kernel_arg(&self) -> KernelValue<'_> {
         match self {
             Some(v) => v.kernel_arg(),
-            None => KernelValue::None,
+            None => Ok(Value::None),
         }
     }
 

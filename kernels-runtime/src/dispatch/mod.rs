@@ -84,10 +84,10 @@
 //!
 //! # Costs
 //!
-//! After the first call, a call costs one thread-local read (the mode), one relaxed load
-//! (deterministic mode), one `Acquire` load and the conversion of each argument into a stack
-//! array, then the kernel's indirect call.
-//! Tensor adapters whose tensors must stay locked during the call ([`KernelValue::Held`])
+//! After the first call, a call costs one thread-local read (the mode), two relaxed loads
+//! (deterministic mode, run-time switches), one `Acquire` load and the conversion of each
+//! argument into a stack array, then the kernel's indirect call.
+//! Tensor adapters whose tensors must stay locked during the call ([`KernelTensor::Held`])
 //! add one allocation per such tensor.
 //! Decisions for device ordinals ≥ 8 live behind a mutex instead of an atomic slot.
 
@@ -108,7 +108,7 @@ use std::sync::OnceLock;
 
 use crate::platform::Platform;
 
-pub use adapter::{AdapterError, ArgError, HeldTensor, KernelArg, KernelOutput, KernelValue};
+pub use adapter::{AdapterError, ArgError, HeldTensor, KernelArg, KernelOutput, KernelTensor, KernelValue};
 pub use cache::Resolution;
 pub use decide::{Choice, Decision, FallbackReason, KernelChoice, decide};
 pub use disable::{Switch, disable, enable, with_disabled};

@@ -4,10 +4,10 @@
 use std::fmt;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::ffi::{Arg, DLDevice, KernelFunction, MAX_ARGS};
+use crate::ffi::{Arg, DLDevice, KernelFunction, MAX_ARGS, Value};
 use crate::registry::Registry;
 
-use super::adapter::KernelValue;
+use super::adapter::{KernelTensor, KernelValue};
 use super::cache::{Resolution, SLOTS, State, log_resolution, slot_index, state};
 use super::decide::decide;
 use super::disable;
@@ -153,34 +153,25 @@ pub fn call<const N: usize>(bound: Bound, args: &[KernelValue<'_>; N]) -> Result
     let mut stream = None;
     for (i, v) in args.iter().enumerate() {
         match v {
-            KernelValue::Invalid(error) => {
+            Err(error) => {
                 let name = bound.resolution.args.get(i).copied().unwrap_or("?");
                 return Err(DispatchError::Argument { layer, index: i, name, error: error.clone() });
             }
-            KernelValue::Held(held) if stream.is_none() => stream = held.stream(),
-            _ => {}
+            Ok(Value::Tensor(KernelTensor::Held(held))) if stream.is_none() => stream = held.stream(),
+            Ok(_) => {}
         }
     }
     let packed: [Arg<'_>; N] = std::array::from_fn(|i| match &args[i] {
-        KernelValue::View(t) => Arg::Tensor(t),
-        KernelValue::Tensor(t) => Arg::Tensor(t),
-        KernelValue::Held(t) => Arg::Tensor(t.view()),
-        KernelValue::Int(v) => Arg::Int(*v),
-        KernelValue::Float(v) => Arg::Float(*v),
-        KernelValue::Bool(v) => Arg::Bool(*v),
-        KernelValue::None | KernelValue::Invalid(_) => Arg::None,
+        Ok(value) => value.as_ref().map_tensor(KernelTensor::view),
+        Err(_) => Value::None,
     });
     // The call's contract: the kernel function and its arguments were declared together,
     // by the layer's mapping in kernels.toml and its `#[kernelize(args = …)]` (see the
     // module docs); the tensors borrow live memory for the duration of the call (held
     // tensors stay valid while `args` lives), and the outputs are borrowed mutably from
-    // allocations nothing else can reach.
-    let result = match stream {
-        // SAFETY: the call's contract (above); the stream is the held tensor's device's.
-        Some(stream) if !stream.handle().is_null() => unsafe { bound.function.call_on_stream(stream, &packed) },
-        // SAFETY: the call's contract (above); the default stream needs no setting.
-        _ => unsafe { bound.function.call(&packed) },
-    };
+    // allocations nothing else can reach, which the kernel writes in full.
+    // SAFETY: the call's contract (above); the stream is the held tensor's device's.
+    let result = unsafe { bound.function.call_with_stream(stream, &packed) };
     result.map_err(|source| DispatchError::Kernel { layer, source: Box::new(source) })
 }
 

@@ -1,6 +1,6 @@
 use super::cache::{SLOT_ORDINALS, SLOTS, slot_index};
 use super::*;
-use crate::ffi::{DLDevice, DLDeviceType, TensorError};
+use crate::ffi::{DLDevice, DLDeviceType, TensorError, Value};
 use crate::loader::LoadError;
 use crate::platform::Platform;
 use crate::platform::{CudaDevice, CudaInfo};
@@ -420,20 +420,20 @@ fn modes_are_scoped_and_restored_on_panic() {
 
 #[test]
 fn conversions_report_what_cannot_be_passed() {
-    assert!(matches!(3usize.kernel_arg(), KernelValue::Int(3)));
-    assert!(matches!(u64::MAX.kernel_arg(), KernelValue::Invalid(ArgError::IntOutOfRange { .. })));
-    assert!(matches!(0.5f32.kernel_arg(), KernelValue::Float(v) if v == 0.5));
-    assert!(matches!(None::<f32>.kernel_arg(), KernelValue::None));
-    assert!(matches!((&&true).kernel_arg(), KernelValue::Bool(true)));
+    assert!(matches!(3usize.kernel_arg(), Ok(Value::Int(3))));
+    assert!(matches!(u64::MAX.kernel_arg(), Err(ArgError::IntOutOfRange { .. })));
+    assert!(matches!(0.5f32.kernel_arg(), Ok(Value::Float(v)) if v == 0.5));
+    assert!(matches!(None::<f32>.kernel_arg(), Ok(Value::None)));
+    assert!(matches!((&&true).kernel_arg(), Ok(Value::Bool(true))));
     let v = vec![1f32, 2.0, 3.0];
-    assert!(matches!(v.kernel_arg(), KernelValue::Tensor(t) if t.shape() == [3]));
+    assert!(matches!(v.kernel_arg(), Ok(Value::Tensor(KernelTensor::Made(t))) if t.shape() == [3]));
     assert_eq!(v.device(), Some(DLDevice::CPU));
     assert_eq!(2f32.device(), None);
     let t = HostTensor::new(vec![0f32; 6], &[2, 3]).unwrap();
-    assert!(matches!(t.kernel_arg(), KernelValue::Tensor(v) if v.shape() == [2, 3]));
+    assert!(matches!(t.kernel_arg(), Ok(Value::Tensor(KernelTensor::Made(v))) if v.shape() == [2, 3]));
     assert!(HostTensor::new(vec![0f32; 5], &[2, 3]).is_err());
     let mut z = HostTensor::<f32>::zeros(&[1; 9]);
-    assert!(matches!(z.kernel_output(), KernelValue::Invalid(ArgError::Tensor(TensorError::TooManyDims { .. }))));
+    assert!(matches!(z.kernel_output(), Err(ArgError::Tensor(TensorError::TooManyDims { .. }))));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Resolving `__tvm_ffi_<name>` and calling it: [`KernelFunction`], [`Arg`], [`KernelError`].
+//! Resolving `__tvm_ffi_<name>` and calling it: [`KernelFunction`], [`Arg`] ([`Value`]), [`KernelError`].
 
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
@@ -16,54 +16,86 @@ use super::tensor::TensorView;
 /// The most arguments one call passes (they live in a stack array).
 pub const MAX_ARGS: usize = 16;
 
-/// One argument of a kernel call.
-#[derive(Debug, Clone, Copy)]
-pub enum Arg<'a> {
-    /// A tensor, passed as a borrowed `DLTensor*` (`kTVMFFIDLTensorPtr`).
-    Tensor(&'a TensorView<'a>),
-    /// An integer (`kTVMFFIInt`).
+/// One argument of a kernel call: a tensor of type `T`, or a scalar. The ABI's own argument is
+/// [`Arg`] (a borrowed [`TensorView`]); adapters reuse this type with the tensor they lend
+/// (`dispatch::KernelTensor`, `candle::CandleTensor`), so the scalars and their conversions
+/// exist once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<T> {
+    /// A tensor (passed as a borrowed `DLTensor*`, `kTVMFFIDLTensorPtr`).
+    Tensor(T),
+    /// `kTVMFFIInt`.
     Int(i64),
-    /// A float (`kTVMFFIFloat`).
+    /// `kTVMFFIFloat`.
     Float(f64),
-    /// A bool (`kTVMFFIBool`).
+    /// `kTVMFFIBool`.
     Bool(bool),
     /// `None`, for optional parameters (`kTVMFFINone`).
     None,
 }
 
+/// One argument of a kernel call, as the ABI passes it.
+pub type Arg<'a> = Value<&'a TensorView<'a>>;
+
+impl<T> Value<T> {
+    /// The same argument with its tensor converted by `f` (scalars unchanged).
+    #[inline]
+    pub fn map_tensor<U>(self, f: impl FnOnce(T) -> U) -> Value<U> {
+        match self {
+            Value::Tensor(t) => Value::Tensor(f(t)),
+            Value::Int(v) => Value::Int(v),
+            Value::Float(v) => Value::Float(v),
+            Value::Bool(v) => Value::Bool(v),
+            Value::None => Value::None,
+        }
+    }
+
+    /// A `Value` of a reference to the tensor.
+    #[inline]
+    pub fn as_ref(&self) -> Value<&T> {
+        match self {
+            Value::Tensor(t) => Value::Tensor(t),
+            Value::Int(v) => Value::Int(*v),
+            Value::Float(v) => Value::Float(*v),
+            Value::Bool(v) => Value::Bool(*v),
+            Value::None => Value::None,
+        }
+    }
+}
+
 impl<'a, 'b: 'a> From<&'a TensorView<'b>> for Arg<'a> {
     fn from(tensor: &'a TensorView<'b>) -> Self {
-        Arg::Tensor(tensor)
+        Value::Tensor(tensor)
     }
 }
 
-impl From<i64> for Arg<'_> {
+impl<T> From<i64> for Value<T> {
     fn from(value: i64) -> Self {
-        Arg::Int(value)
+        Value::Int(value)
     }
 }
 
-impl From<i32> for Arg<'_> {
+impl<T> From<i32> for Value<T> {
     fn from(value: i32) -> Self {
-        Arg::Int(value.into())
+        Value::Int(value.into())
     }
 }
 
-impl From<f64> for Arg<'_> {
+impl<T> From<f64> for Value<T> {
     fn from(value: f64) -> Self {
-        Arg::Float(value)
+        Value::Float(value)
     }
 }
 
-impl From<f32> for Arg<'_> {
+impl<T> From<f32> for Value<T> {
     fn from(value: f32) -> Self {
-        Arg::Float(value.into())
+        Value::Float(value.into())
     }
 }
 
-impl From<bool> for Arg<'_> {
+impl<T> From<bool> for Value<T> {
     fn from(value: bool) -> Self {
-        Arg::Bool(value)
+        Value::Bool(value)
     }
 }
 
@@ -167,15 +199,18 @@ pub enum KernelError {
         /// Number of arguments given.
         given: usize,
     },
-    /// A stream was given but the library cannot receive one (it does not use tvm-ffi's
-    /// stream context, as kernels written in Rust do not).
+    /// A non-default stream was given but the library cannot receive one (it does not use
+    /// tvm-ffi's stream context, as kernels written in Rust do not).
     #[error(
-        "kernel `{function}` cannot run on a given stream: its library does not link libtvm_ffi \
-         (no `TVMFFIEnvSetStream`); call it without a stream"
+        "kernel `{function}` cannot run on a non-default stream of {device}: its library does not \
+         link libtvm_ffi (no `TVMFFIEnvSetStream`); run on the device's default stream (for \
+         candle: a device made with `Device::new_cuda`) or use a kernel built against tvm-ffi"
     )]
     StreamUnsupported {
         /// The function called.
         function: String,
+        /// The device of the stream.
+        device: DLDevice,
     },
 }
 
@@ -322,11 +357,21 @@ impl KernelFunction {
     /// Like [`call`](Self::call), with `stream` set as the current stream of its device for the
     /// duration of the call (`TVMFFIEnvSetStream`), then the previous stream restored.
     ///
+    /// The one stream rule: a library that cannot receive a stream ([`accepts_stream`] is
+    /// false) runs on the device's default stream, so it is called when `stream` is that
+    /// (null) stream and refused ([`KernelError::StreamUnsupported`]) before it runs otherwise.
+    ///
     /// # Safety
     /// As for [`call`](Self::call); the stream must belong to the device of the tensors.
+    ///
+    /// [`accepts_stream`]: Self::accepts_stream
     pub unsafe fn call_on_stream(&self, stream: Stream, args: &[Arg<'_>]) -> Result<(), KernelError> {
         let Some(set_stream) = self.set_stream else {
-            return Err(KernelError::StreamUnsupported { function: self.function.clone() });
+            if stream.handle().is_null() {
+                // SAFETY: forwarded from the caller.
+                return unsafe { self.call_raw(args) };
+            }
+            return Err(KernelError::StreamUnsupported { function: self.function.clone(), device: stream.device() });
         };
         let device = stream.device();
         let mut previous: TVMFFIStreamHandle = core::ptr::null_mut();
@@ -343,6 +388,21 @@ impl KernelFunction {
         match result {
             Ok(()) if restored != 0 => Err(self.take_error(restored)),
             other => other,
+        }
+    }
+
+    /// [`call_on_stream`](Self::call_on_stream) on `stream`, or [`call`](Self::call) (the
+    /// tensors' default stream) when there is none: what adapters that know their tensors'
+    /// stream call.
+    ///
+    /// # Safety
+    /// As for [`call_on_stream`](Self::call_on_stream).
+    pub unsafe fn call_with_stream(&self, stream: Option<Stream>, args: &[Arg<'_>]) -> Result<(), KernelError> {
+        match stream {
+            // SAFETY: forwarded from the caller.
+            Some(stream) => unsafe { self.call_on_stream(stream, args) },
+            // SAFETY: forwarded from the caller.
+            None => unsafe { self.call(args) },
         }
     }
 

@@ -77,7 +77,7 @@ mod tvm_ffi;
 
 pub use abi::{DLDataType, DLDevice, DLDeviceType, DLTensor, Element};
 #[cfg(feature = "runtime")]
-pub use call::{Arg, KernelError, KernelFunction, MAX_ARGS, ResolveError, Stream};
+pub use call::{Arg, KernelError, KernelFunction, MAX_ARGS, ResolveError, Stream, Value};
 #[cfg(feature = "runtime")]
 pub use elf::{
     DynSymbol, DynamicSymbols, SymbolBinding, SymbolKind, TVM_FFI_LIBRARY, dynamic_symbols, dynamic_symbols_from,

@@ -1,0 +1,91 @@
+//! CUDA storage: device pointers on candle's stream, with cudarc's event guards held for
+//! the call, and a kernel's write recorded on that stream.
+
+use core::ffi::c_void;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::CudaStorageSlice;
+pub(super) use candle_core::cuda_backend::cudarc::driver::CudaStream;
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
+use candle_core::{CpuStorage, CudaStorage, Device, InplaceOp1, Layout, Tensor};
+
+use super::CandleError;
+use super::lock::Locked;
+
+fn address(ptr: u64) -> *mut c_void {
+    core::ptr::without_provenance_mut(ptr as usize)
+}
+
+/// The stream of the call, or an error if there is none (no CUDA tensor seen).
+pub(super) fn expect(stream: Option<&CudaStream>) -> Result<&CudaStream, CandleError> {
+    stream.ok_or_else(|| CandleError::Candle(candle_core::Error::Msg("a CUDA tensor without its stream".into())))
+}
+
+/// Runs `then` with the base of `storage`, read on `stream`: `stream` first waits for the
+/// slice's pending writes, and the read is recorded on `stream` when `then` has returned
+/// (after the kernel was enqueued).
+pub(super) fn read<R>(
+    storage: &CudaStorage,
+    stream: &CudaStream,
+    then: impl FnOnce(Locked) -> Result<R, CandleError>,
+) -> Result<R, CandleError> {
+    let dtype = storage.dtype();
+    macro_rules! read {
+        ($($variant:ident),*) => {
+            match &storage.slice {
+                $(CudaStorageSlice::$variant(slice) => {
+                    let (ptr, _record_on_drop) = slice.device_ptr(stream);
+                    then(Locked { base: address(ptr), len: slice.len(), dtype })
+                })*
+            }
+        };
+    }
+    read!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+}
+
+/// Runs `then` with the base of `storage`, written on `stream`: `stream` first waits for
+/// the slice's pending reads and writes, and the write is recorded on `stream` when `then`
+/// has returned (after the kernel was enqueued).
+pub(super) fn write<R>(
+    storage: &mut CudaStorage,
+    stream: &CudaStream,
+    then: impl FnOnce(Locked) -> Result<R, CandleError>,
+) -> Result<R, CandleError> {
+    let dtype = storage.dtype();
+    macro_rules! write {
+        ($($variant:ident),*) => {
+            match &mut storage.slice {
+                $(CudaStorageSlice::$variant(slice) => {
+                    let len = slice.len();
+                    let (ptr, _record_on_drop) = slice.device_ptr_mut(stream);
+                    then(Locked { base: address(ptr), len, dtype })
+                })*
+            }
+        };
+    }
+    write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+}
+
+/// Takes the storage's device pointer for writing on candle's stream and lets it go: cudarc
+/// records the write as an event on that stream, so later users on other streams wait for the
+/// kernel enqueued before.
+pub(super) fn record_write(tensor: &Tensor) {
+    let Device::Cuda(device) = tensor.device() else { return };
+    let _ = tensor.inplace_op1(&RecordWrite(device.cuda_stream()));
+}
+
+struct RecordWrite(std::sync::Arc<CudaStream>);
+
+impl InplaceOp1 for RecordWrite {
+    fn name(&self) -> &'static str {
+        "kernels-runtime record kernel write"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout) -> candle_core::Result<()> {
+        Ok(())
+    }
+
+    fn cuda_fwd(&self, storage: &mut CudaStorage, _: &Layout) -> candle_core::Result<()> {
+        write(storage, &self.0, |_| Ok(())).map_err(candle_core::Error::wrap)
+    }
+}

@@ -1,0 +1,259 @@
+//! One tensor at a time, each value owning what keeps its memory valid: [`CandleInput`] (a
+//! read lock) and [`CandleOutput`] (storage nothing else reaches). `#[kernelize]` passes candle
+//! tensors through these.
+
+use core::fmt;
+
+#[cfg(feature = "candle-cuda")]
+use std::sync::Arc;
+
+use candle_core::backend::BackendDevice;
+use candle_core::cpu_backend::CpuDevice;
+use candle_core::op::BackpropOp;
+use candle_core::{DType, Device, Layout, Shape, Storage, StorageRef, Tensor};
+
+use crate::ffi::{DLDevice, Stream, TensorView};
+
+use super::CandleError;
+use super::lock::{Locked, cpu_read, cpu_write, view_of};
+use super::mapping::{check_device, check_tensor, dl_dtype};
+
+/// A tensor a kernel reads, its storage read-locked while this value lives.
+///
+/// Prefer [`call`](super::call) when tensors of one call may share a storage: each
+/// `CandleInput` takes its own read lock, and a thread holding a read lock that asks for the
+/// same lock again waits behind any writer already waiting for it (candle's task-fair
+/// `parking_lot` lock), which never comes.
+pub struct CandleInput {
+    // Field order is drop order: the lock is released before the tensor that owns it.
+    /// Held for its lock (and, on CUDA, read again on drop).
+    #[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
+    storage: StorageRef<'static>,
+    view: TensorView<'static>,
+    #[cfg(feature = "candle-cuda")]
+    stream: Option<Arc<super::cuda::CudaStream>>,
+    /// A clone of the tensor: keeps the locked storage alive.
+    _tensor: Tensor,
+}
+
+impl CandleInput {
+    /// Read-locks `tensor`'s storage and views it; the tensor must be contiguous.
+    pub fn new(tensor: &Tensor) -> Result<Self, CandleError> {
+        Self::lock(tensor.clone(), false)
+    }
+
+    /// Like [`new`](Self::new), with candle's strides as they are, for kernels that read
+    /// strided tensors.
+    pub fn strided(tensor: &Tensor) -> Result<Self, CandleError> {
+        Self::lock(tensor.clone(), true)
+    }
+
+    fn lock(tensor: Tensor, strided: bool) -> Result<Self, CandleError> {
+        let device = check_tensor(None, &tensor)?;
+        #[cfg(feature = "candle-cuda")]
+        let stream = match tensor.device() {
+            Device::Cuda(cuda) => Some(cuda.cuda_stream()),
+            _ => None,
+        };
+        let (storage, layout) = tensor.storage_and_layout();
+        let layout = layout.clone();
+        // SAFETY: only the lifetime changes. The guard refers to the lock inside candle's
+        // shared storage allocation (the `Arc<RwLock<Storage>>` of the tensor), not to the
+        // `Tensor` handle it was borrowed through; `_tensor` owns a clone of that `Arc` and is
+        // dropped after `storage` (field order), and the guard never leaves `self`.
+        let storage = unsafe { core::mem::transmute::<StorageRef<'_>, StorageRef<'static>>(storage) };
+        let locked = match &*storage {
+            Storage::Cpu(cpu) => cpu_read(cpu),
+            // The stream waits for pending writes now; the read is recorded again on drop.
+            #[cfg(feature = "candle-cuda")]
+            Storage::Cuda(gpu) => super::cuda::read(gpu, super::cuda::expect(stream.as_deref())?, Ok)?,
+            other => {
+                return Err(CandleError::UnsupportedDevice {
+                    index: None,
+                    device: format!("{:?}", other.device().location()),
+                    reason: "not supported by this build",
+                });
+            }
+        };
+        // Valid while `storage` holds the lock: lent out only borrowed from `self`.
+        let view = view_of(device, None, &layout, strided, &locked)?;
+        Ok(Self {
+            storage,
+            view,
+            #[cfg(feature = "candle-cuda")]
+            stream,
+            _tensor: tensor,
+        })
+    }
+
+    /// The view of the tensor, valid while `self` holds the lock.
+    pub fn view(&self) -> &TensorView<'_> {
+        &self.view
+    }
+
+    /// Where the tensor lives.
+    pub fn device(&self) -> DLDevice {
+        self.view.device()
+    }
+
+    /// The stream kernels reading this tensor run on: candle's stream of its CUDA device
+    /// (`None` on the CPU), for [`KernelFunction::call_with_stream`](crate::ffi::KernelFunction::call_with_stream).
+    pub fn stream(&self) -> Option<Stream> {
+        #[cfg(feature = "candle-cuda")]
+        if let Some(stream) = &self.stream {
+            // SAFETY: candle's stream of the tensor's device, kept alive by the `Arc`.
+            return Some(unsafe { Stream::from_raw(self.device(), stream.cu_stream().cast()) });
+        }
+        None
+    }
+}
+
+impl Drop for CandleInput {
+    fn drop(&mut self) {
+        // Record the read on the stream now that the kernel using the view is enqueued, so
+        // later writers on other streams wait for it.
+        #[cfg(feature = "candle-cuda")]
+        if let (Storage::Cuda(gpu), Some(stream)) = (&*self.storage, &self.stream) {
+            let _ = super::cuda::read(gpu, stream, |_| Ok(()));
+        }
+    }
+}
+
+impl fmt::Debug for CandleInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CandleInput").field("view", &self.view).finish_non_exhaustive()
+    }
+}
+
+/// A kernel's output: storage allocated by candle on a device and owned by this value, so the
+/// kernel writes memory nothing else reaches, until [`into_tensor`](Self::into_tensor) makes
+/// it a (contiguous, gradient-free) tensor.
+///
+/// The memory is zero-filled on the CPU and not filled on CUDA: the kernel must write every
+/// element (part of the kernel call's contract), else the tensor holds whatever the device
+/// memory held.
+pub struct CandleOutput {
+    storage: Storage,
+    layout: Layout,
+    device: DLDevice,
+    #[cfg(feature = "candle-cuda")]
+    stream: Option<Arc<super::cuda::CudaStream>>,
+}
+
+impl CandleOutput {
+    /// An output of `shape` and `dtype` on `device` (see the type's docs for its contents).
+    pub fn new(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Self, CandleError> {
+        let shape = shape.into();
+        dl_dtype(dtype)?;
+        let dl = check_device(None, device)?;
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(CpuDevice.zeros_impl(&shape, dtype)?),
+            // SAFETY: device memory holds no Rust values, so reading it unwritten is not
+            // undefined behaviour, only garbage; the kernel's contract is to write all of it.
+            #[cfg(feature = "candle-cuda")]
+            Device::Cuda(cuda) => Storage::Cuda(unsafe { cuda.alloc_uninit(&shape, dtype)? }),
+            _ => {
+                return Err(CandleError::UnsupportedDevice {
+                    index: None,
+                    device: format!("{:?}", device.location()),
+                    reason: "not supported by this build",
+                });
+            }
+        };
+        Ok(Self {
+            storage,
+            layout: Layout::contiguous(shape),
+            device: dl,
+            #[cfg(feature = "candle-cuda")]
+            stream: match device {
+                Device::Cuda(cuda) => Some(cuda.cuda_stream()),
+                _ => None,
+            },
+        })
+    }
+
+    /// A writable view of the output, borrowing it mutably for the kernel call.
+    pub fn view_mut(&mut self) -> Result<TensorView<'_>, CandleError> {
+        let locked = self.lock_mut()?;
+        view_of(self.device, None, &self.layout, false, &locked)
+    }
+
+    fn lock_mut(&mut self) -> Result<Locked, CandleError> {
+        Ok(match &mut self.storage {
+            Storage::Cpu(cpu) => cpu_write(cpu),
+            // The stream waits for pending work on the slice now; the write is recorded again
+            // in `into_tensor`, after the kernel was enqueued.
+            #[cfg(feature = "candle-cuda")]
+            Storage::Cuda(gpu) => super::cuda::write(gpu, super::cuda::expect(self.stream.as_deref())?, Ok)?,
+            other => {
+                return Err(CandleError::UnsupportedDevice {
+                    index: None,
+                    device: format!("{:?}", other.device().location()),
+                    reason: "not supported by this build",
+                });
+            }
+        })
+    }
+
+    pub fn shape(&self) -> &Shape {
+        self.layout.shape()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.storage.dtype()
+    }
+
+    /// Where the output lives.
+    pub fn device(&self) -> DLDevice {
+        self.device
+    }
+
+    /// The stream kernels writing this output run on: candle's stream of its CUDA device
+    /// (`None` on the CPU), for [`KernelFunction::call_with_stream`](crate::ffi::KernelFunction::call_with_stream).
+    pub fn stream(&self) -> Option<Stream> {
+        #[cfg(feature = "candle-cuda")]
+        if let Some(stream) = &self.stream {
+            // SAFETY: candle's stream of the output's device, kept alive by the `Arc`.
+            return Some(unsafe { Stream::from_raw(self.device, stream.cu_stream().cast()) });
+        }
+        None
+    }
+
+    /// The output as a tensor now, with the view a kernel writes it through; the write is
+    /// not recorded on a CUDA stream (the caller records it after the kernel was enqueued).
+    ///
+    /// # Safety
+    /// The view points into the tensor's storage (a `Vec`'s heap buffer or device memory,
+    /// which moving the storage into the tensor does not move): the caller uses it only while
+    /// the tensor lives and while nothing else reaches that tensor.
+    pub(super) unsafe fn into_tensor_and_view(mut self) -> Result<(Tensor, TensorView<'static>), CandleError> {
+        // The view's memory is the storage's, not `self`'s: valid as long as the caller says.
+        let locked = self.lock_mut()?;
+        let view = view_of(self.device, None, &self.layout, false, &locked)?;
+        Ok((Tensor::from_storage(self.storage, self.layout.shape().clone(), BackpropOp::none(), false), view))
+    }
+
+    /// The output as a candle tensor (after the kernel call).
+    pub fn into_tensor(self) -> Tensor {
+        #[cfg(feature = "candle-cuda")]
+        let mut this = self;
+        #[cfg(not(feature = "candle-cuda"))]
+        let this = self;
+        // Record the kernel's write on the stream, so later users on other streams wait for it.
+        #[cfg(feature = "candle-cuda")]
+        if let (Storage::Cuda(gpu), Some(stream)) = (&mut this.storage, &this.stream) {
+            let _ = super::cuda::write(gpu, stream, |_| Ok(()));
+        }
+        Tensor::from_storage(this.storage, this.layout.shape().clone(), BackpropOp::none(), false)
+    }
+}
+
+impl fmt::Debug for CandleOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CandleOutput")
+            .field("dtype", &self.dtype())
+            .field("shape", &self.shape())
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
