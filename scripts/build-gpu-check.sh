@@ -13,6 +13,7 @@
 #   lib/libtvm_ffi.so  the tvm-ffi runtime of the pinned wheel (scripts/tvm-ffi-env.sh)
 #   lib/libcudart.so.13  the CUDA runtime from PyPI, which candle-kernels links
 #   MANIFEST           sha256 and size of every file
+# and OUTDIR.tar.xz, the folder packed for the trip (scripts/gpu-check.sh takes either).
 # Binaries are release builds with debug info stripped.
 #
 # Building candle's CUDA backend here (see gpu-check/BUILD.md): nvcc 13.0 from PyPI
@@ -101,7 +102,12 @@ if readelf -d "$out/gpu-check" | grep -qE 'NEEDED.*\[lib(cuda|cudart|cublas|cura
 fi
 
 (cd "$out" && find . -type f ! -name MANIFEST ! -name '*.log' -print0 | sort -z | xargs -0 sha256sum) >"$out/MANIFEST"
-size_kib="$(du -sk "$out" | cut -f1)"
-[ "$size_kib" -lt $((limit_mib * 1024)) ] || die "$out is $((size_kib / 1024)) MiB, over the $limit_mib MiB limit"
-step "$out: $((size_kib / 1024)) MiB, variant $variant"
-echo "$out"
+# What travels to the GPU machine is the xz archive of the folder (candle 0.11's CUDA kernels
+# make the unpacked binaries about 115 MiB; they compress about 8x).
+archive="$out.tar.xz"
+tar -C "$(dirname "$out")" -cf - "$(basename "$out")" | xz -T0 -3 >"$archive.tmp"
+mv "$archive.tmp" "$archive"
+size_kib="$(du -sk "$archive" | cut -f1)"
+[ "$size_kib" -lt $((limit_mib * 1024)) ] || die "$archive is $((size_kib / 1024)) MiB, over the $limit_mib MiB limit"
+step "$out: $(($(du -sk "$out" | cut -f1) / 1024)) MiB, packed as $archive: $((size_kib / 1024)) MiB, variant $variant"
+echo "$archive"

@@ -2,7 +2,7 @@
 # Run the GPU suite on the GPU machine, from a folder built by scripts/build-gpu-check.sh.
 # Needs no cargo and no network: it only runs the prebuilt binaries in that folder.
 #
-#   scripts/gpu-check.sh [DIR] [-- GPU_CHECK_OPTIONS...]     (default DIR: .device)
+#   scripts/gpu-check.sh [DIR | DIR.tar.xz] [-- GPU_CHECK_OPTIONS...]     (default DIR: .device)
 #
 # Prints the GPU, the capability check of `cargo-kernels platform` over real variant names and
 # arch lists, then runs DIR/gpu-check on DIR/kernel: variant selection and its trace,
@@ -22,6 +22,17 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then
     shift
 fi
 [ "${1:-}" = "--" ] && shift
+# The packed folder (DIR.tar.xz from scripts/build-gpu-check.sh) is unpacked beside itself.
+case "$dir" in
+*.tar.xz)
+    archive="$dir"
+    dir="${archive%.tar.xz}"
+    tar -C "$(dirname "$archive")" -xJf "$archive" || {
+        echo "gpu-check.sh: cannot unpack $archive" >&2
+        exit 2
+    }
+    ;;
+esac
 dir="$(cd "$dir" 2>/dev/null && pwd)" || {
     echo "gpu-check.sh: no such folder; build it with scripts/build-gpu-check.sh" >&2
     exit 2
