@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use kernels_runtime::digest::sha256_hex;
-use kernels_runtime::registry::{CapabilityRange, ModeSupport};
+use kernels_runtime::registry::{CapabilityRange, ModeSupport, Tolerance};
 use kernels_runtime::variant::{BackendKind, Version};
 
 use crate::lock::ResolvedFile;
@@ -60,7 +60,7 @@ pub struct GenVariant {
 }
 
 /// A layer mapping as the registry lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenLayer {
     pub layer: String,
     pub device: BackendKind,
@@ -72,6 +72,8 @@ pub struct GenLayer {
     pub mode: ModeSupport,
     /// Declared `deterministic = true`.
     pub deterministic: bool,
+    /// Declared `tolerance = { atol, rtol }`.
+    pub tolerance: Option<Tolerance>,
 }
 
 /// `libtvm_ffi.so` to embed.
@@ -83,7 +85,7 @@ pub struct GenRuntimeLib {
 }
 
 /// Everything the registry holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenRegistry {
     pub kernels: Vec<GenKernel>,
     /// Layer mappings, in declaration order within a layer and device.
@@ -211,6 +213,17 @@ pub fn render(reg: &GenRegistry) -> String {
         };
         let _ = writeln!(s, "            mode: {RT}::registry::ModeSupport::{mode},");
         let _ = writeln!(s, "            deterministic: {},", l.deterministic);
+        match l.tolerance {
+            // `{:?}` writes an f64 that reads back as the same value.
+            Some(t) => {
+                let _ = writeln!(
+                    s,
+                    "            tolerance: ::core::option::Option::Some({RT}::registry::Tolerance {{ atol: {:?}, rtol: {:?} }}),",
+                    t.atol, t.rtol
+                );
+            }
+            None => s.push_str("            tolerance: ::core::option::Option::None,\n"),
+        }
         s.push_str("        },\n");
     }
     s.push_str("    ],\n");
@@ -346,6 +359,7 @@ mod tests {
                     capability: Some(CapabilityRange { min: Some(Version::new(8, 0)), max: None }),
                     mode: ModeSupport::Inference,
                     deterministic: false,
+                    tolerance: None,
                 },
                 GenLayer {
                     layer: "RMSNorm".into(),
@@ -355,6 +369,7 @@ mod tests {
                     capability: None,
                     mode: ModeSupport::Training,
                     deterministic: true,
+                    tolerance: Some(Tolerance { atol: 1e-5, rtol: 1e-3 }),
                 },
             ],
             tvm_ffi: Some(GenRuntimeLib { file: "libtvm_ffi.so".into(), bytes: b"rt".to_vec() }),

@@ -194,6 +194,30 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// `value` as a finite, non-negative number (an integer or a float).
+    pub(crate) fn non_negative(&mut self, value: &Spanned<DeValue<'_>>, path: &str, hint: &str) -> Option<f64> {
+        let number = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok().map(|n| n as f64),
+            other => {
+                self.error(value.span(), path, format!("expected a number{hint}, found {}", article(other)));
+                return None;
+            }
+        };
+        match number {
+            Some(n) if n.is_finite() && n >= 0.0 => Some(n),
+            _ => {
+                let text = match value.get_ref() {
+                    DeValue::Float(f) => f.as_str().to_owned(),
+                    DeValue::Integer(i) => i.as_str().to_owned(),
+                    _ => String::new(),
+                };
+                self.error(value.span(), path, format!("expected a finite, non-negative number{hint}, found {text}"));
+                None
+            }
+        }
+    }
+
     /// `value` as a boolean.
     pub(crate) fn boolean(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<bool> {
         match value.get_ref() {

@@ -25,7 +25,7 @@
 //!     { kernel = "rmsnorm", function = "rms_norm", capability = "8.0.." },
 //!     { kernel = "rmsnorm", function = "rms_norm_hopper", capability = "9.0..9.0", mode = "training" },
 //! ]
-//! cpu = { kernel = "rmsnorm", function = "rms_norm", deterministic = true }
+//! cpu = { kernel = "rmsnorm", function = "rms_norm", deterministic = true, tolerance = { atol = 1e-5, rtol = 1e-4 } }
 //!
 //! [build]
 //! backends = ["cpu", "cuda"]            # variants to fetch and embed (default: all the target runs)
@@ -55,13 +55,17 @@
 //! - `deterministic = true` (default `false`) promises that the kernel gives bitwise-identical
 //!   output for identical input on the same device. In deterministic mode
 //!   (`KERNELS_DETERMINISTIC=1`) only such mappings are chosen.
+//! - `tolerance = { atol = …, rtol = … }` (finite, non-negative; a missing part is 0) is how far
+//!   verify mode (`KERNELS_VERIFY`) lets the kernel's output be from the layer's Rust forward,
+//!   element by element: `|kernel - forward| <= atol + rtol * |forward|`. Without it, the
+//!   output dtype's default applies (`kernels_runtime::registry::Tolerance::for_dtype`).
 //! - Unknown keys are errors at every level. Every error names `file:line:column` and the key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use kernels_runtime::registry::{CapabilityRange, CapabilityRangeError, ModeSupport};
+use kernels_runtime::registry::{CapabilityRange, CapabilityRangeError, ModeSupport, Tolerance};
 use kernels_runtime::variant::BackendKind;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -81,7 +85,8 @@ pub const DEVICES: [BackendKind; 5] =
 const DEVICE_NAMES: [&str; 5] = ["cuda", "rocm", "metal", "xpu", "cpu"];
 const ROOT_KEYS: [&str; 3] = ["kernels", "layers", "build"];
 const KERNEL_KEYS: [&str; 5] = ["repo", "version", "revision", "path", "optional"];
-const MAPPING_KEYS: [&str; 5] = ["kernel", "function", "capability", "mode", "deterministic"];
+const MAPPING_KEYS: [&str; 6] = ["kernel", "function", "capability", "mode", "deterministic", "tolerance"];
+const TOLERANCE_KEYS: [&str; 2] = ["atol", "rtol"];
 const BUILD_KEYS: [&str; 2] = ["backends", "embed"];
 
 /// What `kernels.toml` asks of a Hub kernel.
@@ -103,7 +108,7 @@ impl std::fmt::Display for Requested {
 }
 
 /// A parsed, checked `kernels.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     /// The file it was read from, as given (used in messages).
     pub path: PathBuf,
@@ -145,7 +150,7 @@ pub enum KernelSource {
 }
 
 /// One mapping of a layer on a device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerMapping {
     /// Layer name (`[layers.<name>]`).
     pub layer: String,
@@ -161,6 +166,9 @@ pub struct LayerMapping {
     pub mode: ModeSupport,
     /// `deterministic = true`: bitwise-identical output for identical input on the same device.
     pub deterministic: bool,
+    /// `tolerance = { atol = …, rtol = … }`: how far verify mode lets the kernel's output be
+    /// from the layer's Rust forward (a missing part is 0); `None`: the output dtype's default.
+    pub tolerance: Option<Tolerance>,
     /// The mapping's key, e.g. `[layers.RMSNorm].cuda[1]`.
     pub key: String,
     /// Where it is declared.
@@ -628,6 +636,11 @@ fn mapping(
         Some((_, v)) => rep.boolean(v, &key("deterministic")),
     };
 
+    let tolerance = match entry(table, "tolerance") {
+        None => Some(None),
+        Some((_, v)) => tolerance(rep, v, &key("tolerance")).map(Some),
+    };
+
     Some((
         LayerMapping {
             layer: layer.to_owned(),
@@ -637,11 +650,29 @@ fn mapping(
             capability: capability?,
             mode: mode?,
             deterministic: deterministic?,
+            tolerance: tolerance?,
             key: path.to_owned(),
             location: rep.locate(anchor.start),
         },
         anchor,
     ))
+}
+
+/// `tolerance = { atol = …, rtol = … }`.
+fn tolerance(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Tolerance> {
+    let hint = " like `{ atol = 1e-5, rtol = 1e-3 }`";
+    let table = rep.table(value, path, hint)?;
+    rep.unknown_keys(table, path, &TOLERANCE_KEYS);
+    if !TOLERANCE_KEYS.iter().any(|k| entry(table, k).is_some()) {
+        rep.error(value.span(), path, format!("give `atol`, `rtol` or both{hint}"));
+        return None;
+    }
+    let mut part = |k: &str| match entry(table, k) {
+        None => Some(0.0),
+        Some((_, v)) => rep.non_negative(v, &child(path, k), ""),
+    };
+    let (atol, rtol) = (part("atol"), part("rtol"));
+    Some(Tolerance { atol: atol?, rtol: rtol? })
 }
 
 /// A mapping is never chosen when an earlier one of the same layer and device has the same

@@ -160,6 +160,7 @@ pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Ou
             capability: l.capability,
             mode: l.mode,
             deterministic: l.deterministic,
+            tolerance: l.tolerance,
         })
         .collect();
     generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), locked_by.as_deref(), out)?;

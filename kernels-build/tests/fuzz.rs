@@ -97,6 +97,7 @@ fn check_manifest(input: &[u8]) -> Result<(), String> {
                     capability: m.capability,
                     mode: m.mode,
                     deterministic: m.deterministic,
+                    tolerance: m.tolerance,
                 })
                 .collect();
             for cc in [None, Some(Version::new(0, 0)), Some(Version::new(9, 0)), Some(Version::new(u32::MAX, u32::MAX))]

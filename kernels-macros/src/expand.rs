@@ -8,7 +8,8 @@
 //!     <vis> fn kernel_forward(&self, x: &T) -> R {
 //!         static __KERNELS_LAYER: Layer = Layer::new(<name>, <type>, module_path!(), <arg names>, &crate::__KERNELS_REGISTRY);
 //!         match __KERNELS_LAYER.kernel(<device of the first tensor among inputs and fields>) {
-//!             Ok(Some(kernel)) => allocate `output`, call the kernel with `args`, return `output`,
+//!             Ok(Some(kernel)) => allocate `output`, call the kernel with `args`; in verify mode
+//!                                 also run `self.forward(x)` and compare; return `output`,
 //!             Ok(None) => return self.forward(x),
 //!             Err(strict-mode error) => …,
 //!         }
@@ -56,6 +57,13 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
         Output::Many(t) => quote_spanned!(t.span()=> ::core::result::Result::Ok((#(#locals),*))),
     };
     let values = args.items.iter().map(|arg| argument(arg, &locals));
+    // The result is typed as the forward's, so verify mode compares values of one type and a
+    // wrong `output` type is reported once, at `output`.
+    let result_type = match ret {
+        syn::ReturnType::Type(_, ty) => quote!(: #ty),
+        syn::ReturnType::Default => quote!(),
+    };
+    let compared = compared(output, &locals);
     let device = device(&args.items);
     // Spanned at the return type: an error type without `From<DispatchError>` is reported there.
     let layer_error = quote_spanned!(ret_span=> ::kernels_runtime::__private::layer_error(__kernels_error));
@@ -78,8 +86,20 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
                 let __kernels_error = match __KERNELS_LAYER.kernel(#device) {
                     ::core::result::Result::Ok(::core::option::Option::Some(__kernels_kernel)) => {
                         #(let mut #locals = #allocations;)*
-                        match ::kernels_runtime::__private::call(__kernels_kernel, &[#(#values),*]) {
-                            ::core::result::Result::Ok(()) => return #output_value,
+                        let __kernels_called = ::kernels_runtime::__private::call(__kernels_kernel, &[#(#values),*]);
+                        match __kernels_called {
+                            ::core::result::Result::Ok(()) => {
+                                let __kernels_result #result_type = #output_value;
+                                if !::kernels_runtime::__private::verify_due(__kernels_kernel) {
+                                    return __kernels_result;
+                                }
+                                let __kernels_tolerance = ::kernels_runtime::__private::tolerance(__kernels_kernel);
+                                let __kernels_reference = self.#forward_ident(#(#input_idents),*);
+                                match ::kernels_runtime::__private::verified(__kernels_kernel, #compared) {
+                                    ::core::result::Result::Ok(()) => return __kernels_result,
+                                    ::core::result::Result::Err(__kernels_error) => __kernels_error,
+                                }
+                            }
                             ::core::result::Result::Err(__kernels_error) => __kernels_error,
                         }
                     }
@@ -103,6 +123,34 @@ fn output_locals(output: &Output) -> (Vec<Ident>, Vec<&Expr>) {
         Output::One(e) => (vec![local("__kernels_output".to_owned(), e)], vec![e]),
         Output::Many(t) => {
             t.elems.iter().enumerate().map(|(i, e)| (local(format!("__kernels_output_{i}"), e), e)).unzip()
+        }
+    }
+}
+
+/// Verify mode's comparison of each output in `__kernels_result` with the forward's in
+/// `__kernels_reference` (values of one type), under `__kernels_tolerance`.
+fn compared(output: &Output, locals: &[Ident]) -> TokenStream2 {
+    let names = |prefix: &str| -> Vec<Ident> {
+        (0..locals.len()).map(|i| Ident::new(&format!("{prefix}_{i}"), Span::mixed_site())).collect()
+    };
+    let (kernel, reference) = (names("__kernels_kernel"), names("__kernels_reference"));
+    let pattern = |names: &[Ident]| match output {
+        Output::One(_) => quote!(#(#names)*),
+        Output::Many(_) => quote!((#(#names),*)),
+    };
+    let (kernel_pattern, reference_pattern) = (pattern(&kernel), pattern(&reference));
+    // Spanned like the outputs' `KernelOutput::kernel_output` calls, so a type that is not a
+    // kernel output is reported once, there.
+    let tolerance = Ident::new("__kernels_tolerance", Span::call_site());
+    let differences = locals.iter().zip(kernel.iter().zip(&reference)).map(|(local, (k, r))| {
+        quote_spanned!(local.span()=> ::kernels_runtime::__private::KernelOutput::difference(#k, #r, #tolerance))
+    });
+    quote! {
+        match (&__kernels_result, &__kernels_reference) {
+            (::core::result::Result::Ok(#kernel_pattern), ::core::result::Result::Ok(#reference_pattern)) => {
+                ::core::result::Result::Ok([#(#differences),*])
+            }
+            _ => ::core::result::Result::Err(::kernels_runtime::__private::CompareError::ForwardFailed),
         }
     }
 }

@@ -33,6 +33,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         capability: None,
         mode: ModeSupport::Inference,
         deterministic: false,
+        tolerance: None,
     }],
     tvm_ffi: None,
 };

@@ -10,6 +10,11 @@ use std::path::PathBuf;
 pub const STRICT: &str = "KERNELS_STRICT";
 /// Only kernels declared `deterministic = true` are chosen (`KERNELS_DETERMINISTIC=1`).
 pub const DETERMINISTIC: &str = "KERNELS_DETERMINISTIC";
+/// Verify mode: `1` for every layer, or the layers, kernels or repos to check against their Rust
+/// forward (comma separated).
+pub const VERIFY: &str = "KERNELS_VERIFY";
+/// Verify mode checks every Nth call of a layer on a device (default: its first call only).
+pub const VERIFY_EVERY: &str = "KERNELS_VERIFY_EVERY";
 /// Every layer uses its Rust forward, as upstream's `DISABLE_KERNEL_MAPPING`.
 pub const DISABLE_MAPPING: &str = "DISABLE_KERNEL_MAPPING";
 /// Layers, kernels or repos whose kernels are turned off (comma separated).

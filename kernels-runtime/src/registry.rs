@@ -218,6 +218,51 @@ impl CapabilityRange {
     }
 }
 
+/// How far a kernel's output may be from its layer's Rust forward, element by element:
+/// `|kernel - forward| <= atol + rtol * |forward|` (NaN matches NaN, an infinity only itself).
+/// A mapping declares one with `tolerance = { atol = …, rtol = … }` in `kernels.toml`;
+/// otherwise [`Tolerance::for_dtype`] gives the default of the output's dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub atol: f64,
+    /// Relative part, a fraction of the forward's value.
+    pub rtol: f64,
+}
+
+impl Tolerance {
+    /// The default for a dtype: the `(rtol, atol)` pairs `torch.testing.assert_close` uses
+    /// (f16 1e-3/1e-5, bf16 1.6e-2/1e-5, f32 1.3e-6/1e-5, f64 1e-7/1e-7), exact for integers.
+    pub fn for_dtype(dtype: crate::ffi::DLDataType) -> Tolerance {
+        use crate::ffi::DLDataType as D;
+        let (rtol, atol) = match dtype {
+            d if d == D::F16 => (1e-3, 1e-5),
+            d if d == D::BF16 => (1.6e-2, 1e-5),
+            d if d == D::F32 => (1.3e-6, 1e-5),
+            d if d == D::F64 => (1e-7, 1e-7),
+            _ => (0.0, 0.0),
+        };
+        Tolerance { atol, rtol }
+    }
+
+    /// Whether `value` is close enough to `reference`.
+    pub fn accepts(&self, value: f64, reference: f64) -> bool {
+        if value.is_nan() || reference.is_nan() {
+            return value.is_nan() && reference.is_nan();
+        }
+        if value.is_infinite() || reference.is_infinite() {
+            return value == reference;
+        }
+        (value - reference).abs() <= self.atol + self.rtol * reference.abs()
+    }
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "atol {:e}, rtol {:e}", self.atol, self.rtol)
+    }
+}
+
 /// `[layers.<Layer>].<device>` of `kernels.toml`.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
@@ -237,6 +282,9 @@ pub struct LayerEntry {
     /// `deterministic = true`: the kernel promises bitwise-identical output for identical
     /// input on the same device.
     pub deterministic: bool,
+    /// `tolerance = { atol, rtol }`: how far verify mode lets the kernel be from the forward
+    /// (else the dtype's default).
+    pub tolerance: Option<Tolerance>,
 }
 
 /// What a mapping must declare to be chosen, besides a capability range that holds the GPU.
@@ -292,6 +340,7 @@ mod tests {
             capability,
             mode,
             deterministic: false,
+            tolerance: None,
         }
     }
 

@@ -108,6 +108,7 @@ fn registry(commit: &str, cached: &'static [CachedVariant]) -> &'static Registry
         capability: None,
         mode: ModeSupport::Inference,
         deterministic: false,
+        tolerance: None,
     }]));
     Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
 }

@@ -38,6 +38,7 @@ const fn cpu(layer: &'static str, function: &'static str) -> LayerEntry {
         capability: None,
         mode: ModeSupport::Inference,
         deterministic: false,
+        tolerance: None,
     }
 }
 

@@ -19,7 +19,7 @@ use kernels_runtime::dispatch::{
 use kernels_runtime::ffi::TensorView;
 use kernels_runtime::kernelize;
 use kernels_runtime::loader::Source;
-use kernels_runtime::registry::{KernelEntry, LayerEntry, ModeSupport, Registry};
+use kernels_runtime::registry::{KernelEntry, LayerEntry, ModeSupport, Registry, Tolerance};
 use kernels_runtime::variant::{BackendKind, CpuArch, Os};
 
 // ---- the registry a build script would generate -------------------------------------------
@@ -30,7 +30,16 @@ const FOREIGN: &str = "kernels-test/foreign";
 const SLOW: &str = "kernels-test/slow";
 
 const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str, mode: ModeSupport) -> LayerEntry {
-    LayerEntry { layer, device: BackendKind::Cpu, kernel, function, capability: None, mode, deterministic: false }
+    LayerEntry {
+        layer,
+        device: BackendKind::Cpu,
+        kernel,
+        function,
+        capability: None,
+        mode,
+        deterministic: false,
+        tolerance: None,
+    }
 }
 
 /// A mapping declared `deterministic = true`: the Rust example kernels compute each row on one
@@ -56,6 +65,14 @@ static __KERNELS_REGISTRY: Registry = Registry {
         cpu("Slow", "slow", "rms_norm", ModeSupport::Inference),
         // The same kernel as `RMSNorm`, not declared deterministic.
         cpu("Undeclared", "ops", "rms_norm", ModeSupport::Inference),
+        // The same kernel again, for layers whose forward differs from it by an offset (as a
+        // kernel that drifts from its reference would): with the f32 default tolerance, and
+        // with one wide enough to accept the offset.
+        cpu("Offset", "ops", "rms_norm", ModeSupport::Inference),
+        LayerEntry {
+            tolerance: Some(Tolerance { atol: 0.5, rtol: 0.0 }),
+            ..cpu("OffsetTolerated", "ops", "rms_norm", ModeSupport::Inference)
+        },
     ],
     tvm_ffi: None,
 };
@@ -114,6 +131,36 @@ rms_norm_layer!(Damaged, "Damaged");
 rms_norm_layer!(Foreign, "Foreign");
 rms_norm_layer!(Slow, "Slow");
 rms_norm_layer!(Undeclared, "Undeclared");
+
+/// An RMSNorm layer whose forward adds 0.25 to the kernel's result.
+macro_rules! offset_layer {
+    ($ty:ident, $layer:literal) => {
+        #[kernelize(
+                            layer = $layer,
+                            forward = fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
+                            output = HostTensor::zeros(x.shape()),
+                            args = (output, x, self.weight, self.eps),
+                        )]
+        struct $ty {
+            weight: Vec<f32>,
+            eps: f32,
+        }
+
+        impl $ty {
+            fn new(d: usize) -> Self {
+                $ty { weight: vec![1.0; d], eps: 1e-6 }
+            }
+
+            fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError> {
+                let out = rms_norm_ref(x.data(), &self.weight, self.eps).into_iter().map(|v| v + 0.25).collect();
+                Ok(HostTensor::new(out, x.shape()).expect("same shape as x"))
+            }
+        }
+    };
+}
+
+offset_layer!(Offset, "Offset");
+offset_layer!(OffsetTolerated, "OffsetTolerated");
 
 /// `silu(x[..d]) * x[d..]` on a flat slice, with a `Vec` output and a boxed error type.
 #[kernelize(
@@ -254,6 +301,8 @@ fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
         kernels_runtime::env::DISABLE,
         kernels_runtime::env::STRICT,
         kernels_runtime::env::DETERMINISTIC,
+        kernels_runtime::env::VERIFY,
+        kernels_runtime::env::VERIFY_EVERY,
         kernels_runtime::env::LOCAL_KERNELS,
     ] {
         cmd.env_remove(var);
@@ -618,6 +667,123 @@ fn deterministic_mode_runs_only_kernels_declared_deterministic() {
         assert_eq!(undeclared.forward_calls(), 3);
         let layer = report().layers.into_iter().find(|l| l.layer == "Undeclared").unwrap();
         assert_eq!(layer.resolutions.iter().map(|r| r.deterministic()).collect::<Vec<_>>(), [false, true]);
+    });
+}
+
+#[test]
+fn verify_mode_checks_first_calls_against_the_forward() {
+    let env = [local_kernels(), (kernels_runtime::env::VERIFY, "1".to_owned())];
+    in_own_process("verify_mode_checks_first_calls_against_the_forward", &env, || {
+        let x = HostTensor::new(values(4 * 32, 30), &[4, 32]).unwrap();
+        let norm = RmsNorm::new(32);
+        for _ in 0..3 {
+            norm.kernel_forward(&x).unwrap();
+        }
+        assert_eq!(norm.forward_calls(), 1, "only the first call runs the forward beside the kernel");
+        let v = resolution("RMSNorm", Mode::Inference).verification();
+        assert_eq!((v.calls, v.checks, v.beyond, v.failed), (3, 1, 0, 0), "{v}");
+        assert!(v.max_abs < 1e-5 && v.is_clean(), "{v}");
+        assert_eq!(v.last[0].elements, 4 * 32);
+
+        // Two outputs, each compared; a `Vec` output too.
+        let add = AddRmsNorm { weight: values(16, 31), eps: 1e-5 };
+        let r = HostTensor::new(values(2 * 16, 32), &[2, 16]).unwrap();
+        let x16 = HostTensor::new(values(2 * 16, 33), &[2, 16]).unwrap();
+        add.kernel_forward(&x16, &r).unwrap();
+        let v = resolution("AddRMSNorm", Mode::Inference).verification();
+        assert_eq!((v.checks, v.last.len()), (1, 2), "{v}");
+        assert!(v.is_clean(), "{v}");
+        SiluAndMul.kernel_forward(&values(32, 34)).unwrap();
+        assert_eq!(resolution("SiluAndMul", Mode::Inference).verification().checks, 1);
+
+        // A kernel 0.25 away from its forward: beyond the f32 default, reported and logged, and
+        // the kernel's result is still what the call returns (strict mode is off).
+        let offset = Offset::new(32);
+        let got = offset.kernel_forward(&x).unwrap();
+        assert_close(got.data(), &rms_norm_ref(x.data(), &offset.weight, offset.eps));
+        let v = resolution("Offset", Mode::Inference).verification();
+        assert_eq!((v.checks, v.beyond), (1, 1), "{v}");
+        assert_eq!(v.last[0].beyond, 4 * 32);
+        assert!((v.max_abs - 0.25).abs() < 1e-5, "{v}");
+        let (_, kernel, forward) = v.last[0].first_beyond.unwrap();
+        assert!((forward - kernel - 0.25).abs() < 1e-5, "{v}");
+        let lines = log_lines("layer `Offset`");
+        assert!(
+            lines.iter().any(|l| l.contains("WARN") && l.contains("verify mode") && l.contains("beyond")),
+            "{}",
+            logs()
+        );
+        let text = report().to_string();
+        assert!(text.contains("1 beyond tolerance") && text.contains("atol 1e-5, rtol 1.3e-6"), "{text}");
+        assert!(text.contains("verified: 1 checks within tolerance"), "{text}");
+
+        // The mapping's own tolerance accepts it.
+        OffsetTolerated::new(32).kernel_forward(&x).unwrap();
+        let v = resolution("OffsetTolerated", Mode::Inference).verification();
+        assert!(v.is_clean() && v.last[0].tolerance == Tolerance { atol: 0.5, rtol: 0.0 }, "{v}");
+    });
+}
+
+#[test]
+fn verify_mode_by_name_every_nth_call_and_at_run_time() {
+    let env = [
+        local_kernels(),
+        (kernels_runtime::env::VERIFY, "RMSNorm".to_owned()),
+        (kernels_runtime::env::VERIFY_EVERY, "2".to_owned()),
+    ];
+    in_own_process("verify_mode_by_name_every_nth_call_and_at_run_time", &env, || {
+        let x = HostTensor::new(values(2 * 16, 35), &[2, 16]).unwrap();
+        let norm = RmsNorm::new(16);
+        for _ in 0..5 {
+            norm.kernel_forward(&x).unwrap();
+        }
+        assert_eq!(norm.forward_calls(), 3, "calls 1, 3 and 5 are checked");
+        let offset = Offset::new(16);
+        offset.kernel_forward(&x).unwrap();
+        assert_eq!(resolution("Offset", Mode::Inference).verification().checks, 0, "not named");
+
+        dispatch::set_verify_for("Offset", dispatch::Verify::First);
+        offset.kernel_forward(&x).unwrap();
+        assert_eq!(resolution("Offset", Mode::Inference).verification().beyond, 1);
+        // By kernel name: every layer of `ops`, every call.
+        dispatch::set_verify_for("ops", dispatch::Verify::Every(std::num::NonZeroU64::new(1).unwrap()));
+        let undeclared = Undeclared::new(16);
+        undeclared.kernel_forward(&x).unwrap();
+        undeclared.kernel_forward(&x).unwrap();
+        assert_eq!(undeclared.forward_calls(), 2);
+        // Turned off for every layer; names set at run time keep their own setting.
+        dispatch::set_verify_for("ops", dispatch::Verify::Off);
+        dispatch::set_verify(dispatch::Verify::Off);
+        let before = norm.forward_calls();
+        for _ in 0..3 {
+            norm.kernel_forward(&x).unwrap();
+        }
+        assert_eq!(norm.forward_calls(), before, "KERNELS_VERIFY is overridden");
+        offset.kernel_forward(&x).unwrap();
+        assert_eq!(resolution("Offset", Mode::Inference).verification().checks, 1, "checked on its first call only");
+    });
+}
+
+#[test]
+fn strict_verify_mode_fails_a_kernel_beyond_tolerance() {
+    let env = [
+        local_kernels(),
+        (kernels_runtime::env::VERIFY, "1".to_owned()),
+        (kernels_runtime::env::STRICT, "1".to_owned()),
+    ];
+    in_own_process("strict_verify_mode_fails_a_kernel_beyond_tolerance", &env, || {
+        let x = HostTensor::new(values(2 * 16, 36), &[2, 16]).unwrap();
+        RmsNorm::new(16).kernel_forward(&x).unwrap();
+        let err = Offset::new(16).kernel_forward(&x).unwrap_err();
+        assert!(matches!(err, DispatchError::Verify { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("layer `Offset`")
+                && text.contains("differs from the Rust forward")
+                && text.contains("32 beyond"),
+            "{text}"
+        );
+        OffsetTolerated::new(16).kernel_forward(&x).unwrap();
     });
 }
 

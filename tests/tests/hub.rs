@@ -135,6 +135,7 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
             capability: None,
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         }]));
         Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
     };

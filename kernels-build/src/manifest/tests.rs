@@ -39,7 +39,7 @@ revision = "main"
 path = "../kernels/ops"
 
 [layers.SiluAndMul]
-cpu = { kernel = "local-ops", function = "silu_and_mul", deterministic = true }
+cpu = { kernel = "local-ops", function = "silu_and_mul", deterministic = true, tolerance = { atol = 1e-4 } }
 cuda = [
   { kernel = "activation", function = "silu_and_mul", capability = "9.0..9.0" },
   { kernel = "activation", function = "silu_and_mul_any" },
@@ -107,6 +107,8 @@ fn a_full_manifest_becomes_the_typed_model() {
     assert_eq!(m.mappings("SiluAndMul", BackendKind::Cpu)[0].function, "silu_and_mul");
     assert!(m.mappings("SiluAndMul", BackendKind::Cpu)[0].deterministic);
     assert!(m.layers.iter().filter(|l| l.device != BackendKind::Cpu).all(|l| !l.deterministic));
+    assert_eq!(m.mappings("SiluAndMul", BackendKind::Cpu)[0].tolerance, Some(Tolerance { atol: 1e-4, rtol: 0.0 }));
+    assert!(m.layers.iter().filter(|l| l.device != BackendKind::Cpu).all(|l| l.tolerance.is_none()));
     assert!(m.mappings("SiluAndMul", BackendKind::Rocm).is_empty());
     assert!(m.mappings("Nope", BackendKind::Cuda).is_empty());
     assert_eq!(m.build, BuildOptions { backends: Some(vec![BackendKind::Cpu, BackendKind::Cuda]), embed: false });
@@ -156,19 +158,19 @@ fn every_error_message() {
         ),
         (
             format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", fn = 1 }}\n"),
-            "kernels.toml:4:39: [layers.L].cpu.fn: unknown key (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
+            "kernels.toml:4:39: [layers.L].cpu.fn: unknown key (expected `kernel`, `function`, `capability`, `mode`, `deterministic` or `tolerance`)",
         ),
         (
             format!("{K}[layers.L.cuda]\nkernel = \"a\"\nfunction = \"f\"\ncapabilty = \"8.0..\"\n"),
-            "kernels.toml:6:1: [layers.L].cuda.capabilty: unknown key; did you mean `capability`? (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
+            "kernels.toml:6:1: [layers.L].cuda.capabilty: unknown key; did you mean `capability`? (expected `kernel`, `function`, `capability`, `mode`, `deterministic` or `tolerance`)",
         ),
         (
             format!("{K}[[layers.L.rocm]]\nkernel = \"a\"\nfunction = \"f\"\nmodes = \"training\"\n"),
-            "kernels.toml:6:1: [layers.L].rocm[0].modes: unknown key; did you mean `mode`? (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
+            "kernels.toml:6:1: [layers.L].rocm[0].modes: unknown key; did you mean `mode`? (expected `kernel`, `function`, `capability`, `mode`, `deterministic` or `tolerance`)",
         ),
         (
             format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", determinstic = true }}\n"),
-            "kernels.toml:4:39: [layers.L].cpu.determinstic: unknown key; did you mean `deterministic`? (expected `kernel`, `function`, `capability`, `mode` or `deterministic`)",
+            "kernels.toml:4:39: [layers.L].cpu.determinstic: unknown key; did you mean `deterministic`? (expected `kernel`, `function`, `capability`, `mode`, `deterministic` or `tolerance`)",
         ),
         (
             "[build]\nembedd = true\n".into(),
@@ -331,6 +333,30 @@ fn every_error_message() {
                 "{K}[layers.L]\ncpu = [\n  {{ kernel = \"a\", function = \"f\", deterministic = true }},\n  {{ kernel = \"a\", function = \"g\", deterministic = true }},\n]\n"
             ),
             "kernels.toml:6:3: [layers.L].cpu[1]: never chosen: `[layers.L].cpu[0]` (line 5) has the same capability range `..` and serves every mode this one does and is deterministic too; remove one, or give them different ranges or modes",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", tolerance = 1e-3 }}\n"),
+            "kernels.toml:4:51: [layers.L].cpu.tolerance: expected a table like `{ atol = 1e-5, rtol = 1e-3 }`, found the float 1e-3",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", tolerance = {{}} }}\n"),
+            "kernels.toml:4:51: [layers.L].cpu.tolerance: give `atol`, `rtol` or both like `{ atol = 1e-5, rtol = 1e-3 }`",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", tolerance = {{ atol = -1e-3 }} }}\n"),
+            "kernels.toml:4:60: [layers.L].cpu.tolerance.atol: expected a finite, non-negative number, found -1e-3",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", tolerance = {{ rtol = \"1%\" }} }}\n"),
+            "kernels.toml:4:60: [layers.L].cpu.tolerance.rtol: expected a number, found the string \"1%\"",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", tolerance = {{ atl = 1.0, rtol = 0.1 }} }}\n"),
+            "kernels.toml:4:53: [layers.L].cpu.tolerance.atl: unknown key; did you mean `atol`? (expected `atol` or `rtol`)",
+        ),
+        (
+            format!("{K}[layers.L]\ncpu = {{ kernel = \"a\", function = \"f\", tolerance = {{ rtol = nan }} }}\n"),
+            "kernels.toml:4:60: [layers.L].cpu.tolerance.rtol: expected a finite, non-negative number, found nan",
         ),
         // [build].
         (
@@ -522,6 +548,7 @@ fn pick_needing(maps: &[LayerMapping], capability: Option<Version>, needs: Needs
             capability: m.capability,
             mode: m.mode,
             deterministic: m.deterministic,
+            tolerance: m.tolerance,
         })
         .collect();
     let chosen = pick_mapping(&entries, capability, needs)?;
@@ -538,6 +565,7 @@ fn mapping(function: &str, capability: &str, mode: ModeSupport) -> LayerMapping 
         capability: parse_capability_range(capability).unwrap(),
         mode,
         deterministic: false,
+        tolerance: None,
         key: String::new(),
         location: Location { line: 1, column: 1 },
     }

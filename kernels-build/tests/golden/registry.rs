@@ -70,6 +70,7 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             capability: ::core::option::Option::Some(::kernels_runtime::registry::CapabilityRange { min: ::core::option::Option::Some(::kernels_runtime::variant::Version::new(8, 0)), max: ::core::option::Option::None }),
             mode: ::kernels_runtime::registry::ModeSupport::Inference,
             deterministic: false,
+            tolerance: ::core::option::Option::None,
         },
         ::kernels_runtime::registry::LayerEntry {
             layer: "RMSNorm",
@@ -79,6 +80,7 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
             capability: ::core::option::Option::None,
             mode: ::kernels_runtime::registry::ModeSupport::Training,
             deterministic: true,
+            tolerance: ::core::option::Option::Some(::kernels_runtime::registry::Tolerance { atol: 1e-5, rtol: 0.001 }),
         },
     ],
     tvm_ffi: ::core::option::Option::Some(::kernels_runtime::registry::EmbeddedFile {

@@ -32,7 +32,7 @@ impl RmsNorm {
                 ::core::option::Option::Some(__kernels_kernel),
             ) => {
                 let mut __kernels_output = HostTensor::zeros(x.shape());
-                match ::kernels_runtime::__private::call(
+                let __kernels_called = ::kernels_runtime::__private::call(
                     __kernels_kernel,
                     &[
                         ::kernels_runtime::__private::KernelOutput::kernel_output(
@@ -44,9 +44,46 @@ impl RmsNorm {
                         ),
                         ::kernels_runtime::__private::KernelArg::kernel_arg(&self.eps),
                     ],
-                ) {
+                );
+                match __kernels_called {
                     ::core::result::Result::Ok(()) => {
-                        return ::core::result::Result::Ok(__kernels_output);
+                        let __kernels_result: Result<HostTensor<f32>, DispatchError> = ::core::result::Result::Ok(
+                            __kernels_output,
+                        );
+                        if !::kernels_runtime::__private::verify_due(__kernels_kernel) {
+                            return __kernels_result;
+                        }
+                        let __kernels_tolerance = ::kernels_runtime::__private::tolerance(
+                            __kernels_kernel,
+                        );
+                        let __kernels_reference = self.forward(x);
+                        match ::kernels_runtime::__private::verified(
+                            __kernels_kernel,
+                            match (&__kernels_result, &__kernels_reference) {
+                                (
+                                    ::core::result::Result::Ok(__kernels_kernel_0),
+                                    ::core::result::Result::Ok(__kernels_reference_0),
+                                ) => {
+                                    ::core::result::Result::Ok([
+                                        ::kernels_runtime::__private::KernelOutput::difference(
+                                            __kernels_kernel_0,
+                                            __kernels_reference_0,
+                                            __kernels_tolerance,
+                                        ),
+                                    ])
+                                }
+                                _ => {
+                                    ::core::result::Result::Err(
+                                        ::kernels_runtime::__private::CompareError::ForwardFailed,
+                                    )
+                                }
+                            },
+                        ) {
+                            ::core::result::Result::Ok(()) => return __kernels_result,
+                            ::core::result::Result::Err(__kernels_error) => {
+                                __kernels_error
+                            }
+                        }
                     }
                     ::core::result::Result::Err(__kernels_error) => __kernels_error,
                 }

@@ -33,7 +33,7 @@ impl AddRmsNorm {
             ) => {
                 let mut __kernels_output_0 = vec![0f32; x.numel() as usize];
                 let mut __kernels_output_1 = vec![0f32; x.numel() as usize];
-                match ::kernels_runtime::__private::call(
+                let __kernels_called = ::kernels_runtime::__private::call(
                     __kernels_kernel,
                     &[
                         ::kernels_runtime::__private::KernelOutput::kernel_output(
@@ -49,12 +49,56 @@ impl AddRmsNorm {
                         ),
                         ::kernels_runtime::__private::KernelArg::kernel_arg(&1e-6),
                     ],
-                ) {
+                );
+                match __kernels_called {
                     ::core::result::Result::Ok(()) => {
-                        return ::core::result::Result::Ok((
+                        let __kernels_result: Result<(Vec<f32>, Vec<f32>), MyError> = ::core::result::Result::Ok((
                             __kernels_output_0,
                             __kernels_output_1,
                         ));
+                        if !::kernels_runtime::__private::verify_due(__kernels_kernel) {
+                            return __kernels_result;
+                        }
+                        let __kernels_tolerance = ::kernels_runtime::__private::tolerance(
+                            __kernels_kernel,
+                        );
+                        let __kernels_reference = self.forward(x, residual);
+                        match ::kernels_runtime::__private::verified(
+                            __kernels_kernel,
+                            match (&__kernels_result, &__kernels_reference) {
+                                (
+                                    ::core::result::Result::Ok(
+                                        (__kernels_kernel_0, __kernels_kernel_1),
+                                    ),
+                                    ::core::result::Result::Ok(
+                                        (__kernels_reference_0, __kernels_reference_1),
+                                    ),
+                                ) => {
+                                    ::core::result::Result::Ok([
+                                        ::kernels_runtime::__private::KernelOutput::difference(
+                                            __kernels_kernel_0,
+                                            __kernels_reference_0,
+                                            __kernels_tolerance,
+                                        ),
+                                        ::kernels_runtime::__private::KernelOutput::difference(
+                                            __kernels_kernel_1,
+                                            __kernels_reference_1,
+                                            __kernels_tolerance,
+                                        ),
+                                    ])
+                                }
+                                _ => {
+                                    ::core::result::Result::Err(
+                                        ::kernels_runtime::__private::CompareError::ForwardFailed,
+                                    )
+                                }
+                            },
+                        ) {
+                            ::core::result::Result::Ok(()) => return __kernels_result,
+                            ::core::result::Result::Err(__kernels_error) => {
+                                __kernels_error
+                            }
+                        }
                     }
                     ::core::result::Result::Err(__kernels_error) => __kernels_error,
                 }

@@ -58,11 +58,13 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Shape, Tensor};
 
 use crate::dispatch::{
-    AdapterError, ArgError, DispatchError, HeldTensor, KernelArg, KernelOutput, KernelTensor, KernelValue,
+    AdapterError, ArgError, CompareError, Difference, DispatchError, HeldTensor, KernelArg, KernelOutput, KernelTensor,
+    KernelValue,
 };
 use crate::ffi::{DLDevice, Stream, TensorView, Value};
+use crate::registry::Tolerance;
 
-use super::mapping::dl_device;
+use super::mapping::{dl_device, dl_dtype};
 use super::{CandleError, CandleInput, CandleOutput};
 
 impl From<DispatchError> for candle_core::Error {
@@ -143,6 +145,29 @@ impl KernelOutput for Tensor {
             // On CUDA, record the kernel's write on the stream once the call is done.
             Some(stream) => KernelTensor::Held(Rc::new(HeldOutput { view, stream, tensor: self.clone() })),
         }))
+    }
+
+    /// Compares on the host in f64 (copying device tensors there), with the tolerance given or
+    /// the dtype's default.
+    fn difference(&self, forward: &Self, tolerance: Option<Tolerance>) -> Result<Difference, CompareError> {
+        if self.dims() != forward.dims() {
+            return Err(CompareError::Shape { kernel: self.dims().to_vec(), forward: forward.dims().to_vec() });
+        }
+        if self.dtype() != forward.dtype() {
+            return Err(CompareError::DtypeMismatch {
+                kernel: format!("{:?}", self.dtype()),
+                forward: format!("{:?}", forward.dtype()),
+            });
+        }
+        let tolerance = match tolerance {
+            Some(t) => t,
+            None => Tolerance::for_dtype(dl_dtype(self.dtype()).map_err(AdapterError::new)?),
+        };
+        let values = |t: &Tensor| -> Result<Vec<f64>, CompareError> {
+            let on_host = t.to_dtype(DType::F64).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f64>());
+            on_host.map_err(|e| CompareError::Adapter(AdapterError::new(e)))
+        };
+        Ok(Difference::between(values(self)?, values(forward)?, tolerance))
     }
 }
 

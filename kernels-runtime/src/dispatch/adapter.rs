@@ -6,6 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::ffi::{DLDevice, Element, Stream, TensorError, TensorView, Value};
+use crate::registry::Tolerance;
+
+use super::verify::{CompareError, Difference};
 
 /// A value converted for a kernel call: an argument ([`Value`], whose scalars are the ABI's),
 /// or why it cannot be passed (the call then fails with
@@ -148,6 +151,15 @@ pub trait KernelArg {
 pub trait KernelOutput {
     /// A writable view of the allocation, borrowing `self` mutably for the call.
     fn kernel_output(&mut self) -> KernelValue<'_>;
+
+    /// How far this output (the kernel's) is from `forward` (the Rust forward's), for verify
+    /// mode ([`set_verify`](super::set_verify)); `tolerance` is the mapping's, else the
+    /// implementation applies its dtype's default ([`Tolerance::for_dtype`]). Types that do
+    /// not implement it are reported as not comparable.
+    fn difference(&self, forward: &Self, tolerance: Option<Tolerance>) -> Result<Difference, CompareError> {
+        let _ = (forward, tolerance);
+        Err(CompareError::Unsupported(std::any::type_name::<Self>()))
+    }
 }
 
 impl KernelArg for TensorView<'_> {
@@ -220,12 +232,20 @@ impl<T: Element> KernelOutput for Vec<T> {
         let len = self.len();
         view_of_mut(self, &[len])
     }
+
+    fn difference(&self, forward: &Self, tolerance: Option<Tolerance>) -> Result<Difference, CompareError> {
+        Difference::of_elements(self, forward, tolerance)
+    }
 }
 
 impl<T: Element, const N: usize> KernelOutput for [T; N] {
     #[inline]
     fn kernel_output(&mut self) -> KernelValue<'_> {
         view_of_mut(self, &[N])
+    }
+
+    fn difference(&self, forward: &Self, tolerance: Option<Tolerance>) -> Result<Difference, CompareError> {
+        Difference::of_elements(self, forward, tolerance)
     }
 }
 

@@ -15,6 +15,7 @@ use super::decide::{Choice, FallbackReason};
 use super::disable::{self, Switch};
 use super::mode::Mode;
 use super::target::Target;
+use super::verify::{Verification, VerifyState};
 
 /// A decision made for a kernelized layer on a target in a mode, with deterministic mode on or
 /// off, kept for the life of the process.
@@ -29,6 +30,7 @@ pub struct Resolution {
     pub(super) deterministic: bool,
     pub(super) choice: Choice,
     pub(super) function: Option<KernelFunction>,
+    pub(super) verify: VerifyState,
 }
 
 impl Resolution {
@@ -79,6 +81,11 @@ impl Resolution {
     /// Whether a switch turned the kernel off (when deciding, or now at run time).
     pub fn is_disabled(&self) -> bool {
         matches!(self.choice, Choice::Fallback(FallbackReason::Disabled { .. })) || self.switched_off().is_some()
+    }
+
+    /// What verify mode ([`set_verify`](super::set_verify)) found on this layer's calls so far.
+    pub fn verification(&self) -> Verification {
+        self.verify.snapshot()
     }
 
     /// The variant selection trace, when variants were considered.

@@ -9,7 +9,7 @@ use crate::env;
 use crate::ffi::{DLDeviceType, KernelFunction};
 use crate::loader::{self, LoadError, LoadedKernel, Source};
 use crate::platform::Platform;
-use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Needs, Registry, pick_mapping};
+use crate::registry::{CapabilityRange, LayerEntry, ModeSupport, Needs, Registry, Tolerance, pick_mapping};
 use crate::select::{DecisionTrace, Request};
 use crate::variant::{BackendKind, Version};
 
@@ -193,6 +193,8 @@ pub struct KernelChoice {
     pub mode: ModeSupport,
     /// Whether the mapping is declared `deterministic = true`.
     pub deterministic: bool,
+    /// The mapping's verify-mode tolerance, if it declares one.
+    pub tolerance: Option<Tolerance>,
     /// How the variant was selected.
     pub trace: DecisionTrace,
 }
@@ -350,6 +352,7 @@ pub fn decide(
                 capability: mapping.capability,
                 mode: mapping.mode,
                 deterministic: mapping.deterministic,
+                tolerance: mapping.tolerance,
                 trace,
             }),
             function: Some(function),

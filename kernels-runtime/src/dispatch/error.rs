@@ -42,6 +42,19 @@ pub enum DispatchError {
         /// The decision that was refused.
         resolution: &'static Resolution,
     },
+    /// Verify mode in strict mode: the kernel's output went beyond its tolerance from the Rust
+    /// forward's, or could not be compared with it.
+    #[error(
+        "{resolution}: the kernel differs from the Rust forward: {found}; strict mode ({strict}=1 or \
+         dispatch::set_strict(true)) makes this an error",
+        strict = env::STRICT
+    )]
+    Verify {
+        /// The decision whose kernel was checked.
+        resolution: &'static Resolution,
+        /// What the check found.
+        found: String,
+    },
 }
 
 fn fallback_reason(r: &Resolution) -> String {

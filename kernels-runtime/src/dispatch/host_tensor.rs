@@ -1,8 +1,10 @@
 //! [`HostTensor`]: an owned tensor in host memory, the simplest layer input and output.
 
 use crate::ffi::{DLDevice, Element, TensorError, TensorView};
+use crate::registry::Tolerance;
 
 use super::adapter::{KernelArg, KernelOutput, KernelValue, view_of, view_of_mut};
+use super::verify::{CompareError, Difference};
 
 /// An owned, compact, row-major tensor in host memory: the simplest input and output of a
 /// kernelized layer on the CPU.
@@ -78,5 +80,12 @@ impl<T: Element> KernelOutput for HostTensor<T> {
     #[inline]
     fn kernel_output(&mut self) -> KernelValue<'_> {
         view_of_mut(&mut self.data, &self.shape)
+    }
+
+    fn difference(&self, forward: &Self, tolerance: Option<Tolerance>) -> Result<Difference, CompareError> {
+        if self.shape != forward.shape {
+            return Err(CompareError::Shape { kernel: self.shape.clone(), forward: forward.shape.clone() });
+        }
+        Difference::of_elements(&self.data, &forward.data, tolerance)
     }
 }

@@ -9,13 +9,15 @@ use crate::registry::Registry;
 
 use super::adapter::{KernelTensor, KernelValue};
 use super::cache::{Resolution, SLOTS, State, log_resolution, slot_index, state};
-use super::decide::decide;
+use super::decide::{Choice, decide};
 use super::disable;
 use super::mode::{Mode, Settings, is_deterministic, is_strict};
 use super::platform;
 use super::target::Target;
+use super::verify::{self, Difference, VerifyState};
 
-pub use super::{DispatchError, KernelArg, KernelOutput};
+pub use super::{CompareError, DispatchError, KernelArg, KernelOutput};
+pub use crate::registry::Tolerance;
 
 /// The per-layer static of a `kernel_<forward>` method: its names and its decision slots.
 pub struct Layer {
@@ -129,6 +131,7 @@ impl Layer {
             deterministic,
             choice: decision.choice,
             function: decision.function,
+            verify: VerifyState::default(),
         }));
         log_resolution(resolution);
         state.resolutions.push(resolution);
@@ -173,6 +176,64 @@ pub fn call<const N: usize>(bound: Bound, args: &[KernelValue<'_>; N]) -> Result
     // SAFETY: the call's contract (above); the stream is the held tensor's device's.
     let result = unsafe { bound.function.call_with_stream(stream, &packed) };
     result.map_err(|source| DispatchError::Kernel { layer, source: Box::new(source) })
+}
+
+/// Whether verify mode checks this call of the bound kernel against the layer's Rust forward.
+#[inline]
+pub fn verify_due(bound: Bound) -> bool {
+    verify::is_on() && due(bound.resolution)
+}
+
+#[cold]
+#[inline(never)]
+fn due(r: &'static Resolution) -> bool {
+    let Choice::Kernel(k) = &r.choice else { return false };
+    let setting = verify::setting(r.layer, &k.kernel, &k.repo);
+    setting != verify::Verify::Off && r.verify.count(setting)
+}
+
+/// The tolerance the bound kernel's mapping declares, if any.
+pub fn tolerance(bound: Bound) -> Option<Tolerance> {
+    match &bound.resolution.choice {
+        Choice::Kernel(k) => k.tolerance,
+        Choice::Fallback(_) => None,
+    }
+}
+
+/// Records how far each output of a verified call is from the forward's (`Err` when the
+/// forward failed); in strict mode, an output beyond its tolerance or one that could not be
+/// compared is an error.
+#[cold]
+#[inline(never)]
+pub fn verified<const N: usize>(
+    bound: Bound,
+    outputs: Result<[Result<Difference, CompareError>; N], CompareError>,
+) -> Result<(), DispatchError> {
+    let r = bound.resolution;
+    let outputs: Vec<Result<Difference, CompareError>> = match outputs {
+        Ok(o) => o.into_iter().collect(),
+        Err(e) => vec![Err(e)],
+    };
+    if r.verify.record(&outputs) {
+        tracing::debug!(layer = r.layer, target = %r.target, "{r}: verified against the Rust forward: {}", describe(&outputs));
+        return Ok(());
+    }
+    tracing::warn!(layer = r.layer, target = %r.target, "{r}: verify mode: {}", describe(&outputs));
+    if is_strict() {
+        return Err(DispatchError::Verify { resolution: r, found: describe(&outputs) });
+    }
+    Ok(())
+}
+
+fn describe(outputs: &[Result<Difference, CompareError>]) -> String {
+    let one = |o: &Result<Difference, CompareError>| match o {
+        Ok(d) => d.to_string(),
+        Err(e) => format!("not compared: {e}"),
+    };
+    match outputs {
+        [o] => one(o),
+        _ => outputs.iter().enumerate().map(|(i, o)| format!("output {i}: {}", one(o))).collect::<Vec<_>>().join("; "),
+    }
 }
 
 /// Converts a dispatch error into the layer's error type.

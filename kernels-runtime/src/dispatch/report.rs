@@ -83,6 +83,19 @@ impl Report {
     }
 }
 
+/// The choice, and what verify mode found of it.
+fn verified(r: &Resolution) -> String {
+    let v = r.verification();
+    match v.checks {
+        0 => r.choice.to_string(),
+        _ if v.is_clean() => format!("{} (verified: {} checks within tolerance)", r.choice, v.checks),
+        _ => format!(
+            "{} (verify: {} checks, {} beyond tolerance, {} not compared)",
+            r.choice, v.checks, v.beyond, v.failed
+        ),
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rows: Vec<[String; 5]> = vec![["layer", "type", "device", "mode", "choice"].map(str::to_owned)];
@@ -100,7 +113,7 @@ impl fmt::Display for Report {
                     if r.deterministic { format!("{}, deterministic", r.mode) } else { r.mode.to_string() },
                     match r.switched_off() {
                         Some(by) => format!("Rust forward: {by} (else {})", r.choice),
-                        None => r.choice.to_string(),
+                        None => verified(r),
                     },
                 ]);
             }
@@ -114,10 +127,14 @@ impl fmt::Display for Report {
             writeln!(f, "{}", line.trim_end())?;
         }
         for r in self.layers.iter().flat_map(|l| &l.resolutions) {
-            let detail = match &r.choice {
+            let mut detail = match &r.choice {
                 Choice::Kernel(k) => k.trace.to_string(),
                 Choice::Fallback(reason) => format!("Rust forward: {reason}"),
             };
+            let verification = r.verification();
+            if verification.checks > 0 {
+                detail.push_str(&format!("\nverify: {verification}"));
+            }
             writeln!(f, "\n{r}:")?;
             for line in detail.lines() {
                 writeln!(f, "  {line}")?;

@@ -33,6 +33,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             capability: None,
             mode: ModeSupport::Training,
             deterministic: false,
+            tolerance: None,
         },
         LayerEntry {
             layer: "Norm",
@@ -42,6 +43,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             capability: range(v(8, 0), None),
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         },
         LayerEntry {
             layer: "Norm",
@@ -51,6 +53,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             capability: None,
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         },
         // Two mappings for one device: the first is faster, the second deterministic.
         LayerEntry {
@@ -61,6 +64,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             capability: None,
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         },
         LayerEntry {
             layer: "Pick",
@@ -70,6 +74,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             capability: None,
             mode: ModeSupport::Inference,
             deterministic: true,
+            tolerance: None,
         },
         LayerEntry {
             layer: "Ghost",
@@ -79,6 +84,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             capability: None,
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         },
     ]));
     Registry { kernels, layers, tvm_ffi: None }
@@ -342,6 +348,7 @@ fn cuda_decisions_on_this_machine() {
             capability: Some(CapabilityRange { min: Some(Version::new(cc.major + 1, 0)), max: None }),
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         },
         LayerEntry {
             layer: "Around",
@@ -351,6 +358,7 @@ fn cuda_decisions_on_this_machine() {
             capability: Some(CapabilityRange { min: Some(cc), max: Some(cc) }),
             mode: ModeSupport::Inference,
             deterministic: false,
+            tolerance: None,
         },
     ]));
     let reg = Registry { layers, ..registry(&[]) };
