@@ -150,6 +150,12 @@ PY
         KERNELS_RS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda || demo_status=$?
         echo "== kernels-demo --device cuda --dtype bf16 --seq 1024 (strict)"
         KERNELS_RS_CACHE="$cache" KERNELS_STRICT=1 "$dir/kernels-demo" --device cuda --dtype bf16 --seq 1024 || demo_status=$?
+        # Verify mode on candle CUDA tensors: each layer's first call also runs its candle
+        # forward, and strict mode fails a kernel beyond the dtype's default tolerance.
+        echo "== kernels-demo --device cuda --dtype bf16 with KERNELS_VERIFY=1 (strict)"
+        KERNELS_RS_CACHE="$cache" KERNELS_STRICT=1 KERNELS_VERIFY=1 "$dir/kernels-demo" --device cuda --dtype bf16 --runs 1 || demo_status=$?
+        echo "== kernels-demo --device cuda with KERNELS_VERIFY=1 (f32, report only)"
+        KERNELS_RS_CACHE="$cache" KERNELS_VERIFY=1 "$dir/kernels-demo" --device cuda --runs 1 || demo_status=$?
         echo "== kernels-demo --device cuda with DISABLE_KERNEL_MAPPING=1"
         KERNELS_RS_CACHE="$cache" DISABLE_KERNEL_MAPPING=1 "$dir/kernels-demo" --device cuda --runs 3 || demo_status=$?
         rm -rf "$cache"

@@ -205,6 +205,13 @@ fn run(options: &Options) -> Result<bool, String> {
                 }
             }
         }
+        // Verify mode (KERNELS_VERIFY=1): how far the kernel was from the candle forward.
+        let verification = resolution.verification();
+        if verification.checks > 0 {
+            for line in verification.to_string().lines() {
+                println!("  {:<11} verify: {}", "", line.trim_start());
+            }
+        }
     }
 
     let diff = max_abs_diff(&with_kernels, &reference).map_err(e)?;
