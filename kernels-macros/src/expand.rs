@@ -93,9 +93,13 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
                                 if !::kernels_runtime::__private::verify_due(__kernels_kernel) {
                                     return __kernels_result;
                                 }
-                                let __kernels_tolerance = ::kernels_runtime::__private::tolerance(__kernels_kernel);
-                                let __kernels_reference = self.#forward_ident(#(#input_idents),*);
-                                match ::kernels_runtime::__private::verified(__kernels_kernel, #compared) {
+                                // Out of line, so that verify mode costs the call nothing when off.
+                                match ::kernels_runtime::__private::verify(
+                                    __kernels_kernel,
+                                    &__kernels_result,
+                                    move || self.#forward_ident(#(#input_idents),*),
+                                    |__kernels_result, __kernels_reference, __kernels_tolerance| #compared,
+                                ) {
                                     ::core::result::Result::Ok(()) => return __kernels_result,
                                     ::core::result::Result::Err(__kernels_error) => __kernels_error,
                                 }
@@ -128,7 +132,7 @@ fn output_locals(output: &Output) -> (Vec<Ident>, Vec<&Expr>) {
 }
 
 /// Verify mode's comparison of each output in `__kernels_result` with the forward's in
-/// `__kernels_reference` (values of one type), under `__kernels_tolerance`.
+/// `__kernels_reference` (references to values of one type), under `__kernels_tolerance`.
 fn compared(output: &Output, locals: &[Ident]) -> TokenStream2 {
     let names = |prefix: &str| -> Vec<Ident> {
         (0..locals.len()).map(|i| Ident::new(&format!("{prefix}_{i}"), Span::mixed_site())).collect()
@@ -146,7 +150,7 @@ fn compared(output: &Output, locals: &[Ident]) -> TokenStream2 {
         quote_spanned!(local.span()=> ::kernels_runtime::__private::KernelOutput::difference(#k, #r, #tolerance))
     });
     quote! {
-        match (&__kernels_result, &__kernels_reference) {
+        match (__kernels_result, __kernels_reference) {
             (::core::result::Result::Ok(#kernel_pattern), ::core::result::Result::Ok(#reference_pattern)) => {
                 ::core::result::Result::Ok([#(#differences),*])
             }

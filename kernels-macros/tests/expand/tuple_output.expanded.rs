@@ -59,13 +59,14 @@ impl AddRmsNorm {
                         if !::kernels_runtime::__private::verify_due(__kernels_kernel) {
                             return __kernels_result;
                         }
-                        let __kernels_tolerance = ::kernels_runtime::__private::tolerance(
+                        match ::kernels_runtime::__private::verify(
                             __kernels_kernel,
-                        );
-                        let __kernels_reference = self.forward(x, residual);
-                        match ::kernels_runtime::__private::verified(
-                            __kernels_kernel,
-                            match (&__kernels_result, &__kernels_reference) {
+                            &__kernels_result,
+                            move || self.forward(x, residual),
+                            |__kernels_result, __kernels_reference, __kernels_tolerance| match (
+                                __kernels_result,
+                                __kernels_reference,
+                            ) {
                                 (
                                     ::core::result::Result::Ok(
                                         (__kernels_kernel_0, __kernels_kernel_1),

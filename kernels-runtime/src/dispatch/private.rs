@@ -16,7 +16,8 @@ use super::platform;
 use super::target::Target;
 use super::verify::{self, Difference, VerifyState};
 
-pub use super::{CompareError, DispatchError, KernelArg, KernelOutput};
+pub use super::{DispatchError, KernelArg, KernelOutput};
+pub use super::verify::CompareError;
 pub use crate::registry::Tolerance;
 
 /// The per-layer static of a `kernel_<forward>` method: its names and its decision slots.
@@ -192,8 +193,22 @@ fn due(r: &'static Resolution) -> bool {
     setting != verify::Verify::Off && r.verify.count(setting)
 }
 
+/// Verify mode's check of one call, out of line: runs the Rust forward, compares each output
+/// of `result` (the kernel's) with the forward's under the mapping's tolerance, and records it.
+#[cold]
+#[inline(never)]
+pub fn verify<R, const N: usize>(
+    bound: Bound,
+    result: &R,
+    forward: impl FnOnce() -> R,
+    compare: impl FnOnce(&R, &R, Option<Tolerance>) -> Result<[Result<Difference, CompareError>; N], CompareError>,
+) -> Result<(), DispatchError> {
+    let reference = forward();
+    verified(bound, compare(result, &reference, tolerance(bound)))
+}
+
 /// The tolerance the bound kernel's mapping declares, if any.
-pub fn tolerance(bound: Bound) -> Option<Tolerance> {
+fn tolerance(bound: Bound) -> Option<Tolerance> {
     match &bound.resolution.choice {
         Choice::Kernel(k) => k.tolerance,
         Choice::Fallback(_) => None,
@@ -203,9 +218,7 @@ pub fn tolerance(bound: Bound) -> Option<Tolerance> {
 /// Records how far each output of a verified call is from the forward's (`Err` when the
 /// forward failed); in strict mode, an output beyond its tolerance or one that could not be
 /// compared is an error.
-#[cold]
-#[inline(never)]
-pub fn verified<const N: usize>(
+fn verified<const N: usize>(
     bound: Bound,
     outputs: Result<[Result<Difference, CompareError>; N], CompareError>,
 ) -> Result<(), DispatchError> {
