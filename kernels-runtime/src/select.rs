@@ -3,8 +3,9 @@
 //!
 //! The rules mirror the Python `kernels` package, then go further:
 //!
-//! - only `tvm-ffi` variants are loadable; torch, torch-stable-abi, noarch and universal
-//!   variants are rejected because they need PyTorch;
+//! - only `tvm-ffi` variants are loadable; torch, noarch and universal variants are rejected
+//!   because they need PyTorch, torch-stable-abi variants because their host is not part of
+//!   this runtime yet;
 //! - the variant's tvm-ffi `major.minor` equals the runtime's;
 //! - CPU arch and OS match exactly;
 //! - CUDA: same major as the driver, minor ≤ the driver's, highest minor wins;
@@ -75,6 +76,9 @@ pub enum Rejection {
     Unparseable(String),
     /// A torch variant: a PyTorch extension module.
     NeedsPyTorch(&'static str),
+    /// A torch stable-ABI variant (`torch-stable-abi<MM>`, its target): served without
+    /// PyTorch by a host that is not part of this runtime yet.
+    StableAbiNotLoaded(Version),
     /// Built for another tvm-ffi `major.minor`.
     TvmFfiVersion {
         /// The variant's.
@@ -140,6 +144,9 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::Unparseable(reason) => write!(f, "not a variant name: {reason}"),
             Rejection::NeedsPyTorch(what) => write!(f, "needs PyTorch ({what}); only tvm-ffi variants load without it"),
+            Rejection::StableAbiNotLoaded(target) => {
+                write!(f, "torch stable-ABI {target}: not loaded yet; only tvm-ffi variants load")
+            }
             Rejection::TvmFfiVersion { variant, runtime } => {
                 write!(f, "built for tvm-ffi {variant}, this runtime speaks tvm-ffi {runtime}")
             }
@@ -316,7 +323,10 @@ fn describe(p: &Platform, request: Request) -> String {
 /// Accepts with a ranking key (higher is better) and an optional note, or rejects.
 fn judge(p: &Platform, request: Request, c: &Candidate) -> Result<(i64, Option<String>), Rejection> {
     let name = VariantName::parse(&c.name).map_err(|e| Rejection::Unparseable(e.reason))?;
-    name.loadable().map_err(Rejection::NeedsPyTorch)?;
+    name.loadable().map_err(|what| match name.framework() {
+        Some(Framework::TorchStableAbi(target)) => Rejection::StableAbiNotLoaded(target),
+        _ => Rejection::NeedsPyTorch(what),
+    })?;
     let VariantName::Arch { framework, backend, cpu, os, .. } = name else {
         unreachable!("only arch variants are loadable");
     };
@@ -430,17 +440,28 @@ mod tests {
     #[test]
     fn torch_variants_need_pytorch() {
         let p = cuda(Version::new(13, 0), Version::new(9, 0));
-        let c = names(&[
-            "torch212-cxx11-cu130-x86_64-linux",
-            "torch-stable-abi211-cu126-x86_64-linux",
-            "torch-cuda",
-            "torch-universal",
-        ]);
+        let c = names(&["torch212-cxx11-cu130-x86_64-linux", "torch-cuda", "torch-universal"]);
         let s = select(&p, Request::cuda(0), &c);
         assert_eq!(s.chosen, None);
         for c in &c {
             assert!(rejection(&s, &c.name).to_string().starts_with("needs PyTorch"), "{}", s.trace);
         }
+    }
+
+    #[test]
+    fn torch_stable_abi_variants_are_not_loaded_yet() {
+        let p = cuda(Version::new(13, 0), Version::new(9, 0));
+        let c = names(&["torch-stable-abi211-cu126-x86_64-linux", "torch-stable-abi29-cpu-x86_64-linux"]);
+        let s = select(&p, Request::cuda(0), &c);
+        assert_eq!(s.chosen, None);
+        assert_eq!(
+            rejection(&s, "torch-stable-abi211-cu126-x86_64-linux").to_string(),
+            "torch stable-ABI 2.11: not loaded yet; only tvm-ffi variants load"
+        );
+        assert_eq!(
+            rejection(&s, "torch-stable-abi29-cpu-x86_64-linux"),
+            &Rejection::StableAbiNotLoaded(Version::new(2, 9))
+        );
     }
 
     #[test]
