@@ -48,19 +48,22 @@ stage=""
 trap 'rm -rf "$tmp" ${stage:+"$stage"}' EXIT
 
 # Empty stand-ins for libtorch's libraries: linking against them records their sonames in
-# DT_NEEDED and nothing else (the kernel's shim calls stay undefined, as against libtorch).
+# DT_NEEDED and nothing else (the shim calls stay undefined, to be bound at load time, as
+# when linking against libtorch).
 standins=(torch torch_cpu c10)
 for lib in "${standins[@]}"; do
     "$cxx" -x c++ -shared -fPIC -nostdlib -Wl,-soname,"lib$lib.so" -o "$tmp/lib$lib.so" /dev/null
 done
 
-# flags TARGET: kernel-builder's flags for a CPU stable-ABI kernel targeting torch TARGET
-# (major.minor), as a bash array named by the caller.
+# target_version MAJOR.MINOR: TORCH_TARGET_VERSION as kernel-builder passes it,
+# (major << 56) | (minor << 48) in hex (2.10 -> 0x020a000000000000).
 target_version() {
     local major minor
     IFS=. read -r major minor <<<"$1"
     printf '0x%02x%02x000000000000' "$major" "$minor"
 }
+# kernel-builder's flags for a CPU stable-ABI kernel with headers older than 2.12 (C++17);
+# the prefix maps keep checkout paths out of the binary (__FILE__ in registrations).
 common_flags=(-std=c++17 -O3 -DNDEBUG -fPIC -fno-gnu-unique -DCPU_KERNEL
     "-ffile-prefix-map=$repo/=" "-ffile-prefix-map=$include=torch/include" -isystem "$include")
 link_flags=(-L"$tmp" -Wl,--no-as-needed "${standins[@]/#/-l}" -Wl,--as-needed)
