@@ -27,7 +27,9 @@ thread_local uint32_t t_thread_idx = 0;
 
 uint32_t thread_count() {
   uint32_t n = g_requested_threads.load(std::memory_order_relaxed);
-  if (n == 0) n = std::thread::hardware_concurrency();
+  // hardware_concurrency reads sysfs on every call: ask once.
+  static const uint32_t hardware = std::thread::hardware_concurrency();
+  if (n == 0) n = hardware;
   return n == 0 ? 1 : n;
 }
 
@@ -123,10 +125,10 @@ KT_EXPORT int32_t torch_parallel_for(int64_t begin, int64_t end, int64_t grain, 
   if (grain < 0) return fail("torch_parallel_for: negative grain size " + std::to_string(grain));
   if (begin >= end) return KT_OK;
   int64_t range = end - begin;
-  uint32_t threads = thread_count();
-  int64_t chunks = std::min<int64_t>(threads, (range + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  int64_t step_min = std::max<int64_t>(grain, 1);
+  int64_t chunks = t_in_parallel || range <= grain ? 1 : std::min<int64_t>(thread_count(), (range + step_min - 1) / step_min);
   Join join;
-  if (t_in_parallel || range <= grain || chunks <= 1) {
+  if (chunks <= 1) {
     join.pending = 1;
     run_chunk(fn, ctx, begin, end, t_in_parallel ? t_thread_idx : 0, join);
   } else {
