@@ -23,6 +23,9 @@ bash scripts/check-cpp-kernel.sh
 # The torch stable-ABI example kernels, compiled against the pinned torch headers (no libtorch)
 # and checked with readelf/nm, for the tests of the pre-load check.
 bash scripts/build-stable-abi-kernel.sh >/dev/null
+# The stable-ABI host and its stand-ins with libtorch's sonames (target/torch-host/), which
+# load those kernels without libtorch in kernels-runtime's torch_stable_abi_host test.
+bash scripts/build-torch-host.sh >/dev/null
 export KERNELS_TEST_REQUIRE_STABLE_ABI=1
 
 # The CUDA example kernels, compiled with nvcc from PyPI (no GPU needed) and checked: layout,
