@@ -16,6 +16,8 @@
 # resolve to the host, with everything opened RTLD_LOCAL: load libkernels_torch_host.so, then
 # the stand-ins, by full path, then the kernel.
 #
+# Then builds and runs check/self_check.cpp against the host.
+#
 # Knobs: CXX (default g++), CXXFLAGS (appended). One compiler call per file, as the `cc` crate
 # would make them from a build script.
 set -euo pipefail
@@ -74,4 +76,9 @@ if command -v nm >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# What a kernel cannot reach: exceptions in parallel_for chunks, the dispatcher's ownership of
+# its arguments, half-type fills, registration problems.
+"$cxx" -std=c++17 -O1 -Wall -Wextra -Werror -pthread -o "$out/self_check" "$src/check/self_check.cpp" \
+    -L"$out" -lkernels_torch_host -Wl,-rpath,"$out"
+"$out/self_check" >/dev/null
 echo "$out"
