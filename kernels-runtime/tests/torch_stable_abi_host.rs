@@ -99,8 +99,8 @@ struct Fixture {
     dir: PathBuf,
     api: Api,
     kernels: Vec<Kernel>,
-    /// Kept open for the life of the process (the kernels' imports point into them).
-    _libraries: Vec<Library>,
+    /// The host first, then the stand-ins and kernels; open for the life of the process.
+    libraries: Vec<Library>,
 }
 
 const DT_F16: i32 = 5;
@@ -240,7 +240,7 @@ fn load() -> Option<Fixture> {
         assert_eq!(impls.len(), defs.len(), "{target}: every impl has a def");
         kernels.push(Kernel { target, namespace, ops });
     }
-    Some(Fixture { dir, api, kernels, _libraries: libraries })
+    Some(Fixture { dir, api, kernels, libraries })
 }
 
 fn fixture() -> Option<&'static Fixture> {
@@ -634,5 +634,26 @@ fn cost_of_a_boxed_call() {
              a no-op {trampoline:?}; direct shim call (aoti_torch_get_dim) {direct:?}",
             k.target
         );
+    }
+}
+
+/// The list the pre-load check trusts (`torch_stable_abi::provided`) is what the host exports.
+#[test]
+fn the_host_exports_every_function_the_pre_load_check_counts_on() {
+    use kernels_runtime::torch_stable_abi::{ATEN_OPS, PYTHON_FUNCTIONS, SHIM_FUNCTIONS, TORCH_LIBRARIES};
+    let Some(f) = fixture() else { return };
+    let host = &f.libraries[0];
+    let c_shims = ATEN_OPS.iter().flat_map(|op| op.c_shims.iter());
+    let mut missing = Vec::new();
+    for name in SHIM_FUNCTIONS.iter().chain(c_shims).chain(PYTHON_FUNCTIONS) {
+        let symbol = CString::new(*name).unwrap();
+        // SAFETY: only looked up, never called.
+        if unsafe { host.get::<*const c_void>(symbol.as_bytes_with_nul()) }.is_err() {
+            missing.push(*name);
+        }
+    }
+    assert!(missing.is_empty(), "listed as provided but not exported by the host: {missing:?}");
+    for soname in TORCH_LIBRARIES {
+        assert!(f.dir.join(soname).is_file(), "no stand-in {soname} in {}", f.dir.display());
     }
 }

@@ -75,6 +75,7 @@ struct Tensor {
   int32_t dtype = dtype::float32;
   int32_t device_type = device::cpu;
   int32_t device_index = -1;
+  bool defined = true;  // false for aoti_torch_new_uninitialized_tensor's (torch's undefined tensor)
 
   int64_t numel() const;
   bool is_contiguous() const;

@@ -313,7 +313,19 @@ KT_EXPORT int32_t aoti_torch_delete_tensor_object(AtenTensorHandle handle) {
 }
 
 KT_EXPORT int32_t aoti_torch_is_defined(AtenTensorHandle handle, bool* ret) {
-  return guarded("aoti_torch_is_defined", [&] { *ret = handle != nullptr; });
+  return guarded("aoti_torch_is_defined", [&] {
+    if (ret == nullptr) throw std::invalid_argument("null result pointer");
+    *ret = handle != nullptr && reinterpret_cast<Tensor*>(handle)->defined;
+  });
+}
+
+KT_EXPORT int32_t aoti_torch_new_uninitialized_tensor(AtenTensorHandle* ret) {
+  return guarded("aoti_torch_new_uninitialized_tensor", [&] {
+    if (ret == nullptr) throw std::invalid_argument("null result pointer");
+    auto* t = new Tensor();
+    t->defined = false;
+    *ret = to_handle(t);
+  });
 }
 
 // Reads one property of a tensor into *ret, failing on a null handle or result pointer.
@@ -343,6 +355,7 @@ KT_GETTER(aoti_torch_get_device_index, int32_t, t.device_index)
 KT_EXPORT int32_t aoti_torch_get_size(AtenTensorHandle handle, int64_t d, int64_t* ret) {
   return guarded("aoti_torch_get_size", [&] {
     const Tensor& t = deref(handle, "aoti_torch_get_size");
+    if (ret == nullptr) throw std::invalid_argument("null result pointer");
     if (t.sizes.empty()) throw std::out_of_range("a 0-d tensor has no sizes");
     *ret = t.sizes[wrap_dim(d, t.sizes.size(), "aoti_torch_get_size")];
   });
@@ -351,6 +364,7 @@ KT_EXPORT int32_t aoti_torch_get_size(AtenTensorHandle handle, int64_t d, int64_
 KT_EXPORT int32_t aoti_torch_get_stride(AtenTensorHandle handle, int64_t d, int64_t* ret) {
   return guarded("aoti_torch_get_stride", [&] {
     const Tensor& t = deref(handle, "aoti_torch_get_stride");
+    if (ret == nullptr) throw std::invalid_argument("null result pointer");
     if (t.strides.empty()) throw std::out_of_range("a 0-d tensor has no strides");
     *ret = t.strides[wrap_dim(d, t.strides.size(), "aoti_torch_get_stride")];
   });
