@@ -14,7 +14,11 @@
 #                              libkernels_torch_host.so (RUNPATH $ORIGIN)
 # A kernel's DT_NEEDED libtorch*.so resolve to the stand-ins, and through them its imports
 # resolve to the host, with everything opened RTLD_LOCAL: load libkernels_torch_host.so, then
-# the stand-ins, by full path, then the kernel.
+# the stand-ins, by full path, then the kernel. glibc matches each DT_NEEDED name against the
+# sonames of libraries already loaded, and binds a library's imports within its own
+# dependency scope. So this also works when every file is opened from a memfd
+# (/proc/self/fd/N), where $ORIGIN finds nothing. Nothing is added to the global scope:
+# dlsym(RTLD_DEFAULT, "aoti_torch_abi_version") stays null.
 #
 # Then builds and runs check/self_check.cpp against the host.
 #
