@@ -5,7 +5,9 @@
 //! the host, and their ops are called through the host's catching trampoline.
 //!
 //! Without the builds the tests say so on stderr and pass, unless
-//! `KERNELS_TEST_REQUIRE_STABLE_ABI=1` (scripts/test.sh sets it). The host's state is
+//! `KERNELS_TEST_REQUIRE_STABLE_ABI=1` (scripts/test.sh sets it). A host built into another
+//! folder (`scripts/build-torch-host.sh OUTDIR`) is found through
+//! `KERNELS_TEST_TORCH_HOST_DIR`. The host's state is
 //! process-wide, so the libraries are loaded once for all tests of this binary.
 
 use std::ffi::{CStr, CString, c_char, c_void};
