@@ -3,6 +3,8 @@
 //! (`build-out/stable-abi-cpu`, a Hub layout with targets 2.9 and 2.11) named by
 //! `LOCAL_KERNELS`, in a process without libtorch.
 //!
+//! With the `candle` feature, a candle CPU layer is served the same way.
+//!
 //! Each test runs in a process of its own (decisions are cached per process). Without the
 //! builds the tests say so on stderr and pass, unless `KERNELS_TEST_REQUIRE_STABLE_ABI=1`.
 
@@ -38,6 +40,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
     ],
     layers: &[
         cpu("BadShape", "stable", "silu_and_mul"),
+        cpu("CandleSiluAndMul", "stable", "silu_and_mul"),
         cpu("GeluTanhAndMul", "stable", "gelu_tanh_and_mul"),
         cpu("Returning", "stable", "gelu_tanh"),
         cpu("SiluAndMul", "stable", "silu_and_mul"),
@@ -306,4 +309,48 @@ fn unservable_libraries_and_ops_fall_back_with_the_reason() {
         assert!(reason.contains("ops that return values are not called by this runtime yet"), "{reason}");
         assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
     });
+}
+
+#[cfg(feature = "candle")]
+mod on_candle {
+    use candle_core::{D, Device, Tensor};
+    use kernels_runtime::candle::output;
+
+    use super::*;
+
+    #[kernelize(
+        layer = "CandleSiluAndMul",
+        forward = fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor>,
+        output = {
+            let (rows, cols) = x.dims2()?;
+            output((rows, cols / 2), x.dtype(), x.device())?
+        },
+        args = (output, x),
+    )]
+    struct CandleSiluAndMul;
+
+    impl CandleSiluAndMul {
+        fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+            let d = x.dim(D::Minus1)? / 2;
+            let g = x.narrow(D::Minus1, 0, d)?;
+            (&g / (g.neg()?.exp()? + 1.0)?)? * x.narrow(D::Minus1, d, d)?
+        }
+    }
+
+    #[test]
+    fn a_candle_layer_runs_the_stable_abi_kernel() {
+        let Some((stable, unsupported)) = builds() else { return };
+        let test = "on_candle::a_candle_layer_runs_the_stable_abi_kernel";
+        in_own_process(test, &env(&stable, &unsupported, true), || {
+            let x = Tensor::from_vec(values(4 * 32, 9), (4, 32), &Device::Cpu).unwrap();
+            let by_kernel = CandleSiluAndMul.kernel_forward(&x).unwrap();
+            let by_candle = CandleSiluAndMul.forward(&x).unwrap();
+            assert_eq!(by_kernel.dims(), [4, 16]);
+            let (k, c) = (by_kernel.flatten_all().unwrap(), by_candle.flatten_all().unwrap());
+            assert_close(&k.to_vec1::<f32>().unwrap(), &c.to_vec1::<f32>().unwrap());
+            let Choice::Kernel(k) = resolution("CandleSiluAndMul").choice() else { panic!("{}", report()) };
+            assert!(k.variant.starts_with("torch-stable-abi211-cpu-"), "{}", k.variant);
+            assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
+        });
+    }
 }
