@@ -21,7 +21,8 @@ export KERNELS_TEST_REQUIRE_TVM_FFI=1
 bash scripts/check-cpp-kernel.sh
 
 # The torch stable-ABI example kernels, compiled against the pinned torch headers (no libtorch)
-# and checked with readelf/nm, for the tests of the pre-load check.
+# and checked with readelf/nm, for the tests of the pre-load check and of #[kernelize] layers
+# served through the runtime's own (cargo-built) host (torch_stable_abi_dispatch).
 bash scripts/build-stable-abi-kernel.sh >/dev/null
 # The stable-ABI host and its stand-ins with libtorch's sonames (target/torch-host/), which
 # load those kernels without libtorch in kernels-runtime's torch_stable_abi_host test.

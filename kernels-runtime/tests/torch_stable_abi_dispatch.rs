@@ -311,6 +311,31 @@ fn unservable_libraries_and_ops_fall_back_with_the_reason() {
     });
 }
 
+#[test]
+fn a_process_that_already_holds_libtorch_is_refused() {
+    let Some((stable, unsupported)) = builds() else { return };
+    // Anything with libtorch's soname counts: the stand-in of `scripts/build-torch-host.sh`
+    // stands in for a real libtorch loaded by another library (e.g. tch).
+    let other = workspace().join("target/torch-host/libtorch_cpu.so");
+    if !other.is_file() {
+        eprintln!("SKIPPED: {} is missing: run `scripts/build-torch-host.sh`", other.display());
+        return;
+    }
+    let test = "a_process_that_already_holds_libtorch_is_refused";
+    in_own_process(test, &env(&stable, &unsupported, false), || {
+        // SAFETY: an empty library whose only dependency is the host of target/torch-host,
+        // whose initialisers set up nothing but its own state.
+        let held = unsafe { libloading::os::unix::Library::open(Some(&other), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        let _held = held.unwrap_or_else(|e| panic!("{e}"));
+        let x = HostTensor::new(values(2 * 8, 4), &[2, 8]).unwrap();
+        let layer = SiluAndMul::new();
+        assert_close(layer.kernel_forward(&x).unwrap().data(), gated(&x, silu).data());
+        assert_eq!(layer.forward_calls(), 1, "the Rust forward ran");
+        let reason = fallback_of("SiluAndMul").to_string();
+        assert!(reason.contains("a real libtorch (`libtorch_cpu.so`) is already loaded in this process"), "{reason}");
+    });
+}
+
 #[cfg(feature = "candle")]
 mod on_candle {
     use candle_core::{D, Device, Tensor};
