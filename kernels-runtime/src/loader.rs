@@ -128,7 +128,7 @@ pub enum LoadError {
         message: String,
     },
     /// A torch stable-ABI library registers no usable op of the name asked for.
-    #[error("{path}: function `{function}`: the library {message}")]
+    #[error("{path}: function `{function}`: {message}")]
     MissingOp {
         /// The kernel library.
         path: PathBuf,

@@ -299,6 +299,7 @@ fn unservable_libraries_and_ops_fall_back_with_the_reason() {
         assert_close(layer.kernel_forward(&x).unwrap().data(), gated(&x, silu).data());
         assert_eq!(layer.forward_calls(), 1, "the Rust forward ran");
         let reason = fallback_of("Unsupported").to_string();
+        eprintln!("Unsupported: {reason}");
         assert!(reason.contains("calls `aten::matmul`, which this runtime does not implement"), "{reason}");
         assert!(reason.contains("cannot be served without libtorch"), "{reason}");
 
@@ -306,6 +307,7 @@ fn unservable_libraries_and_ops_fall_back_with_the_reason() {
         layer.kernel_forward(&x).unwrap();
         assert_eq!(layer.forward_calls(), 1);
         let reason = fallback_of("Returning").to_string();
+        eprintln!("Returning: {reason}");
         assert!(reason.contains("ops that return values are not called by this runtime yet"), "{reason}");
         assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
     });

@@ -153,9 +153,12 @@ impl StableAbiOps {
                     .map(|r| r.name.as_str())
                     .collect();
                 known.sort_unstable();
-                return Err(format!("registers no op `{name}`; its ops are [{}]{problems}", known.join(", ")));
+                return Err(format!(
+                    "the library registers no op `{name}`; its ops are [{}]{problems}",
+                    known.join(", ")
+                ));
             }
-            _ => return Err(format!("registers op `{name}` in more than one namespace{problems}")),
+            _ => return Err(format!("the library registers op `{name}` in more than one namespace{problems}")),
         };
         let imp = self.registrations.iter().find(|r| {
             r.kind == RegistrationKind::Impl
