@@ -338,6 +338,74 @@ fn a_process_that_already_holds_libtorch_is_refused() {
     });
 }
 
+/// The embedded form of a variant directory's library, as the build script would generate it.
+fn embedded(dir: &Path) -> kernels_runtime::registry::EmbeddedVariant {
+    let so = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".abi3.so"))
+        .unwrap_or_else(|| panic!("{}: no .abi3.so", dir.display()));
+    let bytes: &'static [u8] = Box::leak(std::fs::read(&so).unwrap().into_boxed_slice());
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    kernels_runtime::registry::EmbeddedVariant {
+        variant: leak(dir.file_name().unwrap().to_string_lossy().into_owned()),
+        archs: &[],
+        library: kernels_runtime::registry::EmbeddedFile {
+            path: leak(so.file_name().unwrap().to_string_lossy().into_owned()),
+            sha256: leak(kernels_runtime::digest::sha256_hex(bytes)),
+            bytes,
+        },
+    }
+}
+
+#[test]
+fn embedded_stable_abi_variants_load_from_sealed_memory() {
+    let Some((stable, unsupported)) = builds() else { return };
+    let test = "embedded_stable_abi_variants_load_from_sealed_memory";
+    in_own_process(test, &env(&stable, &unsupported, false), || {
+        use kernels_runtime::ffi::{Arg, TensorView};
+        use kernels_runtime::loader::{self, LoadError};
+        use kernels_runtime::platform::Platform;
+        use kernels_runtime::select::Request;
+
+        let arch = std::env::consts::ARCH;
+        let variants: Vec<_> = ["29", "211"]
+            .iter()
+            .map(|t| embedded(&stable.join(format!("build/torch-stable-abi{t}-cpu-{arch}-linux"))))
+            .collect();
+        let platform = Platform::detect();
+        let (loaded, trace) = loader::select_embedded("stable", &variants, &platform, Request::cpu()).unwrap();
+        assert_eq!(loaded.source(), Source::Embedded);
+        assert_eq!(trace.chosen(), Some(format!("torch-stable-abi211-cpu-{arch}-linux").as_str()), "{trace}");
+        let function = loaded.function("silu_and_mul").unwrap();
+        assert!(function.is_stable_abi());
+        assert!(function.symbol().ends_with("::silu_and_mul"), "{}", function.symbol());
+
+        let x = values(3 * 10, 5);
+        let mut out = vec![0f32; 3 * 5];
+        let x_view = TensorView::from_slice(&x, &[3, 10]).unwrap();
+        let out_view = TensorView::from_slice_mut(&mut out, &[3, 5]).unwrap();
+        // SAFETY: silu_and_mul(out, input) writes only `out`, which nothing else touches.
+        unsafe { function.call(&[Arg::from(&out_view), Arg::from(&x_view)]) }.unwrap();
+        // A scalar where the schema has a tensor: a located error, before the kernel runs.
+        // SAFETY: refused before any call.
+        let err = unsafe { function.call(&[Arg::from(&out_view), Arg::Int(3)]) }.unwrap_err();
+        assert!(
+            err.to_string().contains("argument 2 (`input`: `Tensor`) of `silu_and_mul(Tensor! out, Tensor input) -> ()` must be a tensor, the call passes an int"),
+            "{err}"
+        );
+
+        let x_tensor = HostTensor::new(x.clone(), &[3, 10]).unwrap();
+        assert_close(&out, gated(&x_tensor, silu).data());
+
+        let refused = [embedded(&unsupported.join(format!("build/torch-stable-abi211-cpu-{arch}-linux")))];
+        let err = loader::select_embedded("unsupported", &refused, &platform, Request::cpu()).unwrap_err();
+        assert!(matches!(err, LoadError::StableAbiUnsupported(_)), "{err:?}");
+        assert!(err.to_string().contains("calls `aten::matmul`, which this runtime does not implement"), "{err}");
+        assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
+    });
+}
+
 #[cfg(feature = "candle")]
 mod on_candle {
     use candle_core::{D, Device, Tensor};
