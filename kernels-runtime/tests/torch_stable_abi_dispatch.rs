@@ -395,6 +395,14 @@ fn embedded_stable_abi_variants_load_from_sealed_memory() {
             "{err}"
         );
 
+        // A read-only view where the op writes: refused too.
+        // SAFETY: refused before any call.
+        let err = unsafe { function.call(&[Arg::from(&x_view), Arg::from(&x_view)]) }.unwrap_err();
+        assert!(
+            err.to_string().contains("argument 1 (`out`: `Tensor!`) of `silu_and_mul(Tensor! out, Tensor input) -> ()` must be a writable tensor (the op writes it), the call passes a read-only tensor"),
+            "{err}"
+        );
+
         let x_tensor = HostTensor::new(x.clone(), &[3, 10]).unwrap();
         assert_close(&out, gated(&x_tensor, silu).data());
 

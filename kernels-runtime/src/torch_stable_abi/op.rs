@@ -1,7 +1,8 @@
 //! Ops a stable-ABI library registered while it loaded, their schemas, and calling one through
 //! the host's catching trampoline with tensors built over [`TensorView`]s.
 //!
-//! What a call can pass today: `Tensor`, `Tensor!`/`Tensor(a!)` (outputs the op writes),
+//! What a call can pass today: `Tensor`, `Tensor!`/`Tensor(a!)` (outputs the op writes, which
+//! must be [writable](TensorView::is_writable) views),
 //! `int`, `float`, `bool`, and `None` for optional (`T?`) parameters. Ops that return values
 //! (`-> Tensor`) and other parameter types (`int[]`, `str`, `ScalarType`, …) are refused when
 //! the function is resolved; the example kernels' `silu_and_mul(Tensor! out, Tensor input) -> ()`
@@ -249,6 +250,7 @@ impl Drop for Handles<'_> {
 
 fn describe(arg: &Arg<'_>) -> &'static str {
     match arg {
+        Arg::Tensor(view) if !view.is_writable() => "a read-only tensor",
         Arg::Tensor(_) => "a tensor",
         Arg::Int(_) => "an int",
         Arg::Float(_) => "a float",
@@ -295,6 +297,9 @@ impl StableAbiOp {
                 ))
             };
             stack[i] = match (param.ty, arg) {
+                (ParamType::Tensor { writes: true }, Arg::Tensor(view)) if !view.is_writable() => {
+                    return Err(mismatch("a writable tensor (the op writes it)"));
+                }
                 (ParamType::Tensor { .. }, Arg::Tensor(view)) => {
                     let handle = tensor_handle(api, view).map_err(|why| mismatch(&why))?;
                     handles.handles[i] = handle;
