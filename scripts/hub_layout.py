@@ -34,7 +34,8 @@ from pathlib import Path
 BACKENDS = ("cann", "cpu", "cuda", "metal", "neuron", "rocm", "tpu", "xpu")
 ALGORITHMS = ("sha256", "sha512")
 TOP_LEVEL_EXCLUDED = ("metadata.json", "metadata.json.sigstore")
-LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
+# Torch variants are abi3 Python extension modules: <id>.abi3.so.
+LIBRARY_SUFFIXES = (".so", ".abi3.so", ".dylib", ".dll")
 
 
 class LayoutError(Exception):
@@ -128,7 +129,7 @@ def build_metadata(args: argparse.Namespace, variant: Path) -> dict:
         raise LayoutError(f"version must be a non-negative integer, got {args.version}")
     if not any((variant / (args.id + s)).is_file() for s in LIBRARY_SUFFIXES):
         raise LayoutError(
-            f"no kernel library {args.id}.so/.dylib/.dll in {variant}; build it before writing metadata"
+            f"no kernel library {args.id}.so/.abi3.so/.dylib/.dll in {variant}; build it before writing metadata"
         )
     archs = sorted(set(split_list(args.archs)))
     for a in archs:

@@ -5,7 +5,8 @@
 #   scripts/test.sh [extra cargo test args...]
 #
 # Needs: cargo, python3 (>= 3.10, with venv), g++, git, and PyPI on the first run (the
-# pinned apache-tvm-ffi wheel and olah are installed into git-ignored virtualenvs).
+# pinned apache-tvm-ffi wheel and olah are installed into git-ignored virtualenvs, the pinned
+# torch wheel's headers into .cache/).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -18,6 +19,15 @@ export KERNELS_TEST_REQUIRE_TVM_FFI=1
 
 # The C++ example kernel, in the Hub layout the tests load; checked through tvm-ffi's own Python API too.
 bash scripts/check-cpp-kernel.sh
+
+# The torch stable-ABI example kernels, compiled against the pinned torch headers (no libtorch)
+# and checked with readelf/nm, for the tests of the pre-load check and of #[kernelize] layers
+# served through the runtime's own (cargo-built) host (torch_stable_abi_dispatch).
+bash scripts/build-stable-abi-kernel.sh >/dev/null
+# The stable-ABI host and its stand-ins with libtorch's sonames (target/torch-host/), which
+# load those kernels without libtorch in kernels-runtime's torch_stable_abi_host test.
+bash scripts/build-torch-host.sh >/dev/null
+export KERNELS_TEST_REQUIRE_STABLE_ABI=1
 
 # The CUDA example kernels, compiled with nvcc from PyPI (no GPU needed) and checked: layout,
 # digests, the archs in the fat binary, and argument errors through the C ABI.

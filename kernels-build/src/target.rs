@@ -62,7 +62,7 @@ impl TargetSpec {
     /// Whether a variant is one to fetch and embed for this target, or why not.
     pub fn wants(&self, variant: &str) -> Result<(), String> {
         let name = VariantName::parse(variant).map_err(|e| e.reason)?;
-        name.loadable().map_err(|_| "needs PyTorch".to_owned())?;
+        name.loadable().map_err(|why| why.to_string())?;
         let VariantName::Arch { framework, backend, cpu, os, .. } = name else {
             unreachable!("only arch variants are loadable");
         };
@@ -94,9 +94,19 @@ mod tests {
         assert!(t.wants("tvm-ffi01-cu130-x86_64-linux").is_ok());
         assert!(t.wants("tvm-ffi01-cpu-aarch64-linux").unwrap_err().contains("aarch64-linux"));
         assert!(t.wants("tvm-ffi01-metal-aarch64-darwin").is_err());
-        assert_eq!(t.wants("torch212-cxx11-cu130-x86_64-linux").unwrap_err(), "needs PyTorch");
-        assert_eq!(t.wants("torch-stable-abi211-cu126-x86_64-linux").unwrap_err(), "needs PyTorch");
-        assert_eq!(t.wants("torch-universal").unwrap_err(), "needs PyTorch");
+        assert_eq!(t.wants("torch212-cxx11-cu130-x86_64-linux").unwrap_err(), "needs PyTorch (torch extension module)");
+        assert_eq!(t.wants("torch-universal").unwrap_err(), "needs PyTorch (legacy universal torch variant)");
+        // Torch stable-ABI variants within the host's targets are embedded like tvm-ffi ones
+        // wherever the runtime carries the host.
+        let stable = t.wants("torch-stable-abi211-cu126-x86_64-linux");
+        match kernels_runtime::torch_stable_abi::host_compiled_in() {
+            Ok(()) => assert_eq!(stable, Ok(())),
+            Err(why) => assert!(stable.unwrap_err().contains(why)),
+        }
+        assert_eq!(
+            t.wants("torch-stable-abi214-cpu-x86_64-linux").unwrap_err(),
+            "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)"
+        );
         assert!(t.wants("tvm-ffi02-cpu-x86_64-linux").unwrap_err().contains("tvm-ffi 0.2"));
         let cpu_only = TargetSpec::new("x86_64-unknown-linux-gnu", Some(&[BackendKind::Cpu])).unwrap();
         assert!(

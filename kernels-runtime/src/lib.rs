@@ -31,6 +31,8 @@ pub mod registry;
 #[cfg(feature = "runtime")]
 pub mod select;
 #[cfg(feature = "runtime")]
+pub mod torch_stable_abi;
+#[cfg(feature = "runtime")]
 mod unpack;
 #[cfg(feature = "runtime")]
 pub mod variant;

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libloading::Library;
 
@@ -23,7 +23,9 @@ use crate::platform::Platform;
 use crate::registry::{CachedVariant, PinnedFile};
 use crate::registry::{EmbeddedFile, EmbeddedVariant};
 use crate::select::{Candidate, DecisionTrace, Request, select};
+use crate::torch_stable_abi::StableAbiOps;
 use crate::unpack::{self, Strategy};
+use crate::variant::{BackendKind, Framework, VariantName};
 
 /// Where a loaded kernel came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +116,27 @@ pub enum LoadError {
     /// A function is not exported by the library.
     #[error(transparent)]
     MissingSymbol(#[from] ResolveError),
+    /// A torch stable-ABI library needs what the host does not provide (the pre-load check).
+    #[error(transparent)]
+    StableAbiUnsupported(#[from] crate::torch_stable_abi::CheckError),
+    /// The torch stable-ABI host cannot be loaded, or a stable-ABI library failed to load.
+    #[error("{path}: {message}")]
+    TorchHost {
+        /// The kernel library.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A torch stable-ABI library registers no usable op of the name asked for.
+    #[error("{path}: function `{function}`: {message}")]
+    MissingOp {
+        /// The kernel library.
+        path: PathBuf,
+        /// The function asked for.
+        function: String,
+        /// Why it cannot be called.
+        message: String,
+    },
     /// No variant of the kernel fits this machine.
     #[error("no usable variant of {kernel}:\n{trace}")]
     NoUsableVariant {
@@ -165,11 +188,34 @@ pub struct LoadedKernel {
     path: PathBuf,
     variant: String,
     source: Source,
+    /// What a torch stable-ABI library registered while it loaded.
+    ops: Option<Arc<StableAbiOps>>,
 }
 
 impl LoadedKernel {
-    /// Resolves `__tvm_ffi_<name>`.
+    fn new(opened: Opened, path: PathBuf, variant: String, source: Source) -> Self {
+        LoadedKernel { library: opened.library, path, variant, source, ops: opened.ops }
+    }
+
+    /// Resolves function `name`: `__tvm_ffi_<name>` of a tvm-ffi library, or, for a torch
+    /// stable-ABI library, the op `name` it registered in its namespace for the variant's
+    /// dispatch key (`CPU`, `CUDA`).
     pub fn function(&self, name: &str) -> Result<KernelFunction, LoadError> {
+        if let Some(ops) = &self.ops {
+            let key = match VariantName::parse(&self.variant).ok().and_then(|v| v.backend()).map(|b| b.kind()) {
+                Some(BackendKind::Cpu) => "CPU",
+                Some(BackendKind::Cuda | BackendKind::Rocm) => "CUDA",
+                Some(BackendKind::Xpu) => "XPU",
+                Some(BackendKind::Metal) => "MPS",
+                _ => "CPU",
+            };
+            let op = ops.resolve(name, key).map_err(|message| LoadError::MissingOp {
+                path: self.path.clone(),
+                function: name.to_owned(),
+                message,
+            })?;
+            return Ok(KernelFunction::stable_abi(name, &self.path, op));
+        }
         // SAFETY: the library was loaded by this module from verified bytes and is never
         // unloaded; the symbol is a TVM-FFI safe-call export by the ABI's naming rule.
         Ok(unsafe { KernelFunction::resolve(self.library, &self.path, name) }?)
@@ -191,34 +237,76 @@ impl LoadedKernel {
     }
 }
 
-/// Loads a verified library once per `key` (its sha256, or its path), keeping the handle for
-/// the life of the process. `path` is what `dlopen` opens, `display_path` what messages show.
-fn open(key: &str, path: &Path, display_path: &Path) -> Result<&'static Library, LoadError> {
-    if let Some((lib, _)) = opened(key) {
-        return Ok(lib);
-    }
-    let needs = crate::ffi::needs_tvm_ffi(path).map_err(io_err(display_path))?;
-    if needs {
-        ensure_tvm_ffi().map_err(|message| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message })?;
-    }
-    let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((lib, _)) = opened.get(key) {
-        return Ok(lib);
-    }
-    // SAFETY: the bytes were verified against the digest recorded at build time or in the
-    // variant's metadata; loading runs the library's initialisers, which is the point.
-    let lib = unsafe { libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL) }
-        .map_err(|e| LoadError::Dlopen { path: display_path.to_owned(), message: e.to_string() })?;
-    let lib: &'static Library = Box::leak(Box::new(Library::from(lib)));
-    opened.insert(key.to_owned(), (lib, display_path.to_owned()));
-    Ok(lib)
+/// Which ABI a library follows, from its variant name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abi {
+    /// `tvm-ffi<MM>` (and anything else selection let through).
+    TvmFfi,
+    /// `torch-stable-abi<MM>`: served by the torch stable-ABI host.
+    TorchStable,
 }
 
-/// Libraries loaded so far, by key, with the place each was loaded from.
-type Opened = BTreeMap<String, (&'static Library, PathBuf)>;
-static OPENED: OnceLock<Mutex<Opened>> = OnceLock::new();
+impl Abi {
+    fn of(variant: &str) -> Self {
+        match VariantName::parse(variant).ok().and_then(|v| v.framework()) {
+            Some(Framework::TorchStableAbi(_)) => Abi::TorchStable,
+            _ => Abi::TvmFfi,
+        }
+    }
+}
 
-fn opened(key: &str) -> Option<(&'static Library, PathBuf)> {
+/// A library loaded by this module, with what it registered if it is a stable-ABI one.
+#[derive(Debug, Clone)]
+struct Opened {
+    library: &'static Library,
+    display_path: PathBuf,
+    ops: Option<Arc<StableAbiOps>>,
+}
+
+/// Loads a verified library once per `key` (its sha256, or its path), keeping the handle for
+/// the life of the process. `path` is what `dlopen` opens, `display_path` what messages show.
+///
+/// A torch stable-ABI library is first checked against what the host provides
+/// (`torch_stable_abi::check_library`, on the very file that is then opened), then opened
+/// after the host, with its registrations recorded.
+fn open(key: &str, path: &Path, display_path: &Path, abi: Abi) -> Result<Opened, LoadError> {
+    if let Some(found) = opened(key) {
+        return Ok(found);
+    }
+    if abi == Abi::TorchStable {
+        let mut file = std::fs::File::open(path).map_err(io_err(display_path))?;
+        crate::torch_stable_abi::check_library_from(&mut file, display_path)?;
+    } else {
+        let needs = crate::ffi::needs_tvm_ffi(path).map_err(io_err(display_path))?;
+        if needs {
+            ensure_tvm_ffi().map_err(|message| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message })?;
+        }
+    }
+    let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = opened.get(key) {
+        return Ok(found.clone());
+    }
+    let (lib, ops) = if abi == Abi::TorchStable {
+        let (lib, ops) = crate::torch_stable_abi::host::open_kernel(path, display_path)
+            .map_err(|message| LoadError::TorchHost { path: display_path.to_owned(), message })?;
+        (lib, Some(Arc::new(ops)))
+    } else {
+        // SAFETY: the bytes were verified against the digest recorded at build time or in the
+        // variant's metadata; loading runs the library's initialisers, which is the point.
+        let lib = unsafe { libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL) }
+            .map_err(|e| LoadError::Dlopen { path: display_path.to_owned(), message: e.to_string() })?;
+        (Library::from(lib), None)
+    };
+    let lib: &'static Library = Box::leak(Box::new(lib));
+    let entry = Opened { library: lib, display_path: display_path.to_owned(), ops };
+    opened.insert(key.to_owned(), entry.clone());
+    Ok(entry)
+}
+
+/// Libraries loaded so far, by key.
+static OPENED: OnceLock<Mutex<BTreeMap<String, Opened>>> = OnceLock::new();
+
+fn opened(key: &str) -> Option<Opened> {
     OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
 }
 
@@ -253,9 +341,9 @@ pub fn load_variant_dir(dir: &Path) -> Result<LoadedKernel, LoadError> {
     let os = crate::variant::Os::current();
     let file = meta.checked_library_file(dir, &os)?;
     let path = dir.join(file);
-    let library = open(&path.to_string_lossy(), &path, &path)?;
     let variant = crate::variant::dir_name(dir);
-    Ok(LoadedKernel { library, path, variant, source: Source::Local })
+    let opened = open(&path.to_string_lossy(), &path, &path, Abi::of(&variant))?;
+    Ok(LoadedKernel::new(opened, path, variant, Source::Local))
 }
 
 /// The variant directories of a Hub-layout kernel directory (`<root>/build/*`), or the
@@ -374,10 +462,10 @@ fn load_pinned(dir: &Path, pinned: &CachedVariant) -> Result<LoadedKernel, LoadE
     };
     #[cfg(not(target_os = "linux"))]
     let load_path = path.clone();
-    let library = open(pinned.library.sha256, &load_path, &path);
+    let opened = open(pinned.library.sha256, &load_path, &path, Abi::of(pinned.variant));
     // Never closed: glibc knows the library by its `/proc/self/fd/N` name (see `unpack`).
     std::mem::forget(lib);
-    Ok(LoadedKernel { library: library?, path, variant: pinned.variant.to_owned(), source: Source::Cached })
+    Ok(LoadedKernel::new(opened?, path, pinned.variant.to_owned(), Source::Cached))
 }
 
 /// Parses `LOCAL_KERNELS` (`org/repo=path:org/repo2=path2`) into repo → path.
@@ -408,18 +496,18 @@ pub fn unpack(file: &EmbeddedFile, cache: &Path) -> Result<(std::fs::File, PathB
 /// Unpacks (if needed), verifies and loads an embedded variant.
 pub fn load_embedded(variant: &EmbeddedVariant) -> Result<LoadedKernel, LoadError> {
     let key = variant.library.sha256;
-    let (library, path) = match opened(key) {
+    let opened = match opened(key) {
         Some(found) => found,
         None => {
             let unpacked = unpack::unpack(&variant.library, &unpack::dirs(), Strategy::from_env())?;
-            let library = open(key, &unpacked.load_path(), &unpacked.path);
-            let path = unpacked.path.clone();
+            let opened = open(key, &unpacked.load_path(), &unpacked.path, Abi::of(variant.variant));
             // Kept open even on failure: glibc may have recorded the name.
             unpacked.keep_open();
-            (library?, path)
+            opened?
         }
     };
-    Ok(LoadedKernel { library, path, variant: variant.variant.to_owned(), source: Source::Embedded })
+    let path = opened.display_path.clone();
+    Ok(LoadedKernel::new(opened, path, variant.variant.to_owned(), Source::Embedded))
 }
 
 /// Selects among embedded variants and loads the chosen one.

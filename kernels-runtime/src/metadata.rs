@@ -147,13 +147,28 @@ impl Metadata {
         self.id.as_ref().filter(|id| check_id(id).is_ok()).map(|id| format!("{id}.{ext}"))
     }
 
+    /// The library file of `variant`: `<id>.abi3.so` for a torch stable-ABI variant (an abi3
+    /// Python extension module, as kernel-builder names it), else [`library_file`](Self::library_file).
+    pub fn library_file_of(&self, variant: &str, os: &crate::variant::Os) -> Option<String> {
+        let stable_abi = crate::variant::VariantName::parse(variant)
+            .is_ok_and(|v| matches!(v.framework(), Some(crate::variant::Framework::TorchStableAbi(_))));
+        if stable_abi {
+            self.id.as_ref().filter(|id| check_id(id).is_ok()).map(|id| format!("{id}.abi3.so"))
+        } else {
+            self.library_file(os)
+        }
+    }
+
     /// The library file of the variant in `dir`, for loading it: `id` must be present, a bare
     /// file name, and `<id>.<ext>` must be listed in the digest, so the digest covers what is
-    /// loaded.
+    /// loaded. The directory's name is the variant's: a `torch-stable-abi<MM>-…` directory
+    /// ships `<id>.abi3.so` ([`library_file_of`](Self::library_file_of)).
     pub fn checked_library_file(&self, dir: &Path, os: &crate::variant::Os) -> Result<String, VerifyError> {
         let id = self.id.as_deref().ok_or_else(|| VerifyError::NoId { dir: dir.to_owned() })?;
         check_id(id).map_err(|reason| VerifyError::UnsafeId { dir: dir.to_owned(), id: id.to_owned(), reason })?;
-        let file = self.library_file(os).ok_or_else(|| VerifyError::NoId { dir: dir.to_owned() })?;
+        let file = self
+            .library_file_of(&crate::variant::dir_name(dir), os)
+            .ok_or_else(|| VerifyError::NoId { dir: dir.to_owned() })?;
         let listed = self.digest.as_ref().is_some_and(|d| d.files.contains_key(&file));
         if !listed {
             return Err(VerifyError::LibraryNotInDigest { dir: dir.to_owned(), file });

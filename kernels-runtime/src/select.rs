@@ -3,8 +3,11 @@
 //!
 //! The rules mirror the Python `kernels` package, then go further:
 //!
-//! - only `tvm-ffi` variants are loadable; torch, torch-stable-abi, noarch and universal
-//!   variants are rejected because they need PyTorch;
+//! - `tvm-ffi` variants are loadable, and `torch-stable-abi<MM>` variants whose target is one
+//!   the torch stable-ABI host serves (2.9 through 2.13) when this runtime carries the host
+//!   (feature `torch-stable`, Linux x86_64/aarch64); otherwise the rejection says which;
+//!   torch, noarch and universal variants are rejected because they need PyTorch
+//!   ([`VariantName::loadable`] decides);
 //! - the variant's tvm-ffi `major.minor` equals the runtime's;
 //! - CPU arch and OS match exactly;
 //! - CUDA: same major as the driver, minor ≤ the driver's, highest minor wins;
@@ -12,12 +15,19 @@
 //! - CUDA only, beyond upstream: the GPU's compute capability must be covered by
 //!   `metadata.json` `backend.archs` (a cubin of the same major and lower-or-equal minor,
 //!   or PTX of a lower-or-equal capability).
+//!
+//! # Ranking
+//!
+//! Among usable candidates the backend's own order comes first (CUDA: the highest minor).
+//! Between candidates equal there, a `tvm-ffi` variant wins over every torch stable-ABI one,
+//! and among stable-ABI variants the highest target wins
+//! (`torch-stable-abi211` over `torch-stable-abi29`). Remaining ties go by name.
 
 use std::fmt;
 
 use crate::metadata::CudaArch;
 use crate::platform::Platform;
-use crate::variant::{Backend, BackendKind, CpuArch, Framework, Os, VariantName, Version};
+use crate::variant::{Backend, BackendKind, CpuArch, Framework, Os, Unloadable, VariantName, Version};
 
 /// A variant on offer: its directory name and, when its `metadata.json` is known, the GPU
 /// architectures it lists.
@@ -75,6 +85,14 @@ pub enum Rejection {
     Unparseable(String),
     /// A torch variant: a PyTorch extension module.
     NeedsPyTorch(&'static str),
+    /// A torch stable-ABI variant (`torch-stable-abi<MM>`) this runtime cannot serve: its
+    /// target is outside the host's range, or the host is not part of this build.
+    StableAbi {
+        /// The variant's target.
+        target: Version,
+        /// Why, in words.
+        reason: String,
+    },
     /// Built for another tvm-ffi `major.minor`.
     TvmFfiVersion {
         /// The variant's.
@@ -139,7 +157,10 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::Unparseable(reason) => write!(f, "not a variant name: {reason}"),
-            Rejection::NeedsPyTorch(what) => write!(f, "needs PyTorch ({what}); only tvm-ffi variants load without it"),
+            Rejection::NeedsPyTorch(what) => {
+                write!(f, "needs PyTorch ({what}); only tvm-ffi and torch stable-ABI variants load without it")
+            }
+            Rejection::StableAbi { reason, .. } => f.write_str(reason),
             Rejection::TvmFfiVersion { variant, runtime } => {
                 write!(f, "built for tvm-ffi {variant}, this runtime speaks tvm-ffi {runtime}")
             }
@@ -314,9 +335,31 @@ fn describe(p: &Platform, request: Request) -> String {
 }
 
 /// Accepts with a ranking key (higher is better) and an optional note, or rejects.
+///
+/// The key orders by the backend's own key first (the CUDA minor), then by framework: a
+/// tvm-ffi variant above every torch stable-ABI one, and among those the highest target.
 fn judge(p: &Platform, request: Request, c: &Candidate) -> Result<(i64, Option<String>), Rejection> {
+    let (backend_key, note) = judge_backend(p, request, c)?;
+    let framework_key = match VariantName::parse(&c.name).ok().and_then(|n| n.framework()) {
+        Some(Framework::TorchStableAbi(target)) => i64::from(target.major) * 100 + i64::from(target.minor.min(99)),
+        _ => FRAMEWORK_KEY_TVM_FFI,
+    };
+    Ok((backend_key.saturating_mul(FRAMEWORK_KEYS).saturating_add(framework_key), note))
+}
+
+/// Framework keys are below this (a torch stable-ABI target `M.m` is `M * 100 + m`).
+const FRAMEWORK_KEYS: i64 = 1 << 20;
+/// tvm-ffi's framework key: above every torch stable-ABI target.
+const FRAMEWORK_KEY_TVM_FFI: i64 = FRAMEWORK_KEYS - 1;
+
+/// The backend's verdict: a ranking key (higher is better) and an optional note, or a
+/// rejection.
+fn judge_backend(p: &Platform, request: Request, c: &Candidate) -> Result<(i64, Option<String>), Rejection> {
     let name = VariantName::parse(&c.name).map_err(|e| Rejection::Unparseable(e.reason))?;
-    name.loadable().map_err(Rejection::NeedsPyTorch)?;
+    name.loadable().map_err(|why| match why {
+        Unloadable::StableAbi { target, reason } => Rejection::StableAbi { target, reason },
+        Unloadable::NeedsPyTorch(what) => Rejection::NeedsPyTorch(what),
+    })?;
     let VariantName::Arch { framework, backend, cpu, os, .. } = name else {
         unreachable!("only arch variants are loadable");
     };
@@ -430,16 +473,53 @@ mod tests {
     #[test]
     fn torch_variants_need_pytorch() {
         let p = cuda(Version::new(13, 0), Version::new(9, 0));
-        let c = names(&[
-            "torch212-cxx11-cu130-x86_64-linux",
-            "torch-stable-abi211-cu126-x86_64-linux",
-            "torch-cuda",
-            "torch-universal",
-        ]);
+        let c = names(&["torch212-cxx11-cu130-x86_64-linux", "torch-cuda", "torch-universal"]);
         let s = select(&p, Request::cuda(0), &c);
         assert_eq!(s.chosen, None);
         for c in &c {
             assert!(rejection(&s, &c.name).to_string().starts_with("needs PyTorch"), "{}", s.trace);
+        }
+    }
+
+    #[test]
+    fn torch_stable_abi_variants_rank_below_tvm_ffi_and_by_target() {
+        let p = linux();
+        let c = names(&[
+            "torch-stable-abi29-cpu-x86_64-linux",
+            "torch-stable-abi211-cpu-x86_64-linux",
+            "torch-stable-abi214-cpu-x86_64-linux",
+            "torch212-cxx11-cpu-x86_64-linux",
+        ]);
+        let s = select(&p, Request::cpu(), &c);
+        assert_eq!(
+            rejection(&s, "torch-stable-abi214-cpu-x86_64-linux").to_string(),
+            "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)"
+        );
+        assert!(rejection(&s, "torch212-cxx11-cpu-x86_64-linux").to_string().starts_with("needs PyTorch"));
+        match crate::torch_stable_abi::host_compiled_in() {
+            Ok(()) => {
+                assert_eq!(s.trace.chosen(), Some("torch-stable-abi211-cpu-x86_64-linux"), "{}", s.trace);
+                assert!(matches!(
+                    s.trace.verdict("torch-stable-abi29-cpu-x86_64-linux"),
+                    Some(Verdict::Accepted { rank: 2, .. })
+                ));
+                // A tvm-ffi variant of the same backend wins over every stable-ABI one.
+                let mut with_tvm = c.clone();
+                with_tvm.push(Candidate::new("tvm-ffi01-cpu-x86_64-linux"));
+                let s = select(&p, Request::cpu(), &with_tvm);
+                assert_eq!(s.trace.chosen(), Some("tvm-ffi01-cpu-x86_64-linux"), "{}", s.trace);
+                // ... but not a newer CUDA minor: the backend's own key comes first.
+                let p = cuda(Version::new(13, 0), Version::new(9, 0));
+                let c = names(&["tvm-ffi01-cu126-x86_64-linux", "torch-stable-abi210-cu130-x86_64-linux"]);
+                let s = select(&p, Request::cuda(0), &c);
+                assert_eq!(s.trace.chosen(), Some("torch-stable-abi210-cu130-x86_64-linux"), "{}", s.trace);
+            }
+            Err(why) => {
+                assert_eq!(s.chosen, None);
+                let r = rejection(&s, "torch-stable-abi29-cpu-x86_64-linux");
+                assert!(matches!(r, Rejection::StableAbi { target, .. } if *target == Version::new(2, 9)));
+                assert!(r.to_string().contains(why), "{r}");
+            }
         }
     }
 
@@ -534,7 +614,7 @@ mod tests {
 variant selection for cuda device 0 on x86_64-linux, tvm-ffi 0.1, CUDA driver 12.9, GPU GPU sm_90
   tvm-ffi01-cu128-x86_64-linux       chosen
   tvm-ffi01-cu130-x86_64-linux       rejected  built for CUDA 13.0, the driver supports CUDA 12.9: the major version must match
-  torch212-cxx11-cu128-x86_64-linux  rejected  needs PyTorch (torch extension module); only tvm-ffi variants load without it
+  torch212-cxx11-cu128-x86_64-linux  rejected  needs PyTorch (torch extension module); only tvm-ffi and torch stable-ABI variants load without it
   => tvm-ffi01-cu128-x86_64-linux";
         assert_eq!(shown, expected);
         let none = select(&linux(), Request::cpu(), &[]).trace.to_string();

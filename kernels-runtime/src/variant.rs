@@ -46,6 +46,22 @@ impl fmt::Display for Version {
     }
 }
 
+/// Why kernels-rs cannot load a variant ([`VariantName::loadable`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unloadable {
+    /// A PyTorch extension module (full ABI, noarch, universal): what kind.
+    #[error("needs PyTorch ({0})")]
+    NeedsPyTorch(&'static str),
+    /// A torch stable-ABI variant this runtime cannot serve: its target, and why.
+    #[error("{reason}")]
+    StableAbi {
+        /// The variant's target (`torch-stable-abi<MM>`).
+        target: Version,
+        /// Why (target out of range, or no host in this build).
+        reason: String,
+    },
+}
+
 /// Why a variant name could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{name}` is not a kernel variant name: {reason}")]
@@ -417,18 +433,41 @@ impl VariantName {
         self.framework().is_none_or(Framework::needs_pytorch)
     }
 
-    /// Whether kernels-rs can load this variant, or what kind of variant it cannot load. The
-    /// one switch for which variants are loadable: locking, embedding and selection all ask
-    /// here.
-    pub fn loadable(&self) -> Result<(), &'static str> {
+    /// Whether kernels-rs can load this variant, or why not. The one switch for which variants
+    /// are loadable: locking, embedding and selection all ask here.
+    ///
+    /// `tvm-ffi<MM>` variants load; `torch-stable-abi<MM>` variants load when `<MM>` is within
+    /// the targets the torch stable-ABI host serves
+    /// ([`OLDEST_TARGET`](crate::torch_stable_abi::OLDEST_TARGET) through
+    /// [`NEWEST_TARGET`](crate::torch_stable_abi::NEWEST_TARGET)) and this runtime carries the
+    /// host (feature `torch-stable`, Linux on x86_64 or aarch64); full-ABI torch, noarch and
+    /// universal variants need PyTorch.
+    pub fn loadable(&self) -> Result<(), Unloadable> {
         match self {
             VariantName::Arch { framework: Framework::TvmFfi(_), .. } => Ok(()),
-            VariantName::Arch { framework: Framework::Torch(_), .. } => Err("torch extension module"),
-            VariantName::Arch { framework: Framework::TorchStableAbi(_), .. } => {
-                Err("torch stable-ABI extension module")
+            VariantName::Arch { framework: Framework::Torch(_), .. } => {
+                Err(Unloadable::NeedsPyTorch("torch extension module"))
             }
-            VariantName::Noarch(_) => Err("torch noarch variant"),
-            VariantName::Universal => Err("legacy universal torch variant"),
+            VariantName::Arch { framework: Framework::TorchStableAbi(target), .. } => {
+                use crate::torch_stable_abi::{NEWEST_TARGET, OLDEST_TARGET, host_compiled_in};
+                let target = *target;
+                let reason = if target > NEWEST_TARGET {
+                    format!(
+                        "torch stable-ABI {target} is newer than this runtime serves ({OLDEST_TARGET}\u{2013}{NEWEST_TARGET})"
+                    )
+                } else if target < OLDEST_TARGET {
+                    format!(
+                        "torch stable-ABI {target} is older than this runtime serves ({OLDEST_TARGET}\u{2013}{NEWEST_TARGET})"
+                    )
+                } else if let Err(why) = host_compiled_in() {
+                    format!("torch stable-ABI {target}: {why}")
+                } else {
+                    return Ok(());
+                };
+                Err(Unloadable::StableAbi { target, reason })
+            }
+            VariantName::Noarch(_) => Err(Unloadable::NeedsPyTorch("torch noarch variant")),
+            VariantName::Universal => Err(Unloadable::NeedsPyTorch("legacy universal torch variant")),
         }
     }
 
@@ -640,19 +679,29 @@ mod tests {
     }
 
     #[test]
-    fn only_tvm_ffi_is_loadable_without_pytorch() {
+    fn tvm_ffi_and_served_stable_abi_targets_are_loadable() {
         assert!(!VariantName::parse("tvm-ffi01-cpu-x86_64-linux").unwrap().needs_pytorch());
         assert!(VariantName::is_loadable("tvm-ffi01-cpu-x86_64-linux"));
         assert!(!VariantName::is_loadable("not a variant"));
-        for name in [
-            "torch212-cxx11-cpu-x86_64-linux",
-            "torch-stable-abi211-cu126-x86_64-linux",
-            "torch-cuda",
-            "torch-universal",
-        ] {
+        for name in ["torch212-cxx11-cpu-x86_64-linux", "torch-cuda", "torch-universal"] {
             assert!(VariantName::parse(name).unwrap().needs_pytorch(), "{name}");
-            assert!(!VariantName::is_loadable(name), "{name}");
+            let err = VariantName::parse(name).unwrap().loadable().unwrap_err();
+            assert!(err.to_string().starts_with("needs PyTorch"), "{name}: {err}");
         }
+        let host = crate::torch_stable_abi::host_compiled_in();
+        for name in ["torch-stable-abi29-cpu-x86_64-linux", "torch-stable-abi213-cu126-x86_64-linux"] {
+            match host {
+                Ok(()) => assert!(VariantName::is_loadable(name), "{name}"),
+                Err(why) => {
+                    let err = VariantName::parse(name).unwrap().loadable().unwrap_err().to_string();
+                    assert!(err.contains(why), "{name}: {err}");
+                }
+            }
+        }
+        let err = VariantName::parse("torch-stable-abi214-cpu-x86_64-linux").unwrap().loadable().unwrap_err();
+        assert_eq!(err.to_string(), "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)");
+        let err = VariantName::parse("torch-stable-abi28-cpu-x86_64-linux").unwrap().loadable().unwrap_err();
+        assert_eq!(err.to_string(), "torch stable-ABI 2.8 is older than this runtime serves (2.9\u{2013}2.13)");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use kernels_runtime::ffi::{
 use kernels_runtime::metadata::{
     self, CudaArch, METADATA_FILE, Metadata, MetadataError, VerifyError, Violation, variant_files,
 };
+use kernels_runtime::torch_stable_abi::{CheckError, check_imports, check_library_from};
 use kernels_runtime::variant::{Os, VariantName};
 use tiny_elf::{Hash, KERNEL_C, Sym, TinyElf, compile_shared, tiny_elf};
 
@@ -370,6 +371,15 @@ fn check_elf(scratch: &Path, input: &[u8]) -> Result<(), String> {
             return Err(format!("implausible strings: {found:?}"));
         }
     }
+    // The stable-ABI pre-load check: on what was read, the verdict it reaches reading itself.
+    if let (Ok(needed), Ok(symbols), Ok(strings)) = (&needed, &symbols, &strings) {
+        let rules = check_imports(needed.clone(), symbols, strings);
+        match (rules, check_library_from(&mut Cursor::new(input), origin)) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Err(a), Err(CheckError::Unsupported { reasons: b, .. })) if a == b => {}
+            (a, b) => return Err(format!("stable-ABI check: the rules give {a:?}, check_library_from {b:?}")),
+        }
+    }
     // Through a real file, one input in eight: the same answers.
     if input.len().is_multiple_of(8) {
         std::fs::write(scratch, input).map_err(|e| e.to_string())?;
@@ -434,6 +444,26 @@ fn fuzz_elf() {
         }
         None => eprintln!("the ELF target starts from the hand-built seeds only"),
     }
+    // A stable-ABI library the pre-load check refuses for each kind of reason.
+    let unsupported = [
+        Sym::undefined("torch_library_impl"),
+        Sym::undefined("torch_foo"),
+        Sym::undefined("_ZN3c106detail14torchCheckFailEPKcS2_jS2_"),
+        Sym::undefined("PyErr_SetString"),
+    ];
+    let refused = TinyElf::new(true, true)
+        .needed(&["libtorch.so", "libc10.so", "libfoo.so"])
+        .symbols(&unsupported, Hash::Gnu)
+        .strings(&[b"aten::matmul", b"aten::view"])
+        .build()
+        .bytes;
+    let Err(CheckError::Unsupported { reasons, .. }) =
+        check_library_from(&mut Cursor::new(&refused), Path::new("seed.so"))
+    else {
+        panic!("the hand-built stable-ABI seed is refused");
+    };
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    seeds.push(refused);
     let target = Target {
         name: "elf",
         seeds,

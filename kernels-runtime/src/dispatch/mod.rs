@@ -65,7 +65,8 @@
 //! 4. The kernel is loaded from `LOCAL_KERNELS` when it names the kernel's repo, else from the
 //!    variants embedded in the binary (the best one for this machine, with a
 //!    [decision trace](crate::select::DecisionTrace)).
-//! 5. The mapped function is resolved (`__tvm_ffi_<function>`).
+//! 5. The mapped function is resolved (`__tvm_ffi_<function>`, or for a torch stable-ABI
+//!    variant the op of that name the library registered for the device's dispatch key).
 //!
 //! Any step that fails makes the layer use its Rust forward, logged once through `tracing`
 //! (`warn` for failures, `info` for configurations without a kernel) and recorded for

@@ -16,8 +16,8 @@ use super::platform;
 use super::target::Target;
 use super::verify::{self, Difference, VerifyState};
 
-pub use super::{DispatchError, KernelArg, KernelOutput};
 pub use super::verify::CompareError;
+pub use super::{DispatchError, KernelArg, KernelOutput};
 pub use crate::registry::Tolerance;
 
 /// The per-layer static of a `kernel_<forward>` method: its names and its decision slots.

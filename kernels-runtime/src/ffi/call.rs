@@ -3,6 +3,7 @@
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libloading::Library;
 
@@ -12,6 +13,7 @@ use super::abi::{
     TVMFFISafeCallType, TVMFFIStreamHandle, symbol, type_index,
 };
 use super::tensor::TensorView;
+use crate::torch_stable_abi::StableAbiOp;
 
 /// The most arguments one call passes (they live in a stack array).
 pub const MAX_ARGS: usize = 16;
@@ -199,6 +201,14 @@ pub enum KernelError {
         /// Number of arguments given.
         given: usize,
     },
+    /// The arguments do not fit the op's schema (a torch stable-ABI op), found before the call.
+    #[error("kernel `{function}`: {message}")]
+    Signature {
+        /// The function called.
+        function: String,
+        /// What does not fit, located (argument number, name and type).
+        message: String,
+    },
     /// A non-default stream was given but the library cannot receive one (it does not use
     /// tvm-ffi's stream context, as kernels written in Rust do not).
     #[error(
@@ -244,14 +254,28 @@ enum ErrorChannel {
 /// Symbols other than the function are looked up through the library's handle, which searches
 /// the library and its dependencies: a kernel linked against `libtvm_ffi.so` reaches the very
 /// copy it raises errors into.
+///
+/// A function may also be an op a torch stable-ABI library registered
+/// ([`LoadedKernel::function`](crate::loader::LoadedKernel::function) resolves those): the
+/// same calls then check the arguments against the op's schema, build tensor handles over the
+/// views and call the op through the torch stable-ABI host.
 #[derive(Debug, Clone)]
 pub struct KernelFunction {
     function: String,
     symbol: String,
     library_path: PathBuf,
-    call: TVMFFISafeCallType,
+    entry: Entry,
     errors: ErrorChannel,
     set_stream: Option<TVMFFIEnvSetStreamFn>,
+}
+
+/// What a call enters.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// The `__tvm_ffi_<name>` export.
+    TvmFfi(TVMFFISafeCallType),
+    /// An op a torch stable-ABI library registered (no error channel, no stream).
+    StableAbi(Arc<StableAbiOp>),
 }
 
 /// Copies `T` out of a symbol of a `'static` library.
@@ -301,7 +325,31 @@ impl KernelFunction {
             (None, Some((move_from_raised, dec_ref))) => ErrorChannel::TvmFfi { move_from_raised, dec_ref },
             (None, None) => ErrorChannel::None,
         };
-        Ok(Self { function: name.to_owned(), symbol, library_path: library_path.to_owned(), call, errors, set_stream })
+        Ok(Self {
+            function: name.to_owned(),
+            symbol,
+            library_path: library_path.to_owned(),
+            entry: Entry::TvmFfi(call),
+            errors,
+            set_stream,
+        })
+    }
+
+    /// An op of a torch stable-ABI library, resolved from its registrations.
+    pub(crate) fn stable_abi(name: &str, library_path: &Path, op: StableAbiOp) -> Self {
+        Self {
+            function: name.to_owned(),
+            symbol: op.qualified_name().to_owned(),
+            library_path: library_path.to_owned(),
+            entry: Entry::StableAbi(Arc::new(op)),
+            errors: ErrorChannel::None,
+            set_stream: None,
+        }
+    }
+
+    /// Whether the function is an op of a torch stable-ABI library.
+    pub fn is_stable_abi(&self) -> bool {
+        matches!(self.entry, Entry::StableAbi(_))
     }
 
     /// The function name (without the `__tvm_ffi_` prefix).
@@ -309,7 +357,7 @@ impl KernelFunction {
         &self.function
     }
 
-    /// The exported symbol.
+    /// The exported symbol (`namespace::op` for an op of a torch stable-ABI library).
     pub fn symbol(&self) -> &str {
         &self.symbol
     }
@@ -411,6 +459,11 @@ impl KernelFunction {
     /// # Safety
     /// As for [`call`](Self::call).
     unsafe fn call_raw(&self, args: &[Arg<'_>]) -> Result<(), KernelError> {
+        let call = match &self.entry {
+            Entry::TvmFfi(call) => *call,
+            // SAFETY: forwarded from the caller.
+            Entry::StableAbi(op) => return unsafe { op.call(&self.function, args) },
+        };
         if args.len() > MAX_ARGS {
             return Err(KernelError::TooManyArgs { function: self.function.clone(), given: args.len() });
         }
@@ -435,7 +488,7 @@ impl KernelFunction {
         // SAFETY: `call` has the safe-call signature (resolve's contract); `packed[..len]` are
         // initialised values whose tensor pointers point into `tensors`, alive for the call;
         // `result` holds None as the ABI requires. Argument validity is the caller's contract.
-        let code = unsafe { (self.call)(core::ptr::null_mut(), packed.as_ptr(), args.len() as i32, &mut result) };
+        let code = unsafe { call(core::ptr::null_mut(), packed.as_ptr(), args.len() as i32, &mut result) };
         if code != 0 {
             return Err(self.take_error(code));
         }

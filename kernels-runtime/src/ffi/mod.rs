@@ -10,7 +10,9 @@
 //! - [`KernelFunction`]: a function resolved once from a loaded library; [`call`] packs the
 //!   arguments on the stack, sets the CUDA/ROCm stream (`TVMFFIEnvSetStream`) when a tensor
 //!   lives on such a device, and turns a failure into [`KernelError`] with the kernel's own
-//!   kind and message.
+//!   kind and message. The same type holds an op of a torch stable-ABI library, called
+//!   through the host of [`torch_stable_abi`](crate::torch_stable_abi) with the same
+//!   arguments, so dispatch and the tensor adapters do not care which ABI serves a layer.
 //! - [`needs_tvm_ffi`] and [`preload_tvm_ffi`]/[`preload_tvm_ffi_from`]: kernels built against tvm-ffi
 //!   list `libtvm_ffi.so` in `DT_NEEDED` without an RPATH, so it is preloaded by absolute path
 //!   (once per process, `RTLD_NOW | RTLD_GLOBAL`) before such a kernel is opened. Kernels that

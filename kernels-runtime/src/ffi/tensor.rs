@@ -66,6 +66,8 @@ pub struct TensorView<'a> {
     shape: [i64; MAX_NDIM],
     strides: [i64; MAX_NDIM],
     byte_offset: u64,
+    /// Made from a mutable borrow or memory the caller vouched for, not a shared slice.
+    writable: bool,
     _borrow: PhantomData<&'a mut [u8]>,
 }
 
@@ -102,7 +104,12 @@ fn checked_shape(shape: &[usize]) -> Result<([i64; MAX_NDIM], usize), TensorErro
 }
 
 impl<'a> TensorView<'a> {
-    fn from_slice_parts<T: Element>(data: *mut T, len: usize, shape: &[usize]) -> Result<Self, TensorError> {
+    fn from_slice_parts<T: Element>(
+        data: *mut T,
+        len: usize,
+        shape: &[usize],
+        writable: bool,
+    ) -> Result<Self, TensorError> {
         let (dims, count) = checked_shape(shape)?;
         if count != len {
             return Err(TensorError::LengthMismatch { shape: shape.to_vec(), expected: count, actual: len });
@@ -115,6 +122,7 @@ impl<'a> TensorView<'a> {
             strides: compact_strides(&dims, shape.len()),
             shape: dims,
             byte_offset: 0,
+            writable,
             _borrow: PhantomData,
         })
     }
@@ -122,12 +130,12 @@ impl<'a> TensorView<'a> {
     /// A read-only CPU tensor of `shape` over `data` (row-major, `data.len()` must equal the
     /// product of `shape`).
     pub fn from_slice<T: Element>(data: &'a [T], shape: &[usize]) -> Result<Self, TensorError> {
-        Self::from_slice_parts(data.as_ptr().cast_mut(), data.len(), shape)
+        Self::from_slice_parts(data.as_ptr().cast_mut(), data.len(), shape, false)
     }
 
     /// A writable CPU tensor of `shape` over `data` (row-major).
     pub fn from_slice_mut<T: Element>(data: &'a mut [T], shape: &[usize]) -> Result<Self, TensorError> {
-        Self::from_slice_parts(data.as_mut_ptr(), data.len(), shape)
+        Self::from_slice_parts(data.as_mut_ptr(), data.len(), shape, true)
     }
 
     /// A tensor over memory the caller vouches for: device memory (CUDA, ROCm, …) or strided
@@ -172,6 +180,7 @@ impl<'a> TensorView<'a> {
             shape: dims,
             strides,
             byte_offset,
+            writable: true,
             _borrow: PhantomData,
         })
     }
@@ -206,6 +215,13 @@ impl<'a> TensorView<'a> {
         self.byte_offset
     }
 
+    /// Whether the kernel may write through the view: false for a view of a shared slice
+    /// ([`from_slice`](Self::from_slice)), true otherwise. Torch stable-ABI calls refuse a
+    /// read-only view for a parameter the op writes (`Tensor!`).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> i64 {
         self.shape().iter().product()
@@ -236,6 +252,7 @@ impl fmt::Debug for TensorView<'_> {
             .field("shape", &self.shape())
             .field("strides", &self.strides())
             .field("byte_offset", &self.byte_offset)
+            .field("writable", &self.writable)
             .finish()
     }
 }
