@@ -98,11 +98,13 @@ mod tests {
         assert_eq!(t.wants("torch-universal").unwrap_err(), "needs PyTorch (legacy universal torch variant)");
         // Torch stable-ABI variants within the host's targets are embedded like tvm-ffi ones
         // wherever the runtime carries the host.
-        let stable = t.wants("torch-stable-abi211-cu126-x86_64-linux");
+        let stable = t.wants("torch-stable-abi211-cpu-x86_64-linux");
         match kernels_runtime::torch_stable_abi::host_compiled_in() {
             Ok(()) => assert_eq!(stable, Ok(())),
             Err(why) => assert!(stable.unwrap_err().contains(why)),
         }
+        // GPU ones are not served yet, so not embedded.
+        assert!(t.wants("torch-stable-abi211-cu126-x86_64-linux").unwrap_err().contains("serves CPU kernels only"));
         assert_eq!(
             t.wants("torch-stable-abi214-cpu-x86_64-linux").unwrap_err(),
             "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)"

@@ -5,7 +5,8 @@
 //!
 //! - `tvm-ffi` variants are loadable, and `torch-stable-abi<MM>` variants whose target is one
 //!   the torch stable-ABI host serves (2.9 through 2.13) when this runtime carries the host
-//!   (feature `torch-stable`, Linux x86_64/aarch64); otherwise the rejection says which;
+//!   (feature `torch-stable`, Linux x86_64/aarch64), for the CPU backend only so far (the host
+//!   has no GPU stream or device guard yet); otherwise the rejection says which;
 //!   torch, noarch and universal variants are rejected because they need PyTorch
 //!   ([`VariantName::loadable`] decides);
 //! - the variant's tvm-ffi `major.minor` equals the runtime's;
@@ -508,11 +509,13 @@ mod tests {
                 with_tvm.push(Candidate::new("tvm-ffi01-cpu-x86_64-linux"));
                 let s = select(&p, Request::cpu(), &with_tvm);
                 assert_eq!(s.trace.chosen(), Some("tvm-ffi01-cpu-x86_64-linux"), "{}", s.trace);
-                // ... but not a newer CUDA minor: the backend's own key comes first.
+                // GPU stable-ABI variants are not served yet: rejected with that reason.
                 let p = cuda(Version::new(13, 0), Version::new(9, 0));
-                let c = names(&["tvm-ffi01-cu126-x86_64-linux", "torch-stable-abi210-cu130-x86_64-linux"]);
+                let c = names(&["tvm-ffi01-cu130-x86_64-linux", "torch-stable-abi210-cu130-x86_64-linux"]);
                 let s = select(&p, Request::cuda(0), &c);
-                assert_eq!(s.trace.chosen(), Some("torch-stable-abi210-cu130-x86_64-linux"), "{}", s.trace);
+                assert_eq!(s.trace.chosen(), Some("tvm-ffi01-cu130-x86_64-linux"), "{}", s.trace);
+                let r = rejection(&s, "torch-stable-abi210-cu130-x86_64-linux").to_string();
+                assert!(r.contains("serves CPU kernels only"), "{r}");
             }
             Err(why) => {
                 assert_eq!(s.chosen, None);

@@ -440,7 +440,8 @@ impl VariantName {
     /// the targets the torch stable-ABI host serves
     /// ([`OLDEST_TARGET`](crate::torch_stable_abi::OLDEST_TARGET) through
     /// [`NEWEST_TARGET`](crate::torch_stable_abi::NEWEST_TARGET)) and this runtime carries the
-    /// host (feature `torch-stable`, Linux on x86_64 or aarch64); full-ABI torch, noarch and
+    /// host (feature `torch-stable`, Linux on x86_64 or aarch64), for the CPU backend (the host
+    /// has no GPU stream or device guard yet); full-ABI torch, noarch and
     /// universal variants need PyTorch.
     pub fn loadable(&self) -> Result<(), Unloadable> {
         match self {
@@ -448,7 +449,7 @@ impl VariantName {
             VariantName::Arch { framework: Framework::Torch(_), .. } => {
                 Err(Unloadable::NeedsPyTorch("torch extension module"))
             }
-            VariantName::Arch { framework: Framework::TorchStableAbi(target), .. } => {
+            VariantName::Arch { framework: Framework::TorchStableAbi(target), backend, .. } => {
                 use crate::torch_stable_abi::{NEWEST_TARGET, OLDEST_TARGET, host_compiled_in};
                 let target = *target;
                 let reason = if target > NEWEST_TARGET {
@@ -458,6 +459,11 @@ impl VariantName {
                 } else if target < OLDEST_TARGET {
                     format!(
                         "torch stable-ABI {target} is older than this runtime serves ({OLDEST_TARGET}\u{2013}{NEWEST_TARGET})"
+                    )
+                } else if *backend != Backend::Cpu {
+                    format!(
+                        "torch stable-ABI {target} {}: the torch stable-ABI host serves CPU kernels only (no GPU stream or device guard yet)",
+                        backend.kind()
                     )
                 } else if let Err(why) = host_compiled_in() {
                     format!("torch stable-ABI {target}: {why}")
@@ -689,7 +695,7 @@ mod tests {
             assert!(err.to_string().starts_with("needs PyTorch"), "{name}: {err}");
         }
         let host = crate::torch_stable_abi::host_compiled_in();
-        for name in ["torch-stable-abi29-cpu-x86_64-linux", "torch-stable-abi213-cu126-x86_64-linux"] {
+        for name in ["torch-stable-abi29-cpu-x86_64-linux", "torch-stable-abi213-cpu-aarch64-linux"] {
             match host {
                 Ok(()) => assert!(VariantName::is_loadable(name), "{name}"),
                 Err(why) => {
@@ -697,6 +703,12 @@ mod tests {
                     assert!(err.contains(why), "{name}: {err}");
                 }
             }
+        }
+        // The host serves CPU tensors only: a GPU variant would be chosen and then fail at its
+        // first call (no CUDA stream, no libcudart), instead of falling back.
+        for name in ["torch-stable-abi210-cu130-x86_64-linux", "torch-stable-abi210-rocm71-x86_64-linux"] {
+            let err = VariantName::parse(name).unwrap().loadable().unwrap_err().to_string();
+            assert!(err.contains("serves CPU kernels only"), "{name}: {err}");
         }
         let err = VariantName::parse("torch-stable-abi214-cpu-x86_64-linux").unwrap().loadable().unwrap_err();
         assert_eq!(err.to_string(), "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)");
