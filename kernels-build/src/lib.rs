@@ -75,7 +75,11 @@ use crate::hub::HubSettings;
 use crate::pipeline::Inputs;
 
 /// The build failed; the message says what to do.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`, so the `kernels_build::build().unwrap()` of a
+/// build script shows `kernels.toml:2:1: … did you mean `repo`?` or the stale lock and the
+/// command that fixes it in Cargo's output, not the error's fields.
+#[derive(thiserror::Error)]
 pub enum BuildError {
     /// A variable Cargo sets for build scripts is missing.
     #[error("{0} is not set: kernels_build::build() runs from a build script (or set it with the Builder)")]
@@ -143,6 +147,12 @@ pub enum BuildError {
     /// Writing the generated files failed.
     #[error("writing {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+impl std::fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// What a build did, for tests and tools.

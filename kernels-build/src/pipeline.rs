@@ -325,6 +325,29 @@ mod tests {
         builder.run()
     }
 
+    /// What `kernels_build::build().unwrap()` prints in a build script's panic message.
+    fn unwrap_message(err: BuildError) -> String {
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Err::<(), _>(err).unwrap())).unwrap_err();
+        panic.downcast_ref::<String>().cloned().expect("unwrap panics with a formatted message")
+    }
+
+    #[test]
+    fn unwrap_prints_the_rendered_message() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kernels.toml"), "[kernels.a]\nreop = \"org/a\"\nversion = 1\n").unwrap();
+        let err = build(dir.path(), &[], None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("kernels.toml:2:1") && text.contains("did you mean `repo`?"), "{text}");
+        assert_eq!(format!("{err:?}"), text);
+        assert_eq!(unwrap_message(err), format!("called `Result::unwrap()` on an `Err` value: {text}"));
+
+        std::fs::write(dir.path().join("kernels.toml"), "").unwrap();
+        std::fs::write(dir.path().join("kernels.lock"), LOCK).unwrap();
+        let err = build(dir.path(), &[(LOCKED, "1")], None).unwrap_err();
+        let shown = unwrap_message(err);
+        assert!(shown.contains("cargo kernels lock") && !shown.contains("Locked {"), "{shown}");
+    }
+
     #[test]
     fn a_lock_pinning_a_removed_kernel_is_stale_without_hub_kernels_too() {
         let dir = tempfile::tempdir().unwrap();
