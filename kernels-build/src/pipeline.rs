@@ -326,6 +326,7 @@ mod tests {
     }
 
     /// What `kernels_build::build().unwrap()` prints in a build script's panic message.
+    #[allow(clippy::unnecessary_literal_unwrap, reason = "the unwrap of an error is what is shown")]
     fn unwrap_message(err: BuildError) -> String {
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Err::<(), _>(err).unwrap())).unwrap_err();
         panic.downcast_ref::<String>().cloned().expect("unwrap panics with a formatted message")
