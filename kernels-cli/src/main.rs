@@ -169,13 +169,7 @@ fn lock(o: &Options) -> Result<(), String> {
     // Pin the tvm-ffi runtime library this machine builds against, when there is one.
     if let Ok(lib) = kernels_runtime::ffi::locate_tvm_ffi() {
         let bytes = std::fs::read(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-        let source = std::process::Command::new(kernels_runtime::ffi::TVM_FFI_CONFIG)
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|v| format!("apache-tvm-ffi=={}", v.trim()))
-            .unwrap_or_else(|| lib.display().to_string());
+        let source = tvm_ffi_source(&lib);
         new.tvm_ffi = Some(RuntimePin {
             file: kernels_runtime::ffi::TVM_FFI_LIBRARY.to_owned(),
             sha256: kernels_runtime::digest::sha256_hex(&bytes),
@@ -190,6 +184,28 @@ fn lock(o: &Options) -> Result<(), String> {
     }
     eprintln!("{} {}", if unchanged { "unchanged" } else { "wrote" }, path.display());
     Ok(())
+}
+
+/// Where `lib` came from, for the lock's `[tvm-ffi].source`: `apache-tvm-ffi==<version>` when
+/// it is the library of an installed `apache-tvm-ffi` wheel (`<site-packages>/tvm_ffi/lib/`, with
+/// the wheel's `apache_tvm_ffi-<version>.dist-info` beside `tvm_ffi/`), else its path. (The
+/// wheel's `tvm-ffi-config` has no `--version`.)
+fn tvm_ffi_source(lib: &Path) -> String {
+    let version = lib.parent().and_then(Path::parent).and_then(Path::parent).and_then(|site| {
+        let entries = std::fs::read_dir(site).ok()?;
+        entries.filter_map(Result::ok).find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = name.strip_prefix("apache_tvm_ffi-")?.strip_suffix(".dist-info")?;
+            let valid = version.starts_with(|c: char| c.is_ascii_digit())
+                && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '+');
+            valid.then(|| version.to_owned())
+        })
+    });
+    let in_wheel = lib.parent().is_some_and(|d| d.ends_with("tvm_ffi/lib"));
+    match version {
+        Some(v) if in_wheel => format!("apache-tvm-ffi=={v}"),
+        _ => lib.display().to_string(),
+    }
 }
 
 fn download(o: &Options, verify_only: bool) -> Result<(), String> {
@@ -260,5 +276,37 @@ fn platform(names: &[String]) {
     }
     for request in requests {
         println!("{}\n", select(&platform, request, &candidates).trace);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tvm_ffi_source_names_the_wheel_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site-packages");
+        let lib = site.join("tvm_ffi/lib/libtvm_ffi.so");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, b"").unwrap();
+        // No dist-info: the path.
+        assert_eq!(tvm_ffi_source(&lib), lib.display().to_string());
+        std::fs::create_dir_all(site.join("apache_tvm_ffi-0.1.15.post2.dist-info")).unwrap();
+        assert_eq!(tvm_ffi_source(&lib), "apache-tvm-ffi==0.1.15.post2");
+        // A library elsewhere is named by its path, whatever sits two levels up.
+        let other = site.join("elsewhere/lib/libtvm_ffi.so");
+        assert_eq!(tvm_ffi_source(&other), other.display().to_string());
+    }
+
+    #[test]
+    fn the_installed_wheel_is_named_by_its_release() {
+        // The pinned wheel that scripts/tvm-ffi-env.sh installs, when the tests run with it.
+        let Some(lib) = kernels_runtime::env::path(kernels_runtime::env::TVM_FFI_LIB) else { return };
+        if !lib.is_file() {
+            return;
+        }
+        let source = tvm_ffi_source(&lib);
+        assert!(source.starts_with("apache-tvm-ffi==0."), "{source}");
     }
 }

@@ -68,6 +68,8 @@ fn a_fresh_crate_builds_embeds_and_runs_offline_from_an_empty_directory() {
     check(lock.output().unwrap(), "cargo kernels lock");
     let locked = std::fs::read_to_string(app.join("kernels.lock")).unwrap();
     assert!(locked.contains(&commit), "{locked}");
+    // The C++ kernel needs libtvm_ffi.so: the lock pins the wheel's by its release.
+    assert!(locked.contains("[tvm-ffi]") && locked.contains("source = \"apache-tvm-ffi==0."), "{locked}");
 
     // Build, locked, against the Hub; then a no-op rebuild.
     let target_dir = ws.join("target").join("kernels-app");
