@@ -43,7 +43,8 @@ usage: cargo kernels <command> [options]
 
 commands:
   lock      resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
-            --update re-resolves every kernel)
+            --update re-resolves every kernel; --check only checks, offline, that kernels.lock
+            matches kernels.toml: exit status 1 when it is missing or out of date, for CI)
   download  fetch the pinned variants the target can run into the Hugging Face cache
   verify    check that the cached variants match kernels.lock, byte for byte
   platform [VARIANT[:ARCHS]...]
@@ -58,6 +59,8 @@ options:
   --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
   --target TRIPLE       target to download/verify for (default: this machine's)
 
+exit status: 0 done; 1 failed, or `lock --check` found the lock stale; 2 bad usage
+
 environment: ";
 
 /// The usage text, with the variables the Hub commands read.
@@ -69,6 +72,7 @@ struct Options {
     manifest: PathBuf,
     target: String,
     update: bool,
+    check: bool,
     out: Option<PathBuf>,
     rest: Vec<String>,
 }
@@ -78,6 +82,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         manifest: PathBuf::from(MANIFEST_FILE),
         target: host_triple(),
         update: false,
+        check: false,
         out: None,
         rest: Vec::new(),
     };
@@ -87,6 +92,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
             "--target" => o.target = it.next().ok_or("--target needs a triple")?.clone(),
             "--update" => o.update = true,
+            "--check" => o.check = true,
             "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
             s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
             s => o.rest.push(s.to_owned()),
@@ -158,7 +164,20 @@ fn hub() -> Hub {
     Hub::new(HubSettings::from_env(&Env::process()))
 }
 
+/// `lock --check`: whether `kernels.lock` matches `kernels.toml`, without the network.
+fn check_lock(manifest_path: &Path) -> Result<(), String> {
+    let manifest = read_manifest(manifest_path)?;
+    let path = lock_path(manifest_path);
+    let lock = Lock::read(&path).map_err(|e| e.to_string())?;
+    Lock::check(&path, lock.as_ref(), &manifest).map_err(|e| e.to_string())?;
+    eprintln!("{} is up to date", path.display());
+    Ok(())
+}
+
 fn lock(o: &Options) -> Result<(), String> {
+    if o.check {
+        return check_lock(&o.manifest);
+    }
     let manifest = read_manifest(&o.manifest)?;
     let path = lock_path(&o.manifest);
     let old = Lock::read(&path).map_err(|e| e.to_string())?;
@@ -297,6 +316,24 @@ mod tests {
         // A library elsewhere is named by its path, whatever sits two levels up.
         let other = site.join("elsewhere/lib/libtvm_ffi.so");
         assert_eq!(tvm_ffi_source(&other), other.display().to_string());
+    }
+
+    #[test]
+    fn lock_check_reports_a_stale_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("kernels.toml");
+        std::fs::write(&manifest, "").unwrap();
+        std::fs::write(
+            dir.path().join("kernels.lock"),
+            "version = 1\n\n[[kernel]]\nname = \"act\"\nrepo = \"org/act\"\nrequested-version = 1\n\
+             commit = \"0123456789abcdef0123456789abcdef01234567\"\n",
+        )
+        .unwrap();
+        let err = check_lock(&manifest).unwrap_err();
+        assert!(err.contains("out of date") && err.contains("cargo kernels lock"), "{err}");
+        std::fs::write(dir.path().join("kernels.lock"), Lock::default().render()).unwrap();
+        check_lock(&manifest).unwrap();
+        assert!(parse_options(&["--check".into()]).unwrap().check);
     }
 
     #[test]
