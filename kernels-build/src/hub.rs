@@ -127,6 +127,20 @@ pub enum FetchError {
         /// Which setting turned the network off.
         why: String,
     },
+    /// A cached file failed verification, was removed, and cannot be fetched again offline.
+    #[error(
+        "{what}: the cached copy ({cache}) {why}; it was removed, and the network is off ({offline}): run `cargo kernels download` with network access to fetch it again"
+    )]
+    Damaged {
+        /// The file.
+        what: String,
+        /// Where it was cached.
+        cache: PathBuf,
+        /// How it failed.
+        why: String,
+        /// Why the network is off.
+        offline: String,
+    },
     /// The Hub answered with an error, an answer that cannot be used, or not at all.
     #[error("{what}: {} (endpoint {endpoint})", error_chain(.source))]
     Hub {
@@ -289,6 +303,10 @@ pub struct RemoteFile {
 #[derive(Debug)]
 pub struct Hub {
     settings: HubSettings,
+    /// Why the network is off, when a caller switched it off ([`Hub::offline_because`]).
+    offline_why: Option<&'static str>,
+    /// What the caller should tell the user ([`Hub::take_notes`]).
+    notes: Vec<String>,
     http: Option<Http>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -390,6 +408,8 @@ impl Hub {
     pub fn new(settings: HubSettings) -> Self {
         Hub {
             settings,
+            offline_why: None,
+            notes: Vec::new(),
             http: None,
             connect_timeout: Duration::from_secs(20),
             read_timeout: Duration::from_secs(60),
@@ -425,13 +445,34 @@ impl Hub {
         FetchError::Hub { what: what.to_owned(), endpoint: self.endpoint_shown(), source }
     }
 
+    /// Switches the network off, saying why in messages (e.g. "`cargo kernels verify` checks the
+    /// cache only").
+    pub fn offline_because(mut self, why: &'static str) -> Self {
+        self.settings.offline = true;
+        self.offline_why = Some(why);
+        self
+    }
+
+    /// What happened that the user should hear of (a damaged cached file removed and fetched
+    /// again), since the last call.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    fn offline_why(&self) -> String {
+        match self.offline_why {
+            Some(why) => why.to_owned(),
+            None => format!("{HF_HUB_OFFLINE} or {CARGO_NET_OFFLINE} is set"),
+        }
+    }
+
     /// The HTTP client, created on first use; an error when the network is off.
     fn http(&mut self, what: &str) -> Result<&Http, FetchError> {
         if self.settings.offline {
             return Err(FetchError::Offline {
                 what: what.to_owned(),
                 cache: self.settings.cache_dir.clone(),
-                why: format!("{HF_HUB_OFFLINE} or {CARGO_NET_OFFLINE} is set"),
+                why: self.offline_why(),
             });
         }
         let http = match self.http.take() {
@@ -718,10 +759,26 @@ impl Hub {
             && meta.is_file()
         {
             // A copy of the wrong size is not even read.
-            let bytes = size.is_none_or(|want| meta.len() == want).then(|| std::fs::read(&cached).ok()).flatten();
-            match bytes {
-                Some(bytes) if sha256.is_none_or(|want| sha256_hex(&bytes) == want) => return Ok((cached, bytes)),
-                _ => remove_cached(&self.settings.cache_dir, &cached),
+            let damage = match size {
+                Some(want) if meta.len() != want => Err(format!("has {} bytes, not the pinned {want}", meta.len())),
+                _ => std::fs::read(&cached).map_err(|e| format!("cannot be read ({e})")),
+            };
+            let damage: Result<(), String> = match damage {
+                Ok(bytes) => match sha256 {
+                    Some(want) if sha256_hex(&bytes) != want => {
+                        Err(format!("does not match its pinned sha256 {want} (it has {})", sha256_hex(&bytes)))
+                    }
+                    _ => return Ok((cached, bytes)),
+                },
+                Err(why) => Err(why),
+            };
+            if let Err(why) = damage {
+                remove_cached(&self.settings.cache_dir, &cached);
+                let what = format!("{repo}@{commit}: {path}");
+                if self.settings.offline {
+                    return Err(FetchError::Damaged { what, cache: cached, why, offline: self.offline_why() });
+                }
+                self.notes.push(format!("{what}: the cached copy {why}; removed it, downloading it again"));
             }
         }
         self.download(repo, commit, path, sha256, size)
@@ -1194,9 +1251,27 @@ mod tests {
         std::fs::write(&p, b"bytes").unwrap();
         let (_, bytes) = hub.fetch("org/k", COMMIT, "build/v/x.so", Some(&sha256_hex(b"bytes"))).unwrap();
         assert_eq!(bytes, b"bytes");
-        // A damaged one is removed, and offline there is no way to get it again.
+        // A damaged one is removed, and offline there is no way to get it again: the error says
+        // which file, how it failed, and why the network is off.
         let err = hub.fetch("org/k", COMMIT, "build/v/x.so", Some(&sha256_hex(b"other"))).unwrap_err();
-        assert!(matches!(err, FetchError::Offline { .. }), "{err}");
+        assert!(matches!(err, FetchError::Damaged { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("org/k@")
+                && text.contains("build/v/x.so")
+                && text.contains(&format!("does not match its pinned sha256 {}", sha256_hex(b"other")))
+                && text.contains("it was removed")
+                && text.contains("HF_HUB_OFFLINE or CARGO_NET_OFFLINE is set"),
+            "{text}"
+        );
+        assert!(!p.exists());
+        // A wrong size is named too, and a caller that switched the network off says why.
+        std::fs::write(&p, b"bytes").unwrap();
+        let mut hub = Hub::new(hub.settings.clone()).offline_because("`cargo kernels verify` reads the cache only");
+        let err =
+            hub.fetch_expecting("org/k", COMMIT, "build/v/x.so", Some(&sha256_hex(b"bytes")), Some(9)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("has 5 bytes, not the pinned 9") && text.contains("reads the cache only"), "{text}");
         assert!(!p.exists());
         assert!(matches!(hub.fetch("bad", COMMIT, "x", None), Err(FetchError::RepoId(_))));
     }

@@ -98,8 +98,11 @@ pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Ou
                         variant: variant.name.clone(),
                         source: Box::new(source),
                     };
-                    let fetched =
-                        verify::hub_variant(&mut hub, repo, &pinned.commit, variant, &spec.os).map_err(variant_err)?;
+                    let fetched = verify::hub_variant(&mut hub, repo, &pinned.commit, variant, &spec.os);
+                    for note in hub.take_notes() {
+                        out.warning(&note);
+                    }
+                    let fetched = fetched.map_err(variant_err)?;
                     let archs = fetched.metadata.backend.map(|b| b.archs).unwrap_or_default();
                     if !manifest.build.embed {
                         // Loaded from the Hub cache at run time, checked against these pins.

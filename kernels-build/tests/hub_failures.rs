@@ -368,10 +368,20 @@ fn a_damaged_cached_file_is_downloaded_again() {
     let (path, _) = hub.fetch(REPO, COMMIT, FILE, Some(&expected())).unwrap();
     std::fs::write(&path, b"damaged").unwrap();
 
+    assert!(hub.take_notes().is_empty(), "an intact download is not worth a note");
     let (_, bytes) = hub.fetch(REPO, COMMIT, FILE, Some(&expected())).unwrap();
     assert_eq!(bytes, BYTES);
     assert_eq!(server.count("GET", &resolve()), 2);
     assert_cached_intact(&hub, cache.path());
+    // The user hears of it (the build prints it as a warning, `cargo kernels` as a note).
+    let notes = hub.take_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains(FILE)
+            && notes[0].contains("does not match its pinned sha256")
+            && notes[0].ends_with("removed it, downloading it again"),
+        "{notes:?}"
+    );
 }
 
 #[test]

@@ -234,14 +234,18 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
     Lock::check(&path, lock.as_ref(), &manifest).map_err(|e| e.to_string())?;
     let lock = lock.unwrap_or_default();
     let spec = TargetSpec::new(&o.target, manifest.build.backends.as_deref()).map_err(|e| e.to_string())?;
-    let mut settings = HubSettings::from_env(&Env::process());
-    settings.offline |= verify_only;
-    let mut hub = Hub::new(settings);
+    let mut hub = Hub::new(HubSettings::from_env(&Env::process()));
+    if verify_only {
+        hub = hub.offline_because("`cargo kernels verify` reads the cache only");
+    }
     let mut count = 0;
     for k in &lock.kernels {
         for v in k.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
-            verify::hub_variant(&mut hub, &k.repo, &k.commit, v, &spec.os)
-                .map_err(|e| format!("kernel `{}`, variant {}: {e}", k.name, v.name))?;
+            let checked = verify::hub_variant(&mut hub, &k.repo, &k.commit, v, &spec.os);
+            for note in hub.take_notes() {
+                eprintln!("  note: {note}");
+            }
+            checked.map_err(|e| format!("kernel `{}`, variant {}: {e}", k.name, v.name))?;
             eprintln!("  {} {} {}", if verify_only { "verified" } else { "cached" }, k.name, v.name);
             count += 1;
         }
