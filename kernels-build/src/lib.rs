@@ -118,6 +118,22 @@ pub enum BuildError {
         /// Why the build is locked.
         why: String,
     },
+    /// An embedded kernel needs `libtvm_ffi.so`, none was found, and the build is locked: the
+    /// binary would fail on a machine without it.
+    #[error(
+        "{kernels} needs libtvm_ffi.so and none was found at build time, and the build is locked{why}: \
+         set {} to the libtvm_ffi.so of {wanted} (`tvm-ffi-config --libfiles` prints it), so that \
+         the binary carries it",
+        kernels_runtime::env::TVM_FFI_LIB
+    )]
+    TvmFfiMissing {
+        /// The kernels and variants that need it, as shown.
+        kernels: String,
+        /// What to install: the lock's `[tvm-ffi]` source, or the package.
+        wanted: String,
+        /// Why the build is locked.
+        why: String,
+    },
     /// The target has no variants.
     #[error(transparent)]
     Target(#[from] target::UnsupportedTarget),

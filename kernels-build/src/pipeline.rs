@@ -264,6 +264,16 @@ fn runtime_library(
         None => locate_tvm_ffi().ok(),
     };
     let Some(path) = located.filter(|p| p.is_file()) else {
+        if let Some(why) = locked_by {
+            let kernels: Vec<String> = generated
+                .kernels
+                .iter()
+                .flat_map(|k| k.variants.iter().filter(|v| v.needs_tvm_ffi).map(move |v| (k, v)))
+                .map(|(k, v)| format!("kernel `{}` ({})", k.name, v.variant))
+                .collect();
+            let wanted = pin.map_or_else(|| "the apache-tvm-ffi wheel".to_owned(), |p| p.source.clone());
+            return Err(BuildError::TvmFfiMissing { kernels: kernels.join(", "), wanted, why: why.to_owned() });
+        }
         out.warning(&format!(
             "an embedded kernel needs libtvm_ffi.so and none was found at build time (set {TVM_FFI_LIB} or install apache-tvm-ffi); the binary will look for it where it runs"
         ));
@@ -297,8 +307,13 @@ fn runtime_library(
 }
 
 #[cfg(test)]
+#[path = "../../kernels-runtime/tests/support/tiny_elf.rs"]
+#[allow(dead_code, reason = "shared with the runtime's ELF tests, which use all of it")]
+mod tiny_elf;
+
+#[cfg(test)]
 mod tests {
-    use kernels_runtime::env::LOCKED;
+    use kernels_runtime::env::{LOCKED, TVM_FFI_LIB};
 
     use crate::env::Env;
     use crate::hub::HubSettings;
@@ -350,6 +365,39 @@ mod tests {
         let err = build(dir.path(), &[(LOCKED, "1")], None).unwrap_err();
         let shown = unwrap_message(err);
         assert!(shown.contains("cargo kernels lock") && !shown.contains("Locked {"), "{shown}");
+    }
+
+    #[test]
+    fn a_locked_build_refuses_to_embed_a_tvm_ffi_kernel_without_the_runtime() {
+        // A path kernel whose library needs libtvm_ffi.so, laid out as the Hub does.
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("ops.so");
+        std::fs::write(&lib, super::tiny_elf::tiny_elf(true, true, &["libtvm_ffi.so", "libc.so.6"])).unwrap();
+        let variant = kernels_runtime::variant::VariantName::parse("tvm-ffi01-cpu-x86_64-linux").unwrap();
+        crate::local::lay_out(&lib, "cpp-ops", "Apache-2.0", &variant, &dir.path().join("cpp")).unwrap();
+        std::fs::write(
+            dir.path().join("kernels.toml"),
+            "[kernels.cpp-ops]\npath = \"cpp\"\n\n[layers.RMSNorm]\ncpu = { kernel = \"cpp-ops\", function = \"rms_norm\" }\n",
+        )
+        .unwrap();
+        let nowhere = dir.path().join("no/libtvm_ffi.so");
+        let env = [(TVM_FFI_LIB, nowhere.to_str().unwrap())];
+
+        // Not locked: a warning, and the binary looks for it where it runs.
+        let report = build(dir.path(), &env, None).unwrap();
+        assert!(report.generated.tvm_ffi.is_none());
+        assert!(report.cargo.lines().iter().any(|l| l.contains("needs libtvm_ffi.so and none was found")));
+
+        // Locked: an error naming the kernel, the variant and what to do.
+        let err = build(dir.path(), &[env[0], (LOCKED, "1")], None).unwrap_err();
+        assert!(matches!(err, BuildError::TvmFfiMissing { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("kernel `cpp-ops` (tvm-ffi01-cpu-x86_64-linux) needs libtvm_ffi.so")
+                && text.contains("the build is locked")
+                && text.contains("set KERNELS_TVM_FFI_LIB"),
+            "{text}"
+        );
     }
 
     #[test]
