@@ -308,7 +308,6 @@ fn runtime_library(
 
 #[cfg(test)]
 #[path = "../../kernels-runtime/tests/support/tiny_elf.rs"]
-#[allow(dead_code, reason = "shared with the runtime's ELF tests, which use all of it")]
 mod tiny_elf;
 
 #[cfg(test)]
