@@ -50,6 +50,11 @@ commands:
   platform [VARIANT[:ARCHS]...]
             print the detected platform and, for each device present, which of the given
             variant names would be selected and why (ARCHS: backend.archs, e.g. 8.0,9.0+PTX)
+  describe PATH [--json]
+            what a kernel library offers, read from its ELF file without loading it: the
+            functions a tvm-ffi library exports, or what a torch stable-ABI library imports
+            and whether this runtime can serve it. PATH: a library, a variant directory, or
+            a Hub layout (its build/<variant>/ directories)
   package CRATE_DIR [--out DIR]
             compile a Rust kernel crate (cdylib exporting the TVM-FFI ABI) for the target and
             lay it out as the Hub does: DIR/build/tvm-ffi01-cpu-<arch>-<os>/<id>.so + metadata.json
@@ -73,6 +78,7 @@ struct Options {
     target: String,
     update: bool,
     check: bool,
+    json: bool,
     out: Option<PathBuf>,
     rest: Vec<String>,
 }
@@ -83,6 +89,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         target: host_triple(),
         update: false,
         check: false,
+        json: false,
         out: None,
         rest: Vec::new(),
     };
@@ -93,6 +100,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--target" => o.target = it.next().ok_or("--target needs a triple")?.clone(),
             "--update" => o.update = true,
             "--check" => o.check = true,
+            "--json" => o.json = true,
             "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
             s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
             s => o.rest.push(s.to_owned()),
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
         "download" => download(&options, false),
         "verify" => download(&options, true),
         "package" => package(&options),
+        "describe" => describe(&options),
         "platform" => {
             platform(&options.rest);
             Ok(())
@@ -254,6 +263,124 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The libraries under `path`: itself if a file, the `.so` files of a variant directory, or
+/// those of every `build/<variant>/` of a Hub layout; each with its variant's name.
+fn libraries_under(path: &Path) -> Result<Vec<(Option<String>, PathBuf)>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_file() {
+        let variant = path
+            .parent()
+            .map(kernels_runtime::variant::dir_name)
+            .filter(|d| d.starts_with("tvm-ffi") || d.starts_with("torch"));
+        return Ok(vec![(variant, path.to_owned())]);
+    }
+    let list = |dir: &Path| -> Result<Vec<PathBuf>, String> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        Ok(entries)
+    };
+    let variant_dirs = if path.join("build").is_dir() {
+        list(&path.join("build"))?.into_iter().filter(|d| d.is_dir()).collect()
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut out = Vec::new();
+    for dir in variant_dirs {
+        let variant = kernels_runtime::variant::dir_name(&dir);
+        for lib in list(&dir)?.into_iter().filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "so")) {
+            out.push((Some(variant.clone()), lib));
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no kernel library (*.so) there, nor in build/<variant>/", path.display()));
+    }
+    Ok(out)
+}
+
+/// What `describe` says of one library.
+fn describe_library(variant: Option<String>, lib: &Path) -> serde_json::Value {
+    use serde_json::json;
+    let symbols = match kernels_runtime::ffi::dynamic_symbols(lib) {
+        Ok(s) => s,
+        Err(e) => return json!({ "library": lib.display().to_string(), "variant": variant, "error": e.to_string() }),
+    };
+    let needed = kernels_runtime::ffi::needed_libraries(lib).unwrap_or_default();
+    let mut functions: Vec<&str> = symbols
+        .defined_functions()
+        .filter_map(|n| n.strip_prefix(kernels_runtime::ffi::abi::symbol::FUNCTION_PREFIX))
+        .collect();
+    functions.sort_unstable();
+    let imports_shim =
+        symbols.undefined.iter().any(|s| s.name.starts_with("aoti_torch_") || s.name.starts_with("torch_"));
+    let mut value = json!({
+        "library": lib.display().to_string(),
+        "variant": variant,
+        "needed": needed,
+    });
+    if !functions.is_empty() {
+        value["abi"] = json!("tvm-ffi");
+        value["functions"] = json!(functions);
+    } else if imports_shim {
+        value["abi"] = json!("torch stable-ABI");
+        match kernels_runtime::torch_stable_abi::check_library(lib) {
+            Ok(l) => {
+                value["shim_functions"] = json!(l.shim_functions.len());
+                value["aten_ops"] = json!(l.aten_ops);
+                value["servable"] = json!(true);
+            }
+            Err(e) => {
+                value["servable"] = json!(false);
+                value["why_not"] = json!(e.to_string());
+            }
+        }
+    } else {
+        value["abi"] = json!("unknown");
+    }
+    value
+}
+
+fn describe(o: &Options) -> Result<(), String> {
+    let [path] = &o.rest[..] else {
+        return Err("describe needs exactly one PATH".into());
+    };
+    let described: Vec<serde_json::Value> =
+        libraries_under(Path::new(path))?.into_iter().map(|(v, lib)| describe_library(v, &lib)).collect();
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&described).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    for d in &described {
+        let text = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+        println!("{} ({})", text("library"), d["variant"].as_str().unwrap_or("variant unknown"));
+        if let Some(e) = d["error"].as_str() {
+            println!("  cannot be read: {e}");
+            continue;
+        }
+        println!("  abi:       {}", text("abi"));
+        let list = |k: &str| {
+            d[k].as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        };
+        println!("  needs:     {}", list("needed"));
+        match d["abi"].as_str() {
+            Some("tvm-ffi") => println!("  functions: {}", list("functions")),
+            Some(_) if d["servable"] == serde_json::json!(true) => println!(
+                "  imports {} shim functions, calls ATen ops [{}]: this runtime serves it (its ops are registered when it loads)",
+                d["shim_functions"],
+                list("aten_ops")
+            ),
+            Some(_) if d["servable"] == serde_json::json!(false) => println!("  not servable: {}", text("why_not")),
+            _ => println!("  exports no tvm-ffi function and imports no torch shim function"),
+        }
+    }
+    Ok(())
+}
+
 fn package(o: &Options) -> Result<(), String> {
     let [crate_dir] = &o.rest[..] else {
         return Err("package needs exactly one CRATE_DIR".into());
@@ -303,6 +430,10 @@ fn platform(names: &[String]) {
 }
 
 #[cfg(test)]
+#[path = "../../kernels-runtime/tests/support/tiny_elf.rs"]
+mod tiny_elf;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -320,6 +451,31 @@ mod tests {
         // A library elsewhere is named by its path, whatever sits two levels up.
         let other = site.join("elsewhere/lib/libtvm_ffi.so");
         assert_eq!(tvm_ffi_source(&other), other.display().to_string());
+    }
+
+    #[test]
+    fn describe_lists_the_exported_functions_without_loading() {
+        use tiny_elf::{Hash, Sym, TinyElf};
+        let dir = tempfile::tempdir().unwrap();
+        let variant = dir.path().join("build/tvm-ffi01-cpu-x86_64-linux");
+        std::fs::create_dir_all(&variant).unwrap();
+        let symbols = [Sym::func("__tvm_ffi_rms_norm"), Sym::func("__tvm_ffi_silu_and_mul"), Sym::func("helper")];
+        let bytes = TinyElf::new(true, true).needed(&["libtvm_ffi.so"]).symbols(&symbols, Hash::Gnu).build().bytes;
+        std::fs::write(variant.join("_ops_cpu_abc1234.so"), bytes).unwrap();
+        std::fs::write(variant.join("metadata.json"), "{}").unwrap();
+
+        let found = libraries_under(dir.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        let d = describe_library(found[0].0.clone(), &found[0].1);
+        assert_eq!(d["variant"], "tvm-ffi01-cpu-x86_64-linux");
+        assert_eq!(d["abi"], "tvm-ffi");
+        assert_eq!(d["functions"], serde_json::json!(["rms_norm", "silu_and_mul"]));
+        assert_eq!(d["needed"], serde_json::json!(["libtvm_ffi.so"]));
+        // The variant directory and the file itself give the same.
+        assert_eq!(libraries_under(&variant).unwrap(), found);
+        assert_eq!(libraries_under(&found[0].1).unwrap(), found);
+        let err = libraries_under(&dir.path().join("build")).unwrap_err();
+        assert!(err.contains("no kernel library"), "{err}");
     }
 
     #[test]
