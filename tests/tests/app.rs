@@ -122,3 +122,57 @@ fn a_fresh_crate_runs_a_torch_stable_abi_kernel_from_the_hub_in_strict_mode_offl
         assert!(text.trim_end().ends_with(&format!("=> {newest}")), "{text}");
     }
 }
+
+/// A Hub kernel whose newest stable-ABI variant the runtime refuses before loading (the
+/// `unsupported` build laid out under the 2.11 name) and whose 2.9 variant is good: both are
+/// embedded, and the copied binary, strict and offline, runs the layer on 2.9 with the
+/// refusal in its trace.
+#[test]
+fn a_refused_stable_abi_variant_from_the_hub_gives_way_to_the_next_one() {
+    let Some(kernel) = stable_abi_cpu_kernel() else { return };
+    let arch = std::env::consts::ARCH;
+    let (newest, older) =
+        (format!("torch-stable-abi211-cpu-{arch}-linux"), format!("torch-stable-abi29-cpu-{arch}-linux"));
+    let unsupported = workspace().join("build-out").join("stable-abi-cpu-unsupported").join("build").join(&newest);
+    assert!(unsupported.is_dir(), "{} is missing: run `scripts/build-stable-abi-kernel.sh`", unsupported.display());
+    let repo_dir = workspace().join("target").join("kernels-tests").join("repo-stable-abi-cpu-mixed");
+    let _ = std::fs::remove_dir_all(&repo_dir);
+    copy_tree(&kernel.join("build").join(&older), &repo_dir.join("build").join(&older));
+    copy_tree(&unsupported, &repo_dir.join("build").join(&newest));
+    std::fs::write(
+        repo_dir.join("README.md"),
+        "# stable-abi-cpu-mixed\n\nA refused 2.11 variant and a good 2.9 one.\n",
+    )
+    .unwrap();
+    let commit = publish("kernels-test/stable-abi-mixed-ops", &repo_dir, &["main", "v1"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let kernels_toml = "[kernels.stable-ops]\nrepo = \"kernels-test/stable-abi-mixed-ops\"\nversion = 1\n\n\
+                        [layers.SiluAndMul]\ncpu = { kernel = \"stable-ops\", function = \"silu_and_mul\" }\n\n\
+                        [build]\nbackends = [\"cpu\"]\n";
+    let app = FreshCrate::new(tmp.path(), "stable-abi-app", "kernels-stable-abi-mixed-app", kernels_toml);
+    let locked = app.lock();
+    assert!(locked.contains(&commit) && locked.contains(&newest) && locked.contains(&older), "{locked}");
+    app.build(false);
+
+    let bin_dir = tmp.path().join("empty");
+    let bin = app.copy_binary_into(&bin_dir);
+    let out = Command::new(&bin)
+        .current_dir(&bin_dir)
+        .env_clear()
+        .env("HOME", "")
+        .env("HF_HUB_OFFLINE", "1")
+        .env(kernels_runtime::env::STRICT, "1")
+        .env("TMPDIR", bin_dir.join("tmp"))
+        .output()
+        .unwrap();
+    let text = check(out, "the copied binary");
+    eprintln!("{text}");
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(first, format!("ok SiluAndMul stable-ops silu_and_mul {older} embedded"), "{text}");
+    assert!(text.contains(&format!("{older}   chosen")), "{text}");
+    let refused = text.lines().find(|l| l.trim_start().starts_with(&newest)).unwrap_or_default();
+    assert!(refused.contains("rejected  refused before loading: "), "{text}");
+    assert!(refused.contains("calls `aten::matmul`, which this runtime does not implement"), "{text}");
+    assert!(text.trim_end().ends_with(&format!("=> {older}")), "{text}");
+}
