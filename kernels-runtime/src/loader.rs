@@ -22,7 +22,7 @@ use crate::metadata::{self, Metadata, VerifyError};
 use crate::platform::Platform;
 use crate::registry::{CachedVariant, PinnedFile};
 use crate::registry::{EmbeddedFile, EmbeddedVariant};
-use crate::select::{Candidate, DecisionTrace, Request, select};
+use crate::select::{Candidate, DecisionTrace, Rejection, Request, Selection, select};
 use crate::torch_stable_abi::StableAbiOps;
 use crate::unpack::{self, Strategy};
 use crate::variant::{BackendKind, Framework, VariantName};
@@ -380,11 +380,34 @@ pub fn load_from_dir(
         })
         .collect();
     let selection = select(platform, request, &candidates);
-    let Some(i) = selection.chosen else {
-        return Err(LoadError::NoUsableVariant { kernel: kernel.to_owned(), trace: Box::new(selection.trace) });
-    };
-    let loaded = load_variant_dir(&dirs[i])?;
-    Ok((loaded, selection.trace))
+    load_in_rank_order(kernel, selection, &candidates, |i| load_variant_dir(&dirs[i]))
+}
+
+/// Loads the usable candidates of `selection` best first until one loads. A torch stable-ABI
+/// library refused by the check before loading is recorded in the trace as refused, and the
+/// next one is tried; when every one is refused, the first refusal is the error. Any other
+/// load error is returned as it is.
+fn load_in_rank_order(
+    kernel: &str,
+    selection: Selection,
+    candidates: &[Candidate],
+    mut load: impl FnMut(usize) -> Result<LoadedKernel, LoadError>,
+) -> Result<(LoadedKernel, DecisionTrace), LoadError> {
+    let mut trace = selection.trace;
+    let ranked: Vec<usize> = trace.usable().filter_map(|name| candidates.iter().position(|c| c.name == name)).collect();
+    let mut first_refusal = None;
+    for i in ranked {
+        match load(i) {
+            Ok(loaded) => return Ok((loaded, trace)),
+            Err(LoadError::StableAbiUnsupported(e)) => {
+                trace.refuse(&candidates[i].name, Rejection::Refused(e.to_string()));
+                first_refusal.get_or_insert(LoadError::StableAbiUnsupported(e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_refusal
+        .unwrap_or_else(|| LoadError::NoUsableVariant { kernel: kernel.to_owned(), trace: Box::new(trace) }))
 }
 
 /// Loads `repo` at the pinned `commit` from the Hub cache (kernels built with
@@ -412,11 +435,9 @@ pub fn load_cached(
     let candidates: Vec<Candidate> =
         variants.iter().map(|v| Candidate::new(v.variant).with_archs(v.archs.iter().copied())).collect();
     let selection = select(platform, request, &candidates);
-    let Some(i) = selection.chosen else {
-        return Err(LoadError::NoUsableVariant { kernel: repo.to_owned(), trace: Box::new(selection.trace) });
-    };
-    let loaded = load_pinned(&root.join("build").join(variants[i].variant), &variants[i])?;
-    Ok((loaded, selection.trace))
+    load_in_rank_order(repo, selection, &candidates, |i| {
+        load_pinned(&root.join("build").join(variants[i].variant), &variants[i])
+    })
 }
 
 /// Checks a file's size and hex sha256 against its pin.
@@ -520,10 +541,7 @@ pub fn select_embedded(
     let candidates: Vec<Candidate> =
         variants.iter().map(|v| Candidate::new(v.variant).with_archs(v.archs.iter().copied())).collect();
     let selection = select(platform, request, &candidates);
-    let Some(i) = selection.chosen else {
-        return Err(LoadError::NoUsableVariant { kernel: kernel.to_owned(), trace: Box::new(selection.trace) });
-    };
-    Ok((load_embedded(&variants[i])?, selection.trace))
+    load_in_rank_order(kernel, selection, &candidates, |i| load_embedded(&variants[i]))
 }
 
 #[cfg(test)]

@@ -145,6 +145,9 @@ pub enum Rejection {
         /// The system's version, when known.
         system: Option<Version>,
     },
+    /// Accepted by name, then refused when its library was checked before loading (a torch
+    /// stable-ABI library that needs what the host does not provide); the reason, in words.
+    Refused(String),
     /// The library has no code the GPU can run.
     NoCodeForGpu {
         /// The GPU's compute capability.
@@ -171,6 +174,7 @@ impl fmt::Display for Rejection {
                 write!(f, "built for {}, the layer runs on {wanted}", variant.kind())
             }
             Rejection::NoDevice(reason) => f.write_str(reason),
+            Rejection::Refused(reason) => write!(f, "refused before loading: {reason}"),
             Rejection::CudaMajor { variant, driver } => {
                 write!(f, "built for CUDA {variant}, the driver supports CUDA {driver}: the major version must match")
             }
@@ -230,7 +234,8 @@ pub struct DecisionTrace {
     pub request: Request,
     /// The platform facts that mattered, in one line.
     pub platform: String,
-    /// Chosen first, then accepted by rank, then rejected in the order given.
+    /// Chosen first, then accepted by rank, then those refused at loading (in that order), then
+    /// rejected in the order given.
     pub rows: Vec<TraceRow>,
 }
 
@@ -243,6 +248,38 @@ impl DecisionTrace {
     /// The verdict for `variant`, if it was a candidate.
     pub fn verdict(&self, variant: &str) -> Option<&Verdict> {
         self.rows.iter().find(|r| r.variant == variant).map(|r| &r.verdict)
+    }
+
+    /// The chosen and accepted variants, best first.
+    pub fn usable(&self) -> impl Iterator<Item = &str> {
+        self.rows.iter().filter(|r| !matches!(r.verdict, Verdict::Rejected(_))).map(|r| r.variant.as_str())
+    }
+
+    /// Records that `variant`, chosen or accepted, was refused after all: it joins the rejected
+    /// rows, after earlier refusals and before the rejections of selection, and the next usable
+    /// variant is chosen (the others keep their order).
+    /// A variant that is not usable is left as it is.
+    pub fn refuse(&mut self, variant: &str, rejection: Rejection) {
+        let Some(pos) =
+            self.rows.iter().position(|r| r.variant == variant && !matches!(r.verdict, Verdict::Rejected(_)))
+        else {
+            return;
+        };
+        let mut row = self.rows.remove(pos);
+        row.verdict = Verdict::Rejected(rejection);
+        let usable = self.rows.iter().take_while(|r| !matches!(r.verdict, Verdict::Rejected(_))).count();
+        let refused = self.rows[usable..]
+            .iter()
+            .take_while(|r| matches!(r.verdict, Verdict::Rejected(Rejection::Refused(_))))
+            .count();
+        self.rows.insert(usable + refused, row);
+        for (rank, r) in self.rows[..usable].iter_mut().enumerate() {
+            let note = match &mut r.verdict {
+                Verdict::Chosen { note } | Verdict::Accepted { note, .. } => note.take(),
+                Verdict::Rejected(_) => None,
+            };
+            r.verdict = if rank == 0 { Verdict::Chosen { note } } else { Verdict::Accepted { rank: rank + 1, note } };
+        }
     }
 }
 
@@ -523,6 +560,44 @@ mod tests {
                 assert!(matches!(r, Rejection::StableAbi { target, .. } if *target == Version::new(2, 9)));
                 assert!(r.to_string().contains(why), "{r}");
             }
+        }
+    }
+
+    #[test]
+    fn a_refused_variant_gives_way_to_the_next_usable_one() {
+        // tvm-ffi variants, so that the ranking holds with or without the host.
+        let p = linux();
+        let c = names(&["tvm-ffi01-cpu-x86_64-linux", "tvm-ffi01-cuda-x86_64-linux", "nonsense"]);
+        let mut trace = select(&p, Request::cpu(), &c).trace;
+        let mut with_torch = c.clone();
+        with_torch.push(Candidate::new("torch-stable-abi211-cpu-x86_64-linux"));
+        with_torch.push(Candidate::new("torch-stable-abi29-cpu-x86_64-linux"));
+        let mut trace2 = select(&p, Request::cpu(), &with_torch).trace;
+        // Not usable: nothing changes.
+        let before = trace.clone();
+        trace.refuse("nonsense", Rejection::Refused("no".into()));
+        trace.refuse("missing", Rejection::Refused("no".into()));
+        assert_eq!(trace, before);
+        // The chosen one is refused: nothing usable is left, the refusal is the first rejection.
+        trace.refuse("tvm-ffi01-cpu-x86_64-linux", Rejection::Refused("needs too much".into()));
+        assert_eq!(trace.chosen(), None, "{trace}");
+        assert_eq!(trace.rows[0].variant, "tvm-ffi01-cpu-x86_64-linux");
+        assert!(trace.to_string().contains("rejected  refused before loading: needs too much"), "{trace}");
+        assert!(trace.to_string().ends_with("=> no usable variant; the layer falls back to its Rust forward"));
+        if crate::torch_stable_abi::host_compiled_in().is_ok() {
+            let usable: Vec<&str> = trace2.usable().collect();
+            assert_eq!(usable.len(), 3, "{trace2}");
+            trace2.refuse("tvm-ffi01-cpu-x86_64-linux", Rejection::Refused("first".into()));
+            assert_eq!(trace2.chosen(), Some("torch-stable-abi211-cpu-x86_64-linux"), "{trace2}");
+            assert!(matches!(
+                trace2.verdict("torch-stable-abi29-cpu-x86_64-linux"),
+                Some(Verdict::Accepted { rank: 2, .. })
+            ));
+            trace2.refuse("torch-stable-abi211-cpu-x86_64-linux", Rejection::Refused("second".into()));
+            assert_eq!(trace2.chosen(), Some("torch-stable-abi29-cpu-x86_64-linux"), "{trace2}");
+            // Refusals in the order they happened, before the rejections of selection.
+            let rejected: Vec<&str> = trace2.rows[1..3].iter().map(|r| r.variant.as_str()).collect();
+            assert_eq!(rejected, ["tvm-ffi01-cpu-x86_64-linux", "torch-stable-abi211-cpu-x86_64-linux"]);
         }
     }
 

@@ -20,6 +20,8 @@ use kernels_runtime::variant::BackendKind;
 
 const STABLE: &str = "kernels-test/stable-abi-cpu";
 const UNSUPPORTED: &str = "kernels-test/stable-abi-cpu-unsupported";
+/// A Hub layout whose 2.11 variant is the unsupported build and whose 2.9 variant is good.
+const MIXED: &str = "kernels-test/stable-abi-cpu-mixed";
 
 const fn cpu(layer: &'static str, kernel: &'static str, function: &'static str) -> LayerEntry {
     LayerEntry {
@@ -38,11 +40,13 @@ static __KERNELS_REGISTRY: Registry = Registry {
     kernels: &[
         KernelEntry { name: "stable", repo: STABLE, commit: None, variants: &[], cached: &[] },
         KernelEntry { name: "unsupported", repo: UNSUPPORTED, commit: None, variants: &[], cached: &[] },
+        KernelEntry { name: "mixed", repo: MIXED, commit: None, variants: &[], cached: &[] },
     ],
     layers: &[
         cpu("BadShape", "stable", "silu_and_mul"),
         cpu("CandleSiluAndMul", "stable", "silu_and_mul"),
         cpu("GeluTanhAndMul", "stable", "gelu_tanh_and_mul"),
+        cpu("Mixed", "mixed", "silu_and_mul"),
         cpu("Returning", "stable", "gelu_tanh"),
         cpu("SiluAndMul", "stable", "silu_and_mul"),
         cpu("TooFewArgs", "stable", "silu_and_mul"),
@@ -109,6 +113,7 @@ gated_layer!(BadShape, "BadShape", silu, |x| [x.shape()[0], x.shape()[1]], (outp
 gated_layer!(TooFewArgs, "TooFewArgs", silu, |x| [x.shape()[0], x.shape()[1] / 2], (output));
 gated_layer!(Returning, "Returning", gelu_tanh, |x| [x.shape()[0], x.shape()[1] / 2], (output, x));
 gated_layer!(Unsupported, "Unsupported", silu, |x| [x.shape()[0], x.shape()[1] / 2], (output, x));
+gated_layer!(Mixed, "Mixed", silu, |x| [x.shape()[0], x.shape()[1] / 2], (output, x));
 
 // ---- helpers ------------------------------------------------------------------------------
 
@@ -314,6 +319,54 @@ fn unservable_libraries_and_ops_fall_back_with_the_reason() {
     });
 }
 
+/// Copies the files of variant directory `from` into `to`.
+fn copy_variant(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_refused_variant_gives_way_to_the_next_accepted_one() {
+    let Some((stable, unsupported)) = builds() else { return };
+    let arch = std::env::consts::ARCH;
+    let (newer, older) =
+        (format!("torch-stable-abi211-cpu-{arch}-linux"), format!("torch-stable-abi29-cpu-{arch}-linux"));
+    // Made by the parent, kept until the child is done; the child finds it in LOCAL_KERNELS.
+    let mixed = tempfile::tempdir().unwrap();
+    if std::env::var(CHILD).is_err() {
+        copy_variant(&unsupported.join("build").join(&newer), &mixed.path().join("build").join(&newer));
+        copy_variant(&stable.join("build").join(&older), &mixed.path().join("build").join(&older));
+    }
+    let mut env = env(&stable, &unsupported, true);
+    env[0].1.push_str(&format!(":{MIXED}={}", mixed.path().display()));
+    let test = "a_refused_variant_gives_way_to_the_next_accepted_one";
+    in_own_process(test, &env, || {
+        let layer = Mixed::new();
+        let x = HostTensor::new(values(4 * 12, 6), &[4, 12]).unwrap();
+        let by_kernel = layer.kernel_forward(&x).unwrap_or_else(|e| panic!("{e}\n{}", report()));
+        assert_eq!(layer.forward_calls(), 0, "the Rust forward was not called");
+        assert_close(by_kernel.data(), gated(&x, silu).data());
+
+        let Choice::Kernel(k) = resolution("Mixed").choice() else { panic!("{}", report()) };
+        eprintln!("{}", k.trace);
+        assert_eq!((k.kernel.as_str(), k.variant.as_str(), k.source), ("mixed", older.as_str(), Source::Local));
+        assert_eq!(k.trace.chosen(), Some(older.as_str()), "{}", k.trace);
+        let Some(kernels_runtime::select::Verdict::Rejected(why)) = k.trace.verdict(&newer) else {
+            panic!("{newer} is not rejected:\n{}", k.trace)
+        };
+        let why = why.to_string();
+        assert!(why.starts_with("refused before loading: "), "{why}");
+        assert!(why.contains("calls `aten::matmul`, which this runtime does not implement"), "{why}");
+        let shown = k.trace.to_string();
+        assert!(shown.contains("rejected  refused before loading"), "{shown}");
+        assert!(shown.ends_with(&format!("=> {older}")), "{shown}");
+        assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
+    });
+}
+
 #[test]
 fn a_process_that_already_holds_libtorch_is_refused() {
     let Some((stable, unsupported)) = builds() else { return };
@@ -411,6 +464,17 @@ fn embedded_stable_abi_variants_load_from_sealed_memory() {
         let err = loader::select_embedded("unsupported", &refused, &platform, Request::cpu()).unwrap_err();
         assert!(matches!(err, LoadError::StableAbiUnsupported(_)), "{err:?}");
         assert!(err.to_string().contains("calls `aten::matmul`, which this runtime does not implement"), "{err}");
+
+        // Refused first, then the next accepted variant loads; the trace says why.
+        let mixed = [
+            embedded(&unsupported.join(format!("build/torch-stable-abi211-cpu-{arch}-linux"))),
+            embedded(&stable.join(format!("build/torch-stable-abi29-cpu-{arch}-linux"))),
+        ];
+        let (loaded, trace) = loader::select_embedded("mixed", &mixed, &platform, Request::cpu()).unwrap();
+        assert_eq!(loaded.variant(), mixed[1].variant);
+        assert_eq!(trace.chosen(), Some(mixed[1].variant), "{trace}");
+        let refused = trace.verdict(mixed[0].variant).map(|v| format!("{v:?}")).unwrap_or_default();
+        assert!(refused.contains("Refused") && refused.contains("aten::matmul"), "{trace}");
         assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
     });
 }

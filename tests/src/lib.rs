@@ -139,3 +139,115 @@ pub fn rust_cpu_repo_dir() -> &'static Path {
         dir
     })
 }
+
+/// `cargo`, as the test harness was run with.
+pub fn cargo() -> std::process::Command {
+    std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The output of a finished command, stdout then stderr; fails unless it succeeded.
+pub fn check(out: std::process::Output, what: &str) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+/// A fresh crate made from fixture `tests/fixtures/<fixture>` in `dir`, depending on this
+/// workspace's kernels-runtime and kernels-build by path, with `kernels_toml` as its
+/// `kernels.toml`. It reuses the workspace's lock file, so it builds with the same
+/// dependency versions. Built in `target/kernels-app` (shared by these crates, so their
+/// dependencies are compiled once); its binaries are named after `package`.
+#[derive(Debug)]
+pub struct FreshCrate {
+    /// The crate's directory.
+    pub dir: PathBuf,
+    /// Its package (and binary) name.
+    pub package: String,
+    /// `HF_HOME` for every Hub access of its build.
+    pub hf_home: PathBuf,
+}
+
+impl FreshCrate {
+    /// Writes the crate into `root/<fixture>`; `root/hf` is its `HF_HOME`.
+    pub fn new(root: &Path, fixture: &str, package: &str, kernels_toml: &str) -> Self {
+        let ws = workspace();
+        let dir = root.join(fixture);
+        copy_tree(&ws.join("tests/fixtures").join(fixture), &dir);
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"{package}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+                 [dependencies]\nkernels-runtime = {{ path = {:?} }}\n\n\
+                 [build-dependencies]\nkernels-build = {{ path = {:?} }}\n\n[workspace]\n",
+                ws.join("kernels-runtime"),
+                ws.join("kernels-build")
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("kernels.toml"), kernels_toml).unwrap();
+        std::fs::copy(ws.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        FreshCrate { dir, package: package.to_owned(), hf_home: root.join("hf") }
+    }
+
+    /// Points `cmd` at the loopback Hub, with this crate's `HF_HOME`.
+    pub fn with_hub(&self, cmd: &mut std::process::Command) {
+        cmd.env("HF_ENDPOINT", hub_endpoint())
+            .env("HF_HOME", &self.hf_home)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_HUB_OFFLINE");
+    }
+
+    /// `cargo kernels lock` against the loopback Hub; returns `kernels.lock`.
+    pub fn lock(&self) -> String {
+        let mut lock = cargo();
+        lock.current_dir(workspace())
+            .args(["run", "-q", "-p", "kernels-cli", "--", "kernels", "lock", "--manifest-path"])
+            .arg(self.dir.join("kernels.toml"));
+        self.with_hub(&mut lock);
+        check(lock.output().unwrap(), "cargo kernels lock");
+        std::fs::read_to_string(self.dir.join("kernels.lock")).unwrap()
+    }
+
+    /// The directory the crate is built in.
+    pub fn target_dir(&self) -> PathBuf {
+        workspace().join("target").join("kernels-app")
+    }
+
+    /// `cargo build --release`, locked, against the loopback Hub; returns its output.
+    pub fn build(&self, verbose: bool) -> String {
+        let mut cmd = cargo();
+        cmd.current_dir(&self.dir)
+            .args(["build", "--release"])
+            .env("CARGO_TARGET_DIR", self.target_dir())
+            .env("KERNELS_LOCKED", "1");
+        if verbose {
+            cmd.arg("-v");
+        }
+        self.with_hub(&mut cmd);
+        check(cmd.output().unwrap(), "cargo build")
+    }
+
+    /// The release binary, copied alone into `dir` (created, with a `tmp/` inside).
+    pub fn copy_binary_into(&self, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let bin = dir.join(&self.package);
+        std::fs::copy(self.target_dir().join("release").join(&self.package), &bin).unwrap();
+        bin
+    }
+}
+
+/// The torch stable-ABI example kernel in Hub layout (targets 2.9 and 2.11), as
+/// `scripts/build-stable-abi-kernel.sh` leaves it; `None` (with a note) when it is missing,
+/// unless `KERNELS_TEST_REQUIRE_STABLE_ABI=1`.
+pub fn stable_abi_cpu_kernel() -> Option<PathBuf> {
+    let root = workspace().join("build-out").join("stable-abi-cpu");
+    if root.join("build").is_dir() {
+        return Some(root);
+    }
+    let what = format!("{} is missing: run `scripts/build-stable-abi-kernel.sh`", root.display());
+    if std::env::var("KERNELS_TEST_REQUIRE_STABLE_ABI").as_deref() == Ok("1") {
+        panic!("KERNELS_TEST_REQUIRE_STABLE_ABI=1 but {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+    None
+}
