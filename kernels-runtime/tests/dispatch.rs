@@ -283,36 +283,16 @@ fn log_lines(needle: &str) -> Vec<String> {
     logs().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
 }
 
-const CHILD: &str = "KERNELS_DISPATCH_TEST_CHILD";
+#[path = "support/own_process.rs"]
+mod own_process;
 
-/// Runs `body` in a fresh process of this test binary with `env` set (and the dispatch
-/// variables not named in `env` unset); logs are captured there.
+/// [`own_process::in_own_process`], with this process's logs captured in the child.
 fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
-    if std::env::var(CHILD).as_deref() == Ok(test) {
+    own_process::in_own_process(test, env, || {
         let subscriber = tracing_subscriber::fmt().with_writer(|| Capture).with_ansi(false).finish();
         tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
         body();
-        return;
-    }
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD, test);
-    for var in [
-        kernels_runtime::env::DISABLE_MAPPING,
-        kernels_runtime::env::DISABLE,
-        kernels_runtime::env::STRICT,
-        kernels_runtime::env::DETERMINISTIC,
-        kernels_runtime::env::VERIFY,
-        kernels_runtime::env::VERIFY_EVERY,
-        kernels_runtime::env::LOCAL_KERNELS,
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    let out = cmd.output().expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{test} failed in its own process:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{test} did not run in its own process:\n{stdout}\n{stderr}");
+    });
 }
 
 // ---- the example kernels in a Hub layout --------------------------------------------------
@@ -933,7 +913,7 @@ fn slow_kernel() -> std::path::PathBuf {
 #[test]
 fn a_slow_library_load_does_not_hold_up_the_report() {
     let gate = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow-kernel-gate");
-    let env = if std::env::var(CHILD).is_ok() {
+    let env = if own_process::is_child() {
         vec![]
     } else {
         let _ = std::fs::remove_file(&gate);

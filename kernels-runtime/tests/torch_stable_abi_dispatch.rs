@@ -9,7 +9,6 @@
 //! builds the tests say so on stderr and pass, unless `KERNELS_TEST_REQUIRE_STABLE_ABI=1`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kernels_runtime::dispatch::{self, Choice, DispatchError, FallbackReason, HostTensor, Mode, Target, report};
 use kernels_runtime::ffi::KernelError;
@@ -184,34 +183,10 @@ fn mapped_libtorch() -> Vec<String> {
     found
 }
 
-const CHILD: &str = "KERNELS_STABLE_ABI_DISPATCH_TEST_CHILD";
+#[path = "support/own_process.rs"]
+mod own_process;
 
-/// Runs `body` in a fresh process of this test binary with `env` set (and the dispatch
-/// variables not named there unset).
-fn in_own_process(test: &str, env: &[(&str, String)], body: impl FnOnce()) {
-    if std::env::var(CHILD).as_deref() == Ok(test) {
-        body();
-        return;
-    }
-    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD, test);
-    for var in [
-        kernels_runtime::env::DISABLE_MAPPING,
-        kernels_runtime::env::DISABLE,
-        kernels_runtime::env::STRICT,
-        kernels_runtime::env::DETERMINISTIC,
-        kernels_runtime::env::LOCAL_KERNELS,
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    let out = cmd.output().expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{test} failed in its own process:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{test} did not run in its own process:\n{stdout}\n{stderr}");
-    eprint!("{stderr}");
-}
+use own_process::in_own_process;
 
 fn env(stable: &Path, unsupported: &Path, strict: bool) -> Vec<(&'static str, String)> {
     let mut env = vec![(
@@ -336,7 +311,7 @@ fn a_refused_variant_gives_way_to_the_next_accepted_one() {
         (format!("torch-stable-abi211-cpu-{arch}-linux"), format!("torch-stable-abi29-cpu-{arch}-linux"));
     // Made by the parent, kept until the child is done; the child finds it in LOCAL_KERNELS.
     let mixed = tempfile::tempdir().unwrap();
-    if std::env::var(CHILD).is_err() {
+    if !own_process::is_child() {
         copy_variant(&unsupported.join("build").join(&newer), &mixed.path().join("build").join(&newer));
         copy_variant(&stable.join("build").join(&older), &mixed.path().join("build").join(&older));
     }
