@@ -271,7 +271,7 @@ fn libraries_under(path: &Path) -> Result<Vec<(Option<String>, PathBuf)>, String
         let variant = path
             .parent()
             .map(kernels_runtime::variant::dir_name)
-            .filter(|d| d.starts_with("tvm-ffi") || d.starts_with("torch"));
+            .filter(|d| kernels_runtime::variant::VariantName::parse(d).is_ok());
         return Ok(vec![(variant, path.to_owned())]);
     }
     let list = |dir: &Path| -> Result<Vec<PathBuf>, String> {
