@@ -103,8 +103,12 @@ mod tests {
             Ok(()) => assert_eq!(stable, Ok(())),
             Err(why) => assert!(stable.unwrap_err().contains(why)),
         }
-        // GPU ones are not served yet, so not embedded.
-        assert!(t.wants("torch-stable-abi211-cu126-x86_64-linux").unwrap_err().contains("serves CPU kernels only"));
+        // ROCm ones are not served yet, so not embedded.
+        assert!(
+            t.wants("torch-stable-abi211-rocm71-x86_64-linux")
+                .unwrap_err()
+                .contains("serves CPU and CUDA kernels only")
+        );
         assert_eq!(
             t.wants("torch-stable-abi214-cpu-x86_64-linux").unwrap_err(),
             "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)"

@@ -546,13 +546,35 @@ mod tests {
                 with_tvm.push(Candidate::new("tvm-ffi01-cpu-x86_64-linux"));
                 let s = select(&p, Request::cpu(), &with_tvm);
                 assert_eq!(s.trace.chosen(), Some("tvm-ffi01-cpu-x86_64-linux"), "{}", s.trace);
-                // GPU stable-ABI variants are not served yet: rejected with that reason.
+                // CUDA stable-ABI variants follow the CUDA rules of tvm-ffi ones, which still
+                // win at the same CUDA version; ROCm ones are not served yet.
                 let p = cuda(Version::new(13, 0), Version::new(9, 0));
-                let c = names(&["tvm-ffi01-cu130-x86_64-linux", "torch-stable-abi210-cu130-x86_64-linux"]);
+                let c = names(&[
+                    "tvm-ffi01-cu130-x86_64-linux",
+                    "torch-stable-abi210-cu130-x86_64-linux",
+                    "torch-stable-abi211-cu131-x86_64-linux",
+                ]);
                 let s = select(&p, Request::cuda(0), &c);
                 assert_eq!(s.trace.chosen(), Some("tvm-ffi01-cu130-x86_64-linux"), "{}", s.trace);
-                let r = rejection(&s, "torch-stable-abi210-cu130-x86_64-linux").to_string();
-                assert!(r.contains("serves CPU kernels only"), "{r}");
+                assert!(matches!(
+                    s.trace.verdict("torch-stable-abi210-cu130-x86_64-linux"),
+                    Some(Verdict::Accepted { rank: 2, .. })
+                ));
+                let r = rejection(&s, "torch-stable-abi211-cu131-x86_64-linux").to_string();
+                assert!(r.contains("13.1"), "{r}");
+                let s = select(&p, Request::cuda(0), &names(&["torch-stable-abi210-cu130-x86_64-linux"]));
+                assert_eq!(s.trace.chosen(), Some("torch-stable-abi210-cu130-x86_64-linux"), "{}", s.trace);
+                let p = linux().with_rocm(RocmInfo {
+                    version: Version::new(7, 1),
+                    devices: vec![RocmDevice { gfx_target: "gfx942".into() }],
+                });
+                let s = select(
+                    &p,
+                    Request::new(BackendKind::Rocm, 0),
+                    &names(&["torch-stable-abi210-rocm71-x86_64-linux"]),
+                );
+                let r = rejection(&s, "torch-stable-abi210-rocm71-x86_64-linux").to_string();
+                assert!(r.contains("serves CPU and CUDA kernels only"), "{r}");
             }
             Err(why) => {
                 assert_eq!(s.chosen, None);

@@ -440,8 +440,8 @@ impl VariantName {
     /// the targets the torch stable-ABI host serves
     /// ([`OLDEST_TARGET`](crate::torch_stable_abi::OLDEST_TARGET) through
     /// [`NEWEST_TARGET`](crate::torch_stable_abi::NEWEST_TARGET)) and this runtime carries the
-    /// host (feature `torch-stable`, Linux on x86_64 or aarch64), for the CPU backend (the host
-    /// has no GPU stream or device guard yet); full-ABI torch, noarch and
+    /// host (feature `torch-stable`, Linux on x86_64 or aarch64), for the CPU and CUDA backends
+    /// (not ROCm, XPU or Metal yet); full-ABI torch, noarch and
     /// universal variants need PyTorch.
     pub fn loadable(&self) -> Result<(), Unloadable> {
         match self {
@@ -460,9 +460,9 @@ impl VariantName {
                     format!(
                         "torch stable-ABI {target} is older than this runtime serves ({OLDEST_TARGET}\u{2013}{NEWEST_TARGET})"
                     )
-                } else if *backend != Backend::Cpu {
+                } else if !matches!(backend, Backend::Cpu | Backend::Cuda(_)) {
                     format!(
-                        "torch stable-ABI {target} {}: the torch stable-ABI host serves CPU kernels only (no GPU stream or device guard yet)",
+                        "torch stable-ABI {target} {}: the torch stable-ABI host serves CPU and CUDA kernels only",
                         backend.kind()
                     )
                 } else if let Err(why) = host_compiled_in() {
@@ -704,11 +704,14 @@ mod tests {
                 }
             }
         }
-        // The host serves CPU tensors only: a GPU variant would be chosen and then fail at its
-        // first call (no CUDA stream, no libcudart), instead of falling back.
-        for name in ["torch-stable-abi210-cu130-x86_64-linux", "torch-stable-abi210-rocm71-x86_64-linux"] {
+        // CUDA variants load; the host has no ROCm, XPU or Metal device guard or stream: such a
+        // variant would be chosen and then fail at its first call, instead of falling back.
+        if host.is_ok() {
+            assert!(VariantName::is_loadable("torch-stable-abi210-cu130-x86_64-linux"));
+        }
+        for name in ["torch-stable-abi210-rocm71-x86_64-linux", "torch-stable-abi211-xpu20253-x86_64-linux"] {
             let err = VariantName::parse(name).unwrap().loadable().unwrap_err().to_string();
-            assert!(err.contains("serves CPU kernels only"), "{name}: {err}");
+            assert!(err.contains("serves CPU and CUDA kernels only"), "{name}: {err}");
         }
         let err = VariantName::parse("torch-stable-abi214-cpu-x86_64-linux").unwrap().loadable().unwrap_err();
         assert_eq!(err.to_string(), "torch stable-ABI 2.14 is newer than this runtime serves (2.9\u{2013}2.13)");

@@ -48,7 +48,7 @@ struct Api {
     last_error: unsafe extern "C" fn() -> *const c_char,
     tensor_new:
         unsafe extern "C" fn(*mut c_void, i64, *const i64, *const i64, i64, i32, i32, i32, *mut *mut c_void) -> i32,
-    call: unsafe extern "C" fn(BoxedFn, *mut u64, u64, u64, *mut c_char, usize) -> i32,
+    call: unsafe extern "C" fn(BoxedFn, *mut u64, u64, u64, i32, i32, *mut c_void, *mut c_char, usize) -> i32,
     registration_count: unsafe extern "C" fn() -> usize,
     registration: unsafe extern "C" fn(usize, *mut RawRegistration) -> i32,
     problem_count: unsafe extern "C" fn() -> usize,
@@ -310,7 +310,17 @@ impl Fixture {
         // SAFETY: the stack has max(num_args, num_returns) slots holding the arguments in schema
         // order; the trampoline catches every C++ exception.
         let rc = unsafe {
-            (self.api.call)(op.fn_, stack.as_mut_ptr(), op.num_args, op.num_returns, err.as_mut_ptr(), err.len())
+            (self.api.call)(
+                op.fn_,
+                stack.as_mut_ptr(),
+                op.num_args,
+                op.num_returns,
+                0,
+                -1,
+                std::ptr::null_mut(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
         };
         if rc != 0 {
             return Err(cstr(err.as_ptr()));
@@ -604,7 +614,9 @@ fn cost_of_a_boxed_call() {
     let start = Instant::now();
     for _ in 0..N {
         // SAFETY: `nothing` ignores its stack.
-        let rc = unsafe { (f.api.call)(nothing, stack.as_mut_ptr(), 0, 0, err.as_mut_ptr(), err.len()) };
+        let rc = unsafe {
+            (f.api.call)(nothing, stack.as_mut_ptr(), 0, 0, 0, -1, std::ptr::null_mut(), err.as_mut_ptr(), err.len())
+        };
         assert_eq!(rc, 0);
     }
     let trampoline = start.elapsed() / N;

@@ -87,6 +87,33 @@ std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& sizes);
 // A new tensor (one reference) over fresh storage from the installed allocator; throws on failure.
 Tensor* allocate(const std::vector<int64_t>& sizes, const std::vector<int64_t>* strides, int32_t dtype,
                  int32_t device_type, int32_t device_index);
+// Device memory from the CUDA runtime the kernels link (see cuda.cpp): cudaMallocAsync on the
+// calling thread's current stream for `device_index`, with `release`/`release_ctx` set to free it
+// on that same stream. Throws when no CUDA runtime was handed over or the allocation fails.
+void* cuda_allocate(size_t bytes, int32_t device_index, KernelsTorchReleaseFn* release, void** release_ctx);
+
+// Makes `device_index` the CUDA runtime's current device for a scope, when the CUDA runtime was
+// handed over; otherwise only tracks the index (aoti_torch_get_current_device_index).
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int32_t device_index);  // throws if the device cannot be set
+  ~ScopedDevice();
+  // Sets another device; the one before the scope is still restored at its end.
+  void set(int32_t device_index);
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+
+ private:
+  int32_t previous_;
+  bool restore_;
+};
+
+// The calling thread's current stream for CUDA device `device_index` (-1: the current device);
+// null (the default stream) unless a call set one.
+void* current_cuda_stream(int32_t device_index);
+// Sets it and returns the previous one.
+void* exchange_cuda_stream(int32_t device_index, void* stream);
+
 // A new tensor (one reference) sharing `base`'s storage with other geometry.
 Tensor* view_of(const Tensor& base, std::vector<int64_t> sizes, std::vector<int64_t> strides, int64_t offset);
 void release_ref(Tensor* t);

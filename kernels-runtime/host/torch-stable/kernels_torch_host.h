@@ -38,10 +38,31 @@ int32_t kernels_torch_host_tensor_new(void* data, int64_t ndim, const int64_t* s
                                       int32_t device_index, void** ret_handle);
 
 // Calls a boxed op function with a C++ try/catch around it. `stack` holds
-// max(num_args, num_outputs) slots. Returns 0, or 1 with the exception's message (and the
-// last shim error, if one was set during the call) copied NUL-terminated into `err`.
+// max(num_args, num_outputs) slots. For a CUDA call (`device_type` 1), `device_index` is the
+// CUDA runtime's current device and `stream` the device's current stream during the call (what
+// aoti_torch_get_current_cuda_stream returns), both restored afterwards; other device types
+// leave both alone. Returns 0, or 1 with the exception's message (and the last shim error, if
+// one was set during the call) copied NUL-terminated into `err`.
 int32_t kernels_torch_host_call(KernelsTorchBoxedFn fn, uint64_t* stack, uint64_t num_args, uint64_t num_outputs,
-                                char* err, size_t err_len);
+                                int32_t device_type, int32_t device_index, void* stream, char* err,
+                                size_t err_len);
+
+// The CUDA runtime functions the host calls (cudaError_t is an int; streams are cudaStream_t).
+// They must come from the CUDA runtime the kernels link, so that the device the host's guards
+// set is the one the kernels' own runtime calls see.
+typedef struct KernelsTorchCudaRuntime {
+  int32_t (*get_device)(int32_t* device);
+  int32_t (*set_device)(int32_t device);
+  int32_t (*malloc_async)(void** ptr, size_t bytes, void* stream);
+  int32_t (*free_async)(void* ptr, void* stream);
+  const char* (*get_error_string)(int32_t error);  // may be null
+} KernelsTorchCudaRuntime;
+
+// Hands over the CUDA runtime (copied; the first one stays). Until then device guards only
+// track an index and CUDA allocations fail. Returns 0, or 1 if a required function is null.
+int32_t kernels_torch_host_set_cuda_runtime(const KernelsTorchCudaRuntime* runtime);
+// 1 once a CUDA runtime was handed over, else 0.
+int32_t kernels_torch_host_has_cuda_runtime(void);
 
 // What kind of registration a record is.
 enum {

@@ -259,15 +259,38 @@ void copy_message(const std::string& message, char* err, size_t err_len) {
 }
 }  // namespace
 
+namespace {
+// The stream a CUDA call runs on, restored at the end of the call.
+class ScopedStream {
+ public:
+  ScopedStream(int32_t device_index, void* stream)
+      : device_index_(device_index), previous_(exchange_cuda_stream(device_index, stream)) {}
+  ~ScopedStream() { (void)exchange_cuda_stream(device_index_, previous_); }
+  ScopedStream(const ScopedStream&) = delete;
+  ScopedStream& operator=(const ScopedStream&) = delete;
+
+ private:
+  int32_t device_index_;
+  void* previous_;
+};
+}  // namespace
+
 KT_EXPORT int32_t kernels_torch_host_call(KernelsTorchBoxedFn fn, uint64_t* stack, uint64_t num_args,
-                                          uint64_t num_outputs, char* err, size_t err_len) {
+                                          uint64_t num_outputs, int32_t device_type, int32_t device_index,
+                                          void* stream, char* err, size_t err_len) {
   if (fn == nullptr || (stack == nullptr && (num_args > 0 || num_outputs > 0))) {
     copy_message("kernels_torch_host_call: null function or stack", err, err_len);
     return KT_FAIL;
   }
   clear_error();
   try {
-    fn(stack, num_args, num_outputs);
+    if (device_type == device::cuda) {
+      ScopedDevice device(device_index);
+      ScopedStream current(device_index, stream);
+      fn(stack, num_args, num_outputs);
+    } else {
+      fn(stack, num_args, num_outputs);
+    }
     return KT_OK;
   } catch (...) {
     std::string message;

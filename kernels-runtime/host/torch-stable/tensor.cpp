@@ -147,18 +147,23 @@ Tensor* allocate(const std::vector<int64_t>& sizes, const std::vector<int64_t>* 
     std::lock_guard<std::mutex> lock(g_allocator_mutex);
     a = g_allocator;
   }
-  if (a.alloc == nullptr) a = Allocator{default_alloc, default_release, nullptr};
   auto storage = std::make_shared<Storage>();
   storage->device_type = device_type;
   storage->device_index = device_index;
   storage->bytes = bytes;
-  storage->data = a.alloc(a.ctx, bytes, 64, device_type, device_index);
-  if (storage->data == nullptr) {
-    throw std::runtime_error("the allocator returned no memory for " + std::to_string(bytes) + " bytes on device type " +
-                             std::to_string(device_type));
+  if (a.alloc == nullptr && device_type == device::cuda) {
+    // No allocator installed: the CUDA runtime's, ordered on the current stream.
+    storage->data = cuda_allocate(bytes, device_index, &storage->release, &storage->release_ctx);
+  } else {
+    if (a.alloc == nullptr) a = Allocator{default_alloc, default_release, nullptr};
+    storage->data = a.alloc(a.ctx, bytes, 64, device_type, device_index);
+    if (storage->data == nullptr) {
+      throw std::runtime_error("the allocator returned no memory for " + std::to_string(bytes) +
+                               " bytes on device type " + std::to_string(device_type));
+    }
+    storage->release = a.release;
+    storage->release_ctx = a.ctx;
   }
-  storage->release = a.release;
-  storage->release_ctx = a.ctx;
   auto* t = new Tensor();
   t->storage = std::move(storage);
   t->sizes = sizes;
@@ -381,47 +386,6 @@ KT_EXPORT int32_t aoti_torch_empty_strided(int64_t ndim, const int64_t* sizes, c
     if (strides != nullptr) st.assign(strides, strides + ndim);
     *ret = to_handle(allocate(sz, strides != nullptr ? &st : nullptr, code, device_type, device_index));
   });
-}
-
-// ---- devices (CPU only so far) ----------------------------------------------------------------
-
-struct DeviceGuardOpaque {
-  int32_t index;
-};
-namespace {
-thread_local int32_t t_current_device = 0;
-}
-
-KT_EXPORT int32_t aoti_torch_create_device_guard(int32_t device_index, DeviceGuardOpaque** ret) {
-  return guarded("aoti_torch_create_device_guard", [&] {
-    *ret = new DeviceGuardOpaque{t_current_device};
-    t_current_device = device_index;
-  });
-}
-
-KT_EXPORT int32_t aoti_torch_delete_device_guard(DeviceGuardOpaque* guard) {
-  return guarded("aoti_torch_delete_device_guard", [&] {
-    if (guard == nullptr) throw std::invalid_argument("null guard");
-    t_current_device = guard->index;
-    delete guard;
-  });
-}
-
-KT_EXPORT int32_t aoti_torch_device_guard_set_index(DeviceGuardOpaque* guard, int32_t device_index) {
-  return guarded("aoti_torch_device_guard_set_index", [&] {
-    if (guard == nullptr) throw std::invalid_argument("null guard");
-    t_current_device = device_index;
-  });
-}
-
-KT_EXPORT int32_t aoti_torch_get_current_device_index(int32_t* ret) {
-  return guarded("aoti_torch_get_current_device_index", [&] { *ret = t_current_device; });
-}
-
-KT_EXPORT int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void** ret) {
-  (void)device_index;
-  (void)ret;
-  return fail("aoti_torch_get_current_cuda_stream: this host serves CPU kernels only so far");
 }
 
 // ---- StableIValue boxes and lists ---------------------------------------------------------------

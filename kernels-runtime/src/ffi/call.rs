@@ -372,9 +372,10 @@ impl KernelFunction {
         matches!(self.errors, ErrorChannel::Rust(_))
     }
 
-    /// Whether the library can receive a stream (it reaches `TVMFFIEnvSetStream`).
+    /// Whether the library can receive a stream: it reaches `TVMFFIEnvSetStream`, or it is a
+    /// torch stable-ABI op (the host makes the stream current for the call).
     pub fn accepts_stream(&self) -> bool {
-        self.set_stream.is_some()
+        self.set_stream.is_some() || self.is_stable_abi()
     }
 
     /// Calls the function with `args`.
@@ -414,6 +415,10 @@ impl KernelFunction {
     ///
     /// [`accepts_stream`]: Self::accepts_stream
     pub unsafe fn call_on_stream(&self, stream: Stream, args: &[Arg<'_>]) -> Result<(), KernelError> {
+        if let Entry::StableAbi(op) = &self.entry {
+            // SAFETY: forwarded from the caller; the host makes `stream` current for the call.
+            return unsafe { op.call(&self.function, args, Some(stream)) };
+        }
         let Some(set_stream) = self.set_stream else {
             if stream.handle().is_null() {
                 // SAFETY: forwarded from the caller.
@@ -462,7 +467,7 @@ impl KernelFunction {
         let call = match &self.entry {
             Entry::TvmFfi(call) => *call,
             // SAFETY: forwarded from the caller.
-            Entry::StableAbi(op) => return unsafe { op.call(&self.function, args) },
+            Entry::StableAbi(op) => return unsafe { op.call(&self.function, args, None) },
         };
         if args.len() > MAX_ARGS {
             return Err(KernelError::TooManyArgs { function: self.function.clone(), given: args.len() });

@@ -43,12 +43,61 @@ pub(crate) struct HostApi {
     pub(crate) tensor_new:
         unsafe extern "C" fn(*mut c_void, i64, *const i64, *const i64, i64, i32, i32, i32, *mut *mut c_void) -> i32,
     pub(crate) delete_tensor: unsafe extern "C" fn(*mut c_void) -> i32,
-    pub(crate) call: unsafe extern "C" fn(BoxedFn, *mut u64, u64, u64, *mut c_char, usize) -> i32,
+    /// (fn, stack, num_args, num_outputs, device type, device index, stream, err, err_len).
+    pub(crate) call:
+        unsafe extern "C" fn(BoxedFn, *mut u64, u64, u64, i32, i32, *mut c_void, *mut c_char, usize) -> i32,
     pub(crate) last_error: unsafe extern "C" fn() -> *const c_char,
     registration_count: unsafe extern "C" fn() -> usize,
     registration: unsafe extern "C" fn(usize, *mut RawRegistration) -> i32,
     problem_count: unsafe extern "C" fn() -> usize,
     problem: unsafe extern "C" fn(usize) -> *const c_char,
+    set_cuda_runtime: unsafe extern "C" fn(*const CudaRuntime) -> i32,
+    has_cuda_runtime: unsafe extern "C" fn() -> i32,
+}
+
+/// `KernelsTorchCudaRuntime` of `kernels_torch_host.h`: the CUDA runtime functions the host's
+/// device guards, current streams and device allocations use.
+#[repr(C)]
+struct CudaRuntime {
+    get_device: unsafe extern "C" fn(*mut i32) -> i32,
+    set_device: unsafe extern "C" fn(i32) -> i32,
+    malloc_async: unsafe extern "C" fn(*mut *mut c_void, usize, *mut c_void) -> i32,
+    free_async: unsafe extern "C" fn(*mut c_void, *mut c_void) -> i32,
+    get_error_string: Option<unsafe extern "C" fn(i32) -> *const c_char>,
+}
+
+/// Hands the host the CUDA runtime that `kernel` links (found through the kernel's own
+/// dependencies, so it is the very copy its launches use), once per process. A kernel that
+/// links no shared CUDA runtime leaves the host as it was.
+fn adopt_cuda_runtime(api: &HostApi, kernel: &libloading::os::unix::Library) {
+    // SAFETY: a plain call into the host.
+    if unsafe { (api.has_cuda_runtime)() } != 0 {
+        return;
+    }
+    // SAFETY: the types are the CUDA runtime API's (cudaError_t is a C enum, an int; streams
+    // are pointers); dlsym on the kernel's handle searches the kernel and the libraries it
+    // needs, which stay loaded as long as the kernel, which is never unloaded.
+    let runtime = unsafe {
+        let (Ok(get_device), Ok(set_device), Ok(malloc_async), Ok(free_async)) = (
+            kernel.get::<unsafe extern "C" fn(*mut i32) -> i32>(b"cudaGetDevice\0"),
+            kernel.get::<unsafe extern "C" fn(i32) -> i32>(b"cudaSetDevice\0"),
+            kernel.get::<unsafe extern "C" fn(*mut *mut c_void, usize, *mut c_void) -> i32>(b"cudaMallocAsync\0"),
+            kernel.get::<unsafe extern "C" fn(*mut c_void, *mut c_void) -> i32>(b"cudaFreeAsync\0"),
+        ) else {
+            return;
+        };
+        let get_error_string =
+            kernel.get::<unsafe extern "C" fn(i32) -> *const c_char>(b"cudaGetErrorString\0").ok().map(|f| *f);
+        CudaRuntime {
+            get_device: *get_device,
+            set_device: *set_device,
+            malloc_async: *malloc_async,
+            free_async: *free_async,
+            get_error_string,
+        }
+    };
+    // SAFETY: the host copies the table; every function pointer stays valid (see above).
+    unsafe { (api.set_cuda_runtime)(&runtime) };
 }
 
 /// Whether this build of the runtime carries the host, or why not.
@@ -149,6 +198,8 @@ fn load_host() -> Result<HostApi, String> {
         registration: sym!("kernels_torch_host_registration"),
         problem_count: sym!("kernels_torch_host_problem_count"),
         problem: sym!("kernels_torch_host_problem"),
+        set_cuda_runtime: sym!("kernels_torch_host_set_cuda_runtime"),
+        has_cuda_runtime: sym!("kernels_torch_host_has_cuda_runtime"),
     })
 }
 
@@ -174,6 +225,7 @@ pub(crate) fn open_kernel(load_path: &Path, display_path: &Path) -> Result<(Libr
     // provides; its initialisers register ops with the host, whose registration shims never fail.
     let library = unsafe { libloading::os::unix::Library::open(Some(load_path), libc::RTLD_NOW | libc::RTLD_LOCAL) }
         .map_err(|e| format!("cannot load {}: {e}", display_path.display()))?;
+    adopt_cuda_runtime(api, &library);
     // SAFETY: as above.
     let (after, problems_after) = unsafe { ((api.registration_count)(), (api.problem_count)()) };
     let mut registrations = Vec::with_capacity(after.saturating_sub(before));

@@ -271,7 +271,16 @@ impl StableAbiOp {
     /// # Safety
     /// As for [`KernelFunction::call`](crate::ffi::KernelFunction::call): every view must be
     /// valid for the accesses the op makes, outputs writable and not otherwise accessed.
-    pub(crate) unsafe fn call(&self, function: &str, args: &[Arg<'_>]) -> Result<(), KernelError> {
+    ///
+    /// A call on CUDA tensors runs with the first tensor's device as the CUDA runtime's current
+    /// device and `stream` (the default stream when `None`) as that device's current stream,
+    /// which is where stable-ABI kernels launch (`aoti_torch_get_current_cuda_stream`).
+    pub(crate) unsafe fn call(
+        &self,
+        function: &str,
+        args: &[Arg<'_>],
+        stream: Option<crate::ffi::Stream>,
+    ) -> Result<(), KernelError> {
         let signature = |message: String| KernelError::Signature { function: function.to_owned(), message };
         let params = &self.schema.params;
         if args.len() != params.len() {
@@ -316,12 +325,42 @@ impl StableAbiOp {
                 (ParamType::Optional, _) => return Err(mismatch("None (optional values are not passed yet)")),
             };
         }
+        // The device of the call: the first tensor's (the op checks the others against it).
+        let (device_type, device_index) = args
+            .iter()
+            .find_map(|a| match a {
+                Arg::Tensor(view) => torch_device(view.device()),
+                _ => None,
+            })
+            .unwrap_or((0, -1));
+        let stream = match stream {
+            Some(s) if torch_device(s.device()) == Some((device_type, device_index)) => s.handle(),
+            Some(s) if !s.handle().is_null() => {
+                return Err(signature(format!(
+                    "the call's stream belongs to {}, its first tensor to another device",
+                    s.device()
+                )));
+            }
+            _ => core::ptr::null_mut(),
+        };
         let mut err = [0 as c_char; 1024];
         let n = params.len() as u64;
         // SAFETY: the stack holds max(num_args, 0 returns) = `n` slots in schema order, each of
         // the type its parameter declares (checked above); the boxed function is the op's
         // registered implementation, called through the host's try/catch; `err` is writable.
-        let rc = unsafe { (api.call)(self.function, stack.as_mut_ptr(), n, 0, err.as_mut_ptr(), err.len()) };
+        let rc = unsafe {
+            (api.call)(
+                self.function,
+                stack.as_mut_ptr(),
+                n,
+                0,
+                device_type,
+                device_index,
+                stream.cast(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
         // The op took every handle: its boxed wrapper converts each argument into an owning
         // tensor before the kernel's body runs (and frees it on success or exception).
         handles.handles = [core::ptr::null_mut(); MAX_ARGS];

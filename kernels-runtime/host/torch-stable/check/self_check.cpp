@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -31,6 +32,11 @@ int32_t aoti_torch_library_init_def(const char*, const char*, uint32_t, void**);
 int32_t aoti_torch_library_def(void*, const char*);
 int32_t torch_library_impl(void*, const char*, KernelsTorchBoxedFn, uint64_t);
 int32_t aoti_torch_delete_library_object(void*);
+int32_t aoti_torch_get_current_cuda_stream(int32_t, void**);
+int32_t aoti_torch_get_current_device_index(int32_t*);
+int32_t aoti_torch_create_device_guard(int32_t, void**);
+int32_t aoti_torch_delete_device_guard(void*);
+int32_t aoti_torch_empty_strided(int64_t, const int64_t*, const int64_t*, int32_t, int32_t, int32_t, void**);
 }
 
 namespace {
@@ -91,9 +97,9 @@ void parallel_for() {
 void boxed_call() {
   char err[64];
   uint64_t stack[1] = {0};
-  CHECK(kernels_torch_host_call(throws_int, stack, 0, 0, err, sizeof err) == 1, "no failure");
+  CHECK(kernels_torch_host_call(throws_int, stack, 0, 0, 0, -1, nullptr, err, sizeof err) == 1, "no failure");
   CHECK(std::string(err) == "an exception that is not a std::exception", "%s", err);
-  CHECK(kernels_torch_host_call(nullptr, stack, 0, 0, err, sizeof err) == 1, "null fn accepted");
+  CHECK(kernels_torch_host_call(nullptr, stack, 0, 0, 0, -1, nullptr, err, sizeof err) == 1, "null fn accepted");
 }
 
 uint16_t first_u16(void* handle) {
@@ -176,8 +182,93 @@ void registration() {
 
 }  // namespace
 
+// A stand-in CUDA runtime: one current device per thread, allocations from the heap, and a
+// log of which stream each allocation and release was ordered on.
+thread_local int32_t fake_device = 0;
+int32_t set_device_calls = 0;
+void* last_alloc_stream = nullptr;
+void* last_free_stream = nullptr;
+int32_t fake_get_device(int32_t* d) {
+  *d = fake_device;
+  return 0;
+}
+int32_t fake_set_device(int32_t d) {
+  if (d < 0 || d > 1) return 101;  // cudaErrorInvalidDevice
+  ++set_device_calls;
+  fake_device = d;
+  return 0;
+}
+int32_t fake_malloc_async(void** p, size_t bytes, void* stream) {
+  last_alloc_stream = stream;
+  *p = std::malloc(bytes);
+  return 0;
+}
+int32_t fake_free_async(void* p, void* stream) {
+  last_free_stream = stream;
+  std::free(p);
+  return 0;
+}
+const char* fake_error_string(int32_t e) { return e == 101 ? "invalid device ordinal" : "unknown"; }
+
+void* const kStream = reinterpret_cast<void*>(0x5eed);
+
+// What a CUDA kernel sees inside a call: the call's device and stream, and allocations ordered
+// on that stream (on device 1 while the caller's thread is on device 0).
+void cuda_kernel(uint64_t* stack, uint64_t, uint64_t) {
+  int32_t device = -1;
+  void* stream = nullptr;
+  if (aoti_torch_get_current_device_index(&device) != 0 || device != 1) throw std::runtime_error("device");
+  if (aoti_torch_get_current_cuda_stream(1, &stream) != 0 || stream != kStream) throw std::runtime_error("stream");
+  if (aoti_torch_get_current_cuda_stream(-1, &stream) != 0 || stream != kStream) throw std::runtime_error("-1");
+  if (aoti_torch_get_current_cuda_stream(0, &stream) != 0 || stream != nullptr) throw std::runtime_error("dev 0");
+  void* guard = nullptr;
+  aoti_torch_create_device_guard(0, &guard);
+  aoti_torch_get_current_device_index(&device);
+  aoti_torch_delete_device_guard(guard);
+  int32_t after = -1;
+  aoti_torch_get_current_device_index(&after);
+  if (device != 0 || after != 1) throw std::runtime_error("guard");
+  int64_t size = 4;
+  void* t = nullptr;
+  if (aoti_torch_empty_strided(1, &size, nullptr, 6, 1, 1, &t) != 0) throw std::runtime_error("alloc");
+  aoti_torch_delete_tensor_object(t);
+  stack[0] = 7;
+}
+
+void cuda_scope() {
+  char err[128];
+  uint64_t stack[1] = {0};
+  // Before a CUDA runtime is handed over, CUDA memory cannot be had, and says why.
+  int64_t size = 4;
+  void* t = nullptr;
+  CHECK(aoti_torch_empty_strided(1, &size, nullptr, 6, 1, 0, &t) == 1, "CUDA alloc without a runtime");
+  CHECK(std::string(torch_exception_get_what()).find("no CUDA runtime") != std::string::npos, "%s",
+        torch_exception_get_what());
+  KernelsTorchCudaRuntime rt{fake_get_device, fake_set_device, fake_malloc_async, fake_free_async, fake_error_string};
+  CHECK(kernels_torch_host_set_cuda_runtime(&rt) == 0 && kernels_torch_host_has_cuda_runtime() == 1, "install");
+  CHECK(kernels_torch_host_call(cuda_kernel, stack, 0, 1, 1, 1, kStream, err, sizeof err) == 0, "%s", err);
+  CHECK(stack[0] == 7, "kernel did not run");
+  CHECK(last_alloc_stream == kStream && last_free_stream == kStream, "alloc/free not on the call's stream");
+  // Restored: the thread's device and the device's stream.
+  void* stream = reinterpret_cast<void*>(1);
+  CHECK(fake_device == 0, "device %d after the call", fake_device);
+  CHECK(aoti_torch_get_current_cuda_stream(1, &stream) == 0 && stream == nullptr, "stream not restored");
+  // A device that cannot be set fails the call with the runtime's text, and runs nothing.
+  stack[0] = 0;
+  CHECK(kernels_torch_host_call(cuda_kernel, stack, 0, 1, 1, 5, kStream, err, sizeof err) == 1, "bad device");
+  CHECK(std::string(err).find("cudaSetDevice(5) failed: CUDA error 101 (invalid device ordinal)") !=
+            std::string::npos,
+        "%s", err);
+  CHECK(stack[0] == 0 && fake_device == 0, "ran or left the device at %d", fake_device);
+  // A CPU call touches neither.
+  int32_t before = set_device_calls;
+  CHECK(kernels_torch_host_call(throws_int, stack, 0, 0, 0, -1, kStream, err, sizeof err) == 1, "cpu call");
+  CHECK(set_device_calls == before, "a CPU call set the device");
+}
+
 int main() {
   parallel_for();
+  cuda_scope();
   boxed_call();
   dispatcher();
   registration();
