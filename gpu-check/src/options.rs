@@ -13,6 +13,9 @@ usage: gpu-check [OPTIONS] [KERNEL_DIR]
   --warmup N        untimed runs before them (default 20)
   --bench-shape RxH rows x hidden size of the benchmarks (default 16384x8192)
   --no-bench        correctness only
+  --stable-abi DIR  the torch stable-ABI variant of the same kernels, checked and benchmarked
+                    beside the tvm-ffi one; default: `kernel-stable-abi` next to the
+                    executable, when it exists
   -h, --help        this text
 
 Environment: KERNELS_TVM_FFI_LIB names libtvm_ffi.so (default: lib/libtvm_ffi.so next to the
@@ -31,13 +34,23 @@ pub struct Options {
     pub bench_shape: (usize, usize),
     /// Skip the benchmarks.
     pub no_bench: bool,
+    /// The torch stable-ABI kernel directory, if given.
+    pub stable_abi_dir: Option<PathBuf>,
     /// Print the usage and exit.
     pub help: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { kernel_dir: None, iters: 200, warmup: 20, bench_shape: (16384, 8192), no_bench: false, help: false }
+        Options {
+            kernel_dir: None,
+            iters: 200,
+            warmup: 20,
+            bench_shape: (16384, 8192),
+            no_bench: false,
+            stable_abi_dir: None,
+            help: false,
+        }
     }
 }
 
@@ -59,6 +72,7 @@ impl Options {
                     options.warmup = value("--warmup")?.parse().map_err(|_| "--warmup needs a number")?
                 }
                 Some("--bench-shape") => options.bench_shape = shape(&value("--bench-shape")?)?,
+                Some("--stable-abi") => options.stable_abi_dir = Some(PathBuf::from(value("--stable-abi")?)),
                 Some(flag) if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
                 _ if options.kernel_dir.is_none() => options.kernel_dir = Some(PathBuf::from(arg)),
                 _ => return Err(format!("unexpected argument {}", arg.to_string_lossy())),
@@ -79,6 +93,10 @@ impl Options {
         ];
         if self.no_bench {
             args.push("--no-bench".into());
+        }
+        if let Some(dir) = &self.stable_abi_dir {
+            args.push("--stable-abi".into());
+            args.push(dir.clone().into_os_string());
         }
         if let Some(dir) = &self.kernel_dir {
             args.push(dir.clone().into_os_string());
@@ -115,8 +133,21 @@ mod tests {
     #[test]
     fn defaults_and_round_trip() {
         assert_eq!(parse(&[]).unwrap(), Options::default());
-        let o = parse(&["--iters", "7", "--warmup", "0", "--bench-shape", "32x64", "--no-bench", "dir"]).unwrap();
+        let o = parse(&[
+            "--iters",
+            "7",
+            "--warmup",
+            "0",
+            "--bench-shape",
+            "32x64",
+            "--no-bench",
+            "--stable-abi",
+            "sdir",
+            "dir",
+        ])
+        .unwrap();
         assert_eq!((o.iters, o.warmup, o.bench_shape, o.no_bench), (7, 0, (32, 64), true));
+        assert_eq!(o.stable_abi_dir, Some(PathBuf::from("sdir")));
         assert_eq!(o.kernel_dir, Some(PathBuf::from("dir")));
         assert_eq!(Options::parse(o.to_args()).unwrap(), o);
     }

@@ -48,7 +48,8 @@ fn cuda_err(e: impl std::fmt::Debug) -> candle_core::Error {
     candle_core::Error::Msg(format!("CUDA: {e:?}"))
 }
 
-pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Result<Outcome> {
+/// `label` names the kernels' rows (`kernel`, or which variant they are).
+pub(crate) fn run(kernels: &Kernels, label: &'static str, device: &Device, options: &Options) -> Result<Outcome> {
     let Device::Cuda(cuda) = device else {
         candle_core::bail!("the benchmarks need a CUDA device");
     };
@@ -98,7 +99,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
         },
         Case {
             op: Op::RmsNorm.name(),
-            implementation: "kernel",
+            implementation: label,
             bytes: 2 * n * elem + hidden as u64 * elem,
             run: Box::new(|| {
                 // SAFETY: rms_norm(out, x, weight, eps) reads x and w and writes out.
@@ -119,7 +120,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
         },
         Case {
             op: Op::SiluAndMul.name(),
-            implementation: "kernel",
+            implementation: label,
             bytes: n * elem + n / 2 * elem,
             run: Box::new(|| {
                 // SAFETY: silu_and_mul(out, x) reads x and writes silu_out, a separate buffer.
@@ -141,7 +142,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
         },
         Case {
             op: Op::AddRmsNorm.name(),
-            implementation: "kernel",
+            implementation: label,
             bytes: 4 * n * elem + hidden as u64 * elem,
             run: Box::new(|| {
                 // SAFETY: add_rms_norm(out, residual_out, x, residual, weight, eps) reads x,
@@ -185,7 +186,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
         "op", "implementation", "median us", "p10 us", "p90 us", "GB/s", "of copy"
     );
     let kernel_time = |op: &str| {
-        described.iter().zip(&timings).find(|((o, i, _), _)| *o == op && *i == "kernel").map(|(_, t)| t.median_us)
+        described.iter().zip(&timings).find(|((o, i, _), _)| *o == op && *i == label).map(|(_, t)| t.median_us)
     };
     for ((op, implementation, bytes), t) in described.iter().zip(&timings) {
         let gbps = t.gbps(*bytes);
@@ -207,7 +208,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
             ("gbps", format!("{gbps:.1}")),
             ("of_copy", format!("{fraction:.3}")),
         ];
-        if *implementation == "kernel" && *op != "copy" {
+        if *implementation == label && *op != "copy" {
             fields.push(("goal", if fraction >= BANDWIDTH_GOAL { "met" } else { "missed" }.into()));
         }
         result_line("bench", &fields);
@@ -215,7 +216,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device, options: &Options) -> Resu
 
     println!();
     for ((op, implementation, _), t) in described.iter().zip(&timings) {
-        if *implementation == "kernel" || *op == "copy" {
+        if *implementation == label || *op == "copy" {
             continue;
         }
         let Some(kernel_us) = kernel_time(op) else { continue };

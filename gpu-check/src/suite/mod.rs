@@ -11,6 +11,9 @@
 //!    come back as its own error message; non-contiguous and mixed-device arguments are refused
 //!    by the candle adapter before the call; a good call still works after them.
 //! 3. Benchmarks (`bench`, feature `cuda`).
+//! 4. The torch stable-ABI variant of the same kernels (`stable_abi`), when given: selection,
+//!    no libtorch in the process, the correctness suite, its errors, its benchmarks and its
+//!    per-call cost beside the tvm-ffi variant's.
 //!
 //! Every tensor lives on a candle device with its own (non-default) stream, so the kernels
 //! must run on the stream the adapter hands them for the results to be right.
@@ -20,6 +23,8 @@ mod bench;
 pub mod correctness;
 #[cfg(feature = "cuda")]
 mod errors;
+#[cfg(feature = "cuda")]
+mod stable_abi;
 
 #[cfg(feature = "cuda")]
 use std::process::ExitCode;
@@ -118,13 +123,51 @@ fn run() -> i32 {
 
     if !options.no_bench {
         println!("\n== benchmarks");
-        match bench::run(&kernels, &device, &options) {
+        match bench::run(&kernels, "kernel", &device, &options) {
             Ok(outcome) => {
                 checks += outcome.checks;
                 failures += outcome.failures;
             }
             Err(e) => {
                 println!("benchmarks aborted: {e}");
+                checks += 1;
+                failures += 1;
+            }
+        }
+    }
+
+    if let Some(dir) = stable_abi_dir(&options) {
+        println!("\n== torch stable-ABI variant ({})", dir.display());
+        let parts = stable_abi::load(&dir).map_err(candle_core::Error::Msg).and_then(|(stable, chosen)| {
+            println!("\n== correctness of the torch stable-ABI variant on candle CUDA tensors");
+            let mut outcome = correctness::run(&stable, &device, correctness::Scope::CUDA)?;
+            println!("\n== torch stable-ABI checks and per-call cost");
+            let more = stable_abi::run(&stable, &chosen, &kernels, &device, !options.no_bench)?;
+            outcome.checks += more.checks;
+            outcome.failures += more.failures;
+            if !options.no_bench {
+                println!("\n== benchmarks of the torch stable-ABI variant");
+                let more = bench::run(&stable, "stable-abi kernel", &device, &options)?;
+                outcome.checks += more.checks;
+                outcome.failures += more.failures;
+            }
+            Ok(outcome)
+        });
+        match parts {
+            Ok(outcome) => {
+                checks += outcome.checks;
+                failures += outcome.failures;
+            }
+            Err(e) => {
+                println!("torch stable-ABI part aborted: {e}");
+                result_line(
+                    "stable-abi",
+                    &[
+                        ("case", "load".into()),
+                        ("status", "fail".into()),
+                        ("problem", first_line(&e.to_string()).to_owned()),
+                    ],
+                );
                 checks += 1;
                 failures += 1;
             }
@@ -138,6 +181,16 @@ fn run() -> i32 {
         &[("checks", checks.to_string()), ("failed", failures.to_string()), ("status", status.into())],
     );
     if failures == 0 { 0 } else { EXIT_FAILED }
+}
+
+/// The stable-ABI kernel directory: the one given, else `kernel-stable-abi` next to the
+/// executable when it exists.
+#[cfg(feature = "cuda")]
+fn stable_abi_dir(options: &Options) -> Option<std::path::PathBuf> {
+    options
+        .stable_abi_dir
+        .clone()
+        .or_else(|| setup::exe_dir().map(|d| d.join("kernel-stable-abi")).filter(|d| d.is_dir()))
 }
 
 /// Selects and loads the kernel the way `gpu-check` does and resolves its functions.
