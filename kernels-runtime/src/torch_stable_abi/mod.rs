@@ -24,14 +24,20 @@
 //! after [`check_library`] accepts its verified file, and what its static initialisers
 //! register during that `dlopen` is recorded for it alone. `LoadedKernel::function` then
 //! resolves a function name to the op of that name in the library's namespace for the
-//! variant's dispatch key (`CPU`), and [`KernelFunction`](crate::ffi::KernelFunction) calls
+//! variant's dispatch key (`CPU`, `CUDA`), and [`KernelFunction`](crate::ffi::KernelFunction) calls
 //! it: arguments checked against the op's schema (count, tensor or scalar), tensor handles
 //! built over the [`TensorView`](crate::ffi::TensorView)s, scalars as `StableIValue`s, the
 //! boxed function called through the host's catching trampoline, a C++ exception returned
 //! as [`KernelError::Raised`](crate::ffi::KernelError::Raised) with its message.
 //!
+//! CUDA kernels link the shared CUDA runtime. When one loads, the host is handed that runtime's
+//! `cudaGetDevice`/`cudaSetDevice`/`cudaMallocAsync`/`cudaFreeAsync`, found through the kernel's
+//! own dependencies; a call on CUDA tensors then runs with the tensors' device current and the
+//! caller's stream as the device's current stream (`aoti_torch_get_current_cuda_stream`), and
+//! memory the host allocates for it is ordered on that stream.
+//!
 //! Not yet: ops that return values (`-> Tensor`), parameters other than `Tensor`, `int`,
-//! `float`, `bool` and `None` for `T?`, and CUDA streams for stable-ABI CUDA kernels.
+//! `float`, `bool` and `None` for `T?`, and ROCm, XPU or Metal kernels.
 
 mod check;
 pub(crate) mod host;
