@@ -184,7 +184,9 @@ fn the_cuda_example_kernel_needs_only_what_the_host_provides() {
         library.shim_functions,
         library.aten_ops
     );
-    for soname in ["libtorch.so", "libtorch_cpu.so", "libtorch_cuda.so", "libc10.so", "libc10_cuda.so", "libcudart.so.13"] {
+    for soname in
+        ["libtorch.so", "libtorch_cpu.so", "libtorch_cuda.so", "libc10.so", "libc10_cuda.so", "libcudart.so.13"]
+    {
         assert!(library.needed.iter().any(|n| n == soname), "{soname}: {:?}", library.needed);
     }
     // Outputs come from the caller: no ATen op through the dispatcher.
