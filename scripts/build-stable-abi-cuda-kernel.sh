@@ -18,7 +18,8 @@
 # (libtorch.so, libtorch_cpu.so, libtorch_cuda.so, libc10.so, libc10_cuda.so), no RPATH, as an
 # abi3 module _stable_abi_cuda_cuda_<rev>.abi3.so. Checks the result with readelf/nm (DT_NEEDED,
 # no RPATH, every aoti_torch_*/torch_* import in the runtime's SHIM_FUNCTIONS, no C++ symbol
-# of c10::/at::/torch:: other than torch::stable::) and prints the variant directories.
+# of c10::/at::/torch:: other than torch::stable::, the fatbin's archs) and prints the variant
+# directories.
 #
 # Objects are cached in OUTDIR/stable-abi-cuda/.cache by a hash of sources, flags and compiler
 # versions, so a repeated build only links and lays out.
@@ -183,6 +184,19 @@ check_library() {
         [ -z "$cxx_torch" ] || die "$base needs PyTorch's C++ ABI: $cxx_torch"
     fi
     nm -D --defined-only "$lib" | grep -qE " T PyInit_$id\$" || die "$base does not export PyInit_$id"
+    # The GPU code in .nv_fatbin is exactly what CUDA_ARCHS asks for (read as the tvm-ffi
+    # example's check reads it).
+    python3 - "$cuda_src/check_nogpu.py" "$lib" "$archs" <<'PY' || die "$base does not carry the GPU code of CUDA_ARCHS=$archs"
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("check_nogpu", sys.argv[1])
+check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check)
+have = check.fatbin_code(Path(sys.argv[2]))
+want = check.expected_code([a for a in sys.argv[3].split(";") if a])
+if have != want:
+    sys.exit(f"fatbin holds {sorted(have)}, expected {sorted(want)}")
+PY
 }
 
 # build_variant TARGET: one Hub variant; prints its path.
