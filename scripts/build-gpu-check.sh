@@ -10,8 +10,12 @@
 #   gpu-check-cuda     the suite on candle's CUDA backend (correctness, errors, benchmarks)
 #   cargo-kernels      the CLI, for `cargo-kernels platform` (the capability check)
 #   kernel/build/tvm-ffi01-cu130-x86_64-linux/   the CUDA example kernels (scripts/build-cuda-kernel.sh)
+#   stable-abi-cuda/build/torch-stable-abi211-cu130-x86_64-linux/   the same device code behind
+#                      torch's stable ABI (scripts/build-stable-abi-cuda-kernel.sh)
 #   lib/libtvm_ffi.so  the tvm-ffi runtime of the pinned wheel (scripts/tvm-ffi-env.sh)
 #   lib/libcudart.so.13  the CUDA runtime from PyPI, which candle-kernels links
+#   cudart/libcudart.so.13  the same file, on its own: the stable-ABI CUDA kernel's DT_NEEDED
+#                      (the GPU machine has CUDA 13 installed system-wide; this is a fallback)
 #   MANIFEST           sha256 and size of every file
 # and OUTDIR.tar.xz, the folder packed for the trip (scripts/gpu-check.sh takes either).
 # Binaries are release builds with debug info stripped.
@@ -45,6 +49,12 @@ step "CUDA example kernels"
 variant_dir="$(bash scripts/build-cuda-kernel.sh | tail -n 1)"
 [ -f "$variant_dir/metadata.json" ] || die "scripts/build-cuda-kernel.sh did not produce a variant ($variant_dir)"
 variant="$(basename "$variant_dir")"
+
+step "CUDA torch stable-ABI example kernel"
+stable_abi_dir="$(bash scripts/build-stable-abi-cuda-kernel.sh | tail -n 1)"
+[ -f "$stable_abi_dir/metadata.json" ] ||
+    die "scripts/build-stable-abi-cuda-kernel.sh did not produce a variant ($stable_abi_dir)"
+stable_abi_variant="$(basename "$stable_abi_dir")"
 
 # shellcheck source=scripts/tvm-ffi-env.sh
 source scripts/tvm-ffi-env.sh
@@ -84,12 +94,15 @@ step "assembling $out"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernels-demo" "$out/kernel" "$out/lib" "$out/MANIFEST" \
-    "$out/gpu-check.log"
+    "$out/gpu-check.log" "$out/stable-abi-cuda" "$out/cudart"
 for bin in gpu-check gpu-check-cuda cargo-kernels kernels-demo; do
     objcopy --strip-debug "$release/$bin" "$out/$bin"
 done
 mkdir -p "$out/kernel/build" "$out/lib"
 cp -r "$variant_dir" "$out/kernel/build/$variant"
+mkdir -p "$out/stable-abi-cuda/build" "$out/cudart"
+cp -r "$stable_abi_dir" "$out/stable-abi-cuda/build/$stable_abi_variant"
+cp "$cudart" "$out/cudart/libcudart.so.13"
 cp "$TVM_FFI_LIB" "$out/lib/libtvm_ffi.so"
 cp "$cudart" "$out/lib/libcudart.so.13"
 
@@ -109,5 +122,5 @@ tar -C "$(dirname "$out")" -cf - "$(basename "$out")" | xz -T0 -3 >"$archive.tmp
 mv "$archive.tmp" "$archive"
 size_kib="$(du -sk "$archive" | cut -f1)"
 [ "$size_kib" -lt $((limit_mib * 1024)) ] || die "$archive is $((size_kib / 1024)) MiB, over the $limit_mib MiB limit"
-step "$out: $(($(du -sk "$out" | cut -f1) / 1024)) MiB, packed as $archive: $((size_kib / 1024)) MiB, variant $variant"
+step "$out: $(($(du -sk "$out" | cut -f1) / 1024)) MiB, packed as $archive: $((size_kib / 1024)) MiB, variants $variant and $stable_abi_variant"
 echo "$archive"

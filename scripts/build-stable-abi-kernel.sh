@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the torch stable-ABI CPU example kernels into the Kernel Hub layout, without libtorch.
 #
-#   scripts/build-stable-abi-kernel.sh [OUTDIR]      (default OUTDIR: <repo>/build-out)
+#   scripts/build-stable-abi-kernel.sh [OUTDIR]          (default OUTDIR: <repo>/build-out)
+#   scripts/build-stable-abi-kernel.sh --cuda [OUTDIR]   the CUDA example instead, with nvcc:
+#                                                        scripts/build-stable-abi-cuda-kernel.sh
 #
 # Produces, each holding <id>.abi3.so, __init__.py, _ops.py and metadata.json (with digests):
 #   OUTDIR/stable-abi-cpu/build/torch-stable-abi29-cpu-<arch>-linux/     target torch 2.9
@@ -20,6 +22,10 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ "${1:-}" = "--cuda" ]; then
+    shift
+    exec bash "$repo/scripts/build-stable-abi-cuda-kernel.sh" "$@"
+fi
 src="$repo/examples/kernels/stable-abi-cpu"
 out="${1:-$repo/build-out}"
 cxx="${CXX:-g++}"

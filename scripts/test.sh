@@ -32,6 +32,10 @@ export KERNELS_TEST_REQUIRE_STABLE_ABI=1
 # The CUDA example kernels, compiled with nvcc from PyPI (no GPU needed) and checked: layout,
 # digests, the archs in the fat binary, and argument errors through the C ABI.
 bash scripts/check-cuda-kernel.sh
+# The torch stable-ABI CUDA example kernel, built the same way (nvcc, shared libcudart.so.13,
+# libtorch stand-ins; no GPU needed), for the pre-load check's test in torch_stable_abi.
+KERNELS_TEST_STABLE_ABI_CUDA="$(bash scripts/build-stable-abi-cuda-kernel.sh | tail -n 1)"
+export KERNELS_TEST_STABLE_ABI_CUDA
 
 # The loopback Hub.
 export KERNELS_HUB_DIR="${KERNELS_HUB_DIR:-$repo/target/loopback-hub}"

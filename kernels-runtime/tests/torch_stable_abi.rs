@@ -3,6 +3,10 @@
 //! Hub variants under `build-out/` (targets 2.9 and 2.11, and one that calls `aten::matmul`
 //! and needs libc10's C++ ABI).
 //!
+//! The CUDA example kernel (`scripts/build-stable-abi-cuda-kernel.sh`, nvcc from PyPI, no GPU
+//! needed) is checked from the variant directory named by `KERNELS_TEST_STABLE_ABI_CUDA`
+//! (scripts/test.sh sets it).
+//!
 //! Without those builds the tests say so on stderr and pass, unless
 //! `KERNELS_TEST_REQUIRE_STABLE_ABI=1` (scripts/test.sh sets it), which turns the absence into
 //! a failure.
@@ -14,7 +18,7 @@ use kernels_runtime::metadata::{read_and_verify, read_verified};
 use kernels_runtime::torch_stable_abi::{
     CheckError, StableAbiLibrary, Unsupported, check_library, check_library_from, stable_abi_target_supported,
 };
-use kernels_runtime::variant::{Framework, VariantName, Version};
+use kernels_runtime::variant::{Backend, CpuArch, Framework, Os, VariantName, Version};
 
 const BUILD_SCRIPT: &str = "scripts/build-stable-abi-kernel.sh";
 
@@ -119,4 +123,89 @@ fn the_unsupported_kernel_is_refused_with_each_reason() {
     assert!(text.starts_with(&format!("{}: cannot be served without libtorch: ", path.display())), "{text}");
     assert!(text.contains("calls `aten::matmul`, which this runtime does not implement"), "{text}");
     assert!(text.contains("needs `c10::detail::torchCheckFail`"), "{text}");
+}
+
+/// The CUDA example kernel's variant directory from `KERNELS_TEST_STABLE_ABI_CUDA`, or `None`
+/// (with a note) when it is unset and the build is not required.
+fn cuda_variant() -> Option<PathBuf> {
+    match std::env::var_os("KERNELS_TEST_STABLE_ABI_CUDA") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.join("metadata.json").is_file(),
+                "KERNELS_TEST_STABLE_ABI_CUDA={} holds no metadata.json: run `scripts/build-stable-abi-cuda-kernel.sh`",
+                dir.display()
+            );
+            Some(dir)
+        }
+        _ => {
+            let missing = "KERNELS_TEST_STABLE_ABI_CUDA is unset: point it at the variant directory that \
+                           `scripts/build-stable-abi-cuda-kernel.sh` prints (scripts/test.sh does)";
+            if std::env::var("KERNELS_TEST_REQUIRE_STABLE_ABI").as_deref() == Ok("1") {
+                panic!("KERNELS_TEST_REQUIRE_STABLE_ABI=1 but {missing}");
+            }
+            eprintln!("SKIPPED: {missing}");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_cuda_example_kernel_needs_only_what_the_host_provides() {
+    let Some(dir) = cuda_variant() else { return };
+    let name = VariantName::parse(&dir.file_name().expect("a variant directory").to_string_lossy())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        name,
+        VariantName::Arch {
+            framework: Framework::TorchStableAbi(Version::new(2, 11)),
+            cxx_abi: None,
+            backend: Backend::Cuda(Version::new(13, 0)),
+            cpu: CpuArch::current(),
+            os: Os::current(),
+        },
+        "{}",
+        dir.display()
+    );
+    assert_eq!(stable_abi_target_supported(target_of(&dir)), Ok(()));
+    let metadata = read_and_verify(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let backend = metadata.backend.expect("metadata.json has a backend");
+    assert_eq!(backend.kind, "cuda");
+    assert!(!backend.archs.is_empty(), "metadata.json lists no CUDA archs");
+
+    let (path, checked) = check_variant(&dir);
+    let library = checked.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{}: {} DT_NEEDED {:?}, {} shim functions {:?}, ATen ops {:?}",
+        path.display(),
+        library.needed.len(),
+        library.needed,
+        library.shim_functions.len(),
+        library.shim_functions,
+        library.aten_ops
+    );
+    for soname in
+        ["libtorch.so", "libtorch_cpu.so", "libtorch_cuda.so", "libc10.so", "libc10_cuda.so", "libcudart.so.13"]
+    {
+        assert!(library.needed.iter().any(|n| n == soname), "{soname}: {:?}", library.needed);
+    }
+    // Outputs come from the caller: no ATen op through the dispatcher.
+    assert!(library.aten_ops.is_empty(), "{:?}", library.aten_ops);
+    // Registration for a 2.11 target, and the launch stream of the input's device, taken under
+    // a device guard.
+    for name in [
+        "aoti_torch_library_init_def",
+        "aoti_torch_library_init_impl",
+        "aoti_torch_library_def",
+        "torch_library_impl",
+        "aoti_torch_create_device_guard",
+        "aoti_torch_delete_device_guard",
+        "aoti_torch_get_current_cuda_stream",
+        "aoti_torch_get_device_index",
+    ] {
+        assert!(library.shim_functions.iter().any(|f| f == name), "{name}: {:?}", library.shim_functions);
+    }
+    for name in ["torch_call_dispatcher", "aoti_torch_call_dispatcher", "aoti_torch_empty_strided"] {
+        assert!(!library.shim_functions.iter().any(|f| f == name), "{name}: {:?}", library.shim_functions);
+    }
 }
