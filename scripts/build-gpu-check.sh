@@ -13,9 +13,8 @@
 #   stable-abi-cuda/build/torch-stable-abi211-cu130-x86_64-linux/   the same device code behind
 #                      torch's stable ABI (scripts/build-stable-abi-cuda-kernel.sh)
 #   lib/libtvm_ffi.so  the tvm-ffi runtime of the pinned wheel (scripts/tvm-ffi-env.sh)
-#   lib/libcudart.so.13  the CUDA runtime from PyPI, which candle-kernels links
-#   cudart/libcudart.so.13  the same file, on its own: the stable-ABI CUDA kernel's DT_NEEDED
-#                      (the GPU machine has CUDA 13 installed system-wide; this is a fallback)
+#   lib/libcudart.so.13  the CUDA runtime from PyPI, which candle-kernels and the stable-ABI
+#                      kernel link
 #   MANIFEST           sha256 and size of every file
 # and OUTDIR.tar.xz, the folder packed for the trip (scripts/gpu-check.sh takes either).
 # Binaries are release builds with debug info stripped.
@@ -94,15 +93,14 @@ step "assembling $out"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernels-demo" "$out/kernel" "$out/lib" "$out/MANIFEST" \
-    "$out/gpu-check.log" "$out/stable-abi-cuda" "$out/cudart"
+    "$out/gpu-check.log" "$out/stable-abi-cuda"
 for bin in gpu-check gpu-check-cuda cargo-kernels kernels-demo; do
     objcopy --strip-debug "$release/$bin" "$out/$bin"
 done
 mkdir -p "$out/kernel/build" "$out/lib"
 cp -r "$variant_dir" "$out/kernel/build/$variant"
-mkdir -p "$out/stable-abi-cuda/build" "$out/cudart"
+mkdir -p "$out/stable-abi-cuda/build"
 cp -r "$stable_abi_dir" "$out/stable-abi-cuda/build/$stable_abi_variant"
-cp "$cudart" "$out/cudart/libcudart.so.13"
 cp "$TVM_FFI_LIB" "$out/lib/libtvm_ffi.so"
 cp "$cudart" "$out/lib/libcudart.so.13"
 

@@ -6,7 +6,7 @@
 #
 # Prints the GPU, the capability check of `cargo-kernels platform` over real variant names and
 # arch lists, then runs DIR/gpu-check on DIR/kernel: variant selection and its trace,
-# correctness on candle CUDA tensors, error handling, benchmarks; the same for DIR/kernel-stable-abi,
+# correctness on candle CUDA tensors, error handling, benchmarks; the same for DIR/stable-abi-cuda,
 # the torch stable-ABI variant of the kernels, when the folder has it. Everything is also written
 # to $GPU_CHECK_LOG (default DIR/gpu-check.log). Exit status: that of gpu-check (0 passed,
 # 1 a check failed, 2 could not run).
@@ -160,8 +160,8 @@ PY
         # The same block with its CUDA layers served by the torch stable-ABI variant of the same
         # kernels (LOCAL_KERNELS points the demo's CUDA kernel at it), through the runtime's own
         # host: strict, so each layer must choose torch-stable-abi… and match candle.
-        if [ -d "$dir/kernel-stable-abi" ]; then
-            local stable="LOCAL_KERNELS=../../build-out/cuda=$dir/kernel-stable-abi"
+        if [ -d "$dir/stable-abi-cuda" ]; then
+            local stable="LOCAL_KERNELS=../../build-out/cuda=$dir/stable-abi-cuda"
             for dtype in f32 bf16 f16; do
                 echo "== kernels-demo --device cuda --dtype $dtype, torch stable-ABI variant (strict, verify)"
                 env "$stable" KERNELS_RS_CACHE="$cache" KERNELS_STRICT=1 KERNELS_VERIFY=1 \

@@ -14,7 +14,7 @@ usage: gpu-check [OPTIONS] [KERNEL_DIR]
   --bench-shape RxH rows x hidden size of the benchmarks (default 16384x8192)
   --no-bench        correctness only
   --stable-abi DIR  the torch stable-ABI variant of the same kernels, checked and benchmarked
-                    beside the tvm-ffi one; default: `kernel-stable-abi` next to the
+                    beside the tvm-ffi one; default: `stable-abi-cuda` next to the
                     executable, when it exists
   -h, --help        this text
 

@@ -6,6 +6,9 @@
 //       input [..., 2d], out [..., d]:  out = silu(input[..., :d]) * input[..., d:]
 //   rms_norm(Tensor! out, Tensor input, Tensor weight, float eps) -> ()
 //       input, out [..., h], weight [h]:  out = input / sqrt(mean(input^2, -1) + eps) * weight
+//   add_rms_norm(Tensor! out, Tensor! residual_out, Tensor input, Tensor residual, Tensor weight,
+//                float eps) -> ()
+//       residual_out = input + residual (rounded to the dtype), out = rms_norm(residual_out)
 //   fail_on_purpose(Tensor! out, Tensor input) -> ()
 //       checks that `input` is a CUDA tensor, then always throws kFailOnPurposeMessage
 //
@@ -242,6 +245,58 @@ void rms_norm(Tensor& out, const Tensor& input, const Tensor& weight, double eps
   });
 }
 
+void add_rms_norm(Tensor& out, Tensor& residual_out, const Tensor& input, const Tensor& residual,
+                  const Tensor& weight, double eps) {
+  constexpr const char* op = "add_rms_norm";
+  check_cuda_contiguous(op, "input", input);
+  check_cuda_contiguous(op, "residual", residual);
+  check_cuda_contiguous(op, "weight", weight);
+  check_cuda_contiguous(op, "out", out);
+  check_cuda_contiguous(op, "residual_out", residual_out);
+  check_same_device(op, "input", input, "residual", residual);
+  check_same_device(op, "input", input, "weight", weight);
+  check_same_device(op, "input", input, "out", out);
+  check_same_device(op, "input", input, "residual_out", residual_out);
+  const cuda_ops::DType dtype = dtype_of(op, "input", input);
+  check_same_dtype(op, "input", input, "residual", residual);
+  check_same_dtype(op, "input", input, "weight", weight);
+  check_same_dtype(op, "input", input, "out", out);
+  check_same_dtype(op, "input", input, "residual_out", residual_out);
+  check_same_shape(op, "input", input, "residual", residual);
+  check_same_shape(op, "input", input, "out", out);
+  check_same_shape(op, "input", input, "residual_out", residual_out);
+  const int64_t h = checked_last_dim(op, "input", input.size(-1));
+  STD_TORCH_CHECK(weight.dim() == 1 && weight.size(0) == h, op,
+                  ": `weight` must be 1-D with length ", h,
+                  " (the last dimension of `input`), got ", weight.dim() == 1 ? "length " : "rank ",
+                  weight.dim() == 1 ? weight.size(0) : weight.dim());
+  STD_TORCH_CHECK(eps >= 0.0 && std::isfinite(eps), op,
+                  ": `eps` must be a finite non-negative number, got ", eps);
+  // Each output may be one of the inputs (in place); the two outputs never share memory.
+  check_overlap(op, "out", out, "residual_out", residual_out, Alias::kForbidden);
+  check_overlap(op, "out", out, "input", input, Alias::kIdenticalOk);
+  check_overlap(op, "out", out, "residual", residual, Alias::kIdenticalOk);
+  check_overlap(op, "residual_out", residual_out, "input", input, Alias::kIdenticalOk);
+  check_overlap(op, "residual_out", residual_out, "residual", residual, Alias::kIdenticalOk);
+  check_overlap(op, "out", out, "weight", weight, Alias::kForbidden);
+  check_overlap(op, "residual_out", residual_out, "weight", weight, Alias::kForbidden);
+
+  const int64_t numel = input.numel();
+  if (numel == 0) return;
+  cuda_ops::RmsNormArgs args{};
+  args.out = out.data_ptr();
+  args.residual_out = residual_out.data_ptr();
+  args.x = input.data_ptr();
+  args.residual = residual.data_ptr();
+  args.weight = weight.data_ptr();
+  args.rows = numel / h;
+  args.hidden = h;
+  args.eps = static_cast<float>(eps);
+  launch_on_current_stream(op, input.get_device_index(), [&](cudaStream_t stream) {
+    return cuda_ops::launch_rms_norm(dtype, args, stream);
+  });
+}
+
 void fail_on_purpose(Tensor& out, const Tensor& input) {
   (void)out;
   STD_TORCH_CHECK(input.is_cuda(), "fail_on_purpose: `input` must be a CUDA tensor");
@@ -257,12 +312,16 @@ void fail_on_purpose(Tensor& out, const Tensor& input) {
 STABLE_ABI_CUDA_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("silu_and_mul(Tensor! out, Tensor input) -> ()");
   m.def("rms_norm(Tensor! out, Tensor input, Tensor weight, float eps) -> ()");
+  m.def(
+      "add_rms_norm(Tensor! out, Tensor! residual_out, Tensor input, Tensor residual, Tensor weight, "
+      "float eps) -> ()");
   m.def("fail_on_purpose(Tensor! out, Tensor input) -> ()");
 }
 
 STABLE_ABI_CUDA_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
   m.impl("silu_and_mul", TORCH_BOX(&stable_abi_cuda::silu_and_mul));
   m.impl("rms_norm", TORCH_BOX(&stable_abi_cuda::rms_norm));
+  m.impl("add_rms_norm", TORCH_BOX(&stable_abi_cuda::add_rms_norm));
   m.impl("fail_on_purpose", TORCH_BOX(&stable_abi_cuda::fail_on_purpose));
 }
 

@@ -183,14 +183,14 @@ fn run() -> i32 {
     if failures == 0 { 0 } else { EXIT_FAILED }
 }
 
-/// The stable-ABI kernel directory: the one given, else `kernel-stable-abi` next to the
+/// The stable-ABI kernel directory: the one given, else `stable-abi-cuda` next to the
 /// executable when it exists.
 #[cfg(feature = "cuda")]
 fn stable_abi_dir(options: &Options) -> Option<std::path::PathBuf> {
     options
         .stable_abi_dir
         .clone()
-        .or_else(|| setup::exe_dir().map(|d| d.join("kernel-stable-abi")).filter(|d| d.is_dir()))
+        .or_else(|| setup::exe_dir().map(|d| d.join("stable-abi-cuda")).filter(|d| d.is_dir()))
 }
 
 /// Selects and loads the kernel the way `gpu-check` does and resolves its functions.

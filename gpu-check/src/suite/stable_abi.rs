@@ -129,7 +129,7 @@ pub(crate) fn run(stable: &Kernels, chosen: &str, tvm: &Kernels, device: &Device
     let x = Tensor::zeros((2, 8), DType::F64, device)?;
     let w = Tensor::zeros(8, DType::F64, device)?;
     let out = Tensor::zeros((2, 8), DType::F64, device)?;
-    record(&mut outcome, "f64 refused", kernel_message(rms(&out, &x, &w), "dtype"));
+    record(&mut outcome, "f64 refused", kernel_message(rms(&out, &x, &w), "must be float32, float16 or bfloat16"));
     // A good call afterwards.
     let x = Tensor::randn(0f32, 1.0, (4, 256), device)?;
     let w = Tensor::rand(0.5f32, 1.5, 256, device)?;
