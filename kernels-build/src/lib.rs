@@ -26,8 +26,9 @@
 //!    embedded are the bytes verified, read once; with `[build] embed = false` the registry
 //!    lists instead the lock's sha256 and size of each variant's library and `metadata.json`,
 //!    which the runtime checks before loading them from the Hub cache. A `libtvm_ffi.so` to
-//!    embed that differs from the lock's `[tvm-ffi]` pin is a warning, and an error when the
-//!    build is locked.
+//!    embed that differs from the lock's `[tvm-ffi]` pin, or a CUDA runtime
+//!    (`libcudart.so.<major>`, embedded for kernels that link it) that differs from its
+//!    `[cuda-runtime]` pin, is a warning, and an error when the build is locked.
 //!
 //! Every variable read is tracked with `cargo:rerun-if-env-changed` and `rerun-if-changed` is
 //! emitted only for files that exist.
@@ -45,6 +46,8 @@
 
 #[doc(hidden)]
 pub mod codegen;
+#[doc(hidden)]
+pub mod cuda_runtime;
 #[doc(hidden)]
 pub mod diagnostic;
 #[doc(hidden)]
@@ -131,6 +134,46 @@ pub enum BuildError {
         kernels: String,
         /// What to install: the lock's `[tvm-ffi]` source, or the package.
         wanted: String,
+        /// Why the build is locked.
+        why: String,
+    },
+    /// The local CUDA runtime is not the one `kernels.lock` pins, and the build is locked.
+    #[error(
+        "{} (sha256 {found}) differs from the CUDA runtime pinned in kernels.lock ({source_name}, sha256 {pinned}) \
+         and the build is locked{why}: point {} at the pinned {source_name}, or run `cargo kernels lock` \
+         to pin the local one",
+        path.display(),
+        kernels_runtime::env::CUDART_LIB
+    )]
+    CudaRuntimePin {
+        /// The local library.
+        path: PathBuf,
+        /// Its hex sha256.
+        found: String,
+        /// The pinned hex sha256.
+        pinned: String,
+        /// Where the pinned one came from (`nvidia-cuda-runtime==…`).
+        source_name: String,
+        /// Why the build is locked.
+        why: String,
+    },
+    /// An embedded kernel needs the CUDA runtime, none was found, and the build is locked: the
+    /// binary would fail on a machine without it.
+    #[error(
+        "{kernels} needs {soname} and none was found at build time, and the build is locked{why}: \
+         set {}=<the {soname} of {wanted}, or the directory holding it>, or `pip install {install}`, \
+         so that the binary carries it",
+        kernels_runtime::env::CUDART_LIB
+    )]
+    CudaRuntimeMissing {
+        /// The kernels and variants that need it, as shown.
+        kernels: String,
+        /// The soname they need (`libcudart.so.13`).
+        soname: String,
+        /// What to point at: the lock's `[cuda-runtime]` source, or a toolkit or wheel.
+        wanted: String,
+        /// The wheel to install (`nvidia-cuda-runtime==13.0.96`).
+        install: String,
         /// Why the build is locked.
         why: String,
     },
@@ -236,8 +279,8 @@ impl Builder {
         self
     }
 
-    /// Whether a missing or stale lock, or a `libtvm_ffi.so` other than the one the lock's
-    /// `[tvm-ffi]` pins, is an error (default: `KERNELS_LOCKED`). Cargo does not tell build
+    /// Whether a missing or stale lock, or a `libtvm_ffi.so` or CUDA runtime other than the one
+    /// the lock's `[tvm-ffi]` or `[cuda-runtime]` pins, is an error (default: `KERNELS_LOCKED`). Cargo does not tell build
     /// scripts about `--locked`, so CI sets `KERNELS_LOCKED=1`.
     pub fn locked(mut self, locked: bool) -> Self {
         self.inputs.locked = Some(locked);

@@ -12,6 +12,8 @@
 #[cfg(feature = "candle")]
 pub mod candle;
 #[cfg(feature = "runtime")]
+pub mod cuda_runtime;
+#[cfg(feature = "runtime")]
 pub mod digest;
 #[cfg(feature = "runtime")]
 pub mod dispatch;
