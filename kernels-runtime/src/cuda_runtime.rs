@@ -213,6 +213,7 @@ mod tests {
         // SAFETY: `handle` is a live handle; the symbol name is NUL-terminated.
         let symbol = unsafe { libc::dlsym(handle, c"cudaGetDevice".as_ptr()) };
         assert!(!symbol.is_null(), "{soname} is loaded but has no cudaGetDevice");
+        // SAFETY: `Dl_info` is plain data (pointers and integers), valid when zeroed.
         let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
         // SAFETY: `symbol` is an address inside a loaded library; `info` is written by dladdr.
         assert_ne!(unsafe { libc::dladdr(symbol, &mut info) }, 0);
@@ -255,6 +256,7 @@ mod tests {
     #[test]
     fn a_library_of_another_soname_is_refused() {
         // libc is already loaded: opening it again by path changes nothing.
+        // SAFETY: `Dl_info` is plain data (pointers and integers), valid when zeroed.
         let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
         // SAFETY: `libc::malloc` is an address inside libc; `info` is written by dladdr.
         assert_ne!(unsafe { libc::dladdr(libc::malloc as *const libc::c_void, &mut info) }, 0);
