@@ -139,21 +139,23 @@ pub enum BuildError {
     },
     /// The local CUDA runtime is not the one `kernels.lock` pins, and the build is locked.
     #[error(
-        "{} (sha256 {found}) differs from the CUDA runtime pinned in kernels.lock ({source_name}, sha256 {pinned}) \
-         and the build is locked{why}: point {} at the pinned {source_name}, or run `cargo kernels lock` \
+        "{} (sha256 {found}) differs from the CUDA runtime pinned in kernels.lock ({}, {}, sha256 {}) \
+         and the build is locked{why}: point {} at the pinned {}, or run `cargo kernels lock` \
          to pin the local one",
         path.display(),
-        kernels_runtime::env::CUDART_LIB
+        pin.file,
+        pin.source,
+        pin.sha256,
+        kernels_runtime::env::CUDART_LIB,
+        pin.source
     )]
     CudaRuntimePin {
         /// The local library.
         path: PathBuf,
         /// Its hex sha256.
         found: String,
-        /// The pinned hex sha256.
-        pinned: String,
-        /// Where the pinned one came from (`nvidia-cuda-runtime==…`).
-        source_name: String,
+        /// The lock's `[cuda-runtime]` pin.
+        pin: Box<lock::RuntimePin>,
         /// Why the build is locked.
         why: String,
     },
@@ -161,19 +163,19 @@ pub enum BuildError {
     /// binary would fail on a machine without it.
     #[error(
         "{kernels} needs {soname} and none was found at build time, and the build is locked{why}: \
-         set {}=<the {soname} of {wanted}, or the directory holding it>, or `pip install {install}`, \
+         set {}=<the {soname} of {}, or the directory holding it>, or `pip install {}`, \
          so that the binary carries it",
-        kernels_runtime::env::CUDART_LIB
+        kernels_runtime::env::CUDART_LIB,
+        self.wanted(),
+        self.install()
     )]
     CudaRuntimeMissing {
         /// The kernels and variants that need it, as shown.
         kernels: String,
         /// The soname they need (`libcudart.so.13`).
         soname: String,
-        /// What to point at: the lock's `[cuda-runtime]` source, or a toolkit or wheel.
-        wanted: String,
-        /// The wheel to install (`nvidia-cuda-runtime==13.0.96`).
-        install: String,
+        /// The source of the lock's `[cuda-runtime]` pin of that soname, if any.
+        pinned: Option<String>,
         /// Why the build is locked.
         why: String,
     },
@@ -206,6 +208,34 @@ pub enum BuildError {
     /// Writing the generated files failed.
     #[error("writing {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+impl BuildError {
+    /// For [`BuildError::CudaRuntimeMissing`]: the wheel to install, the pinned release when the
+    /// lock names one.
+    fn install(&self) -> String {
+        match self {
+            BuildError::CudaRuntimeMissing { pinned: Some(p), .. } if p.starts_with("nvidia-cuda-runtime") => p.clone(),
+            BuildError::CudaRuntimeMissing { soname, .. } => {
+                let major = cuda_runtime::major(soname).map(|m| m.to_string()).unwrap_or_default();
+                kernels_runtime::cuda_runtime::wheel(&major)
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// For [`BuildError::CudaRuntimeMissing`]: where the library should come from, the lock's
+    /// pin when there is one.
+    fn wanted(&self) -> String {
+        match self {
+            BuildError::CudaRuntimeMissing { pinned: Some(p), .. } => p.clone(),
+            BuildError::CudaRuntimeMissing { soname, .. } => {
+                let major = cuda_runtime::major(soname).map(|m| m.to_string()).unwrap_or_default();
+                format!("a CUDA {major} toolkit or the {} wheel", self.install())
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for BuildError {

@@ -345,10 +345,6 @@ fn cuda_runtime_library(
         ));
     }
     let Some(path) = cuda_runtime::locate(env, soname) else {
-        let install = match pin {
-            Some(p) if p.file == soname && p.source.starts_with("nvidia-cuda-runtime") => p.source.clone(),
-            _ => kernels_runtime::cuda_runtime::wheel(&major),
-        };
         if let Some(why) = locked_by {
             let kernels: Vec<String> = generated
                 .kernels
@@ -358,18 +354,14 @@ fn cuda_runtime_library(
                 })
                 .map(|(k, v)| format!("kernel `{}` ({})", k.name, v.variant))
                 .collect();
-            let wanted = match pin {
-                Some(p) if p.file == soname => p.source.clone(),
-                _ => format!("a CUDA {major} toolkit or the {install} wheel"),
-            };
             return Err(BuildError::CudaRuntimeMissing {
                 kernels: kernels.join(", "),
                 soname: soname.to_owned(),
-                wanted,
-                install,
+                pinned: pin.filter(|p| p.file == soname).map(|p| p.source.clone()),
                 why: why.to_owned(),
             });
         }
+        let install = kernels_runtime::cuda_runtime::wheel(&major);
         out.warning(&format!(
             "an embedded kernel needs {soname} and none was found at build time (set {CUDART_LIB} or CUDA_HOME, or `pip install {install}`); the binary will look for it where it runs"
         ));
@@ -386,8 +378,7 @@ fn cuda_runtime_library(
             return Err(BuildError::CudaRuntimePin {
                 path,
                 found: sha,
-                pinned: pin.sha256.clone(),
-                source_name: pin.source.clone(),
+                pin: Box::new(pin.clone()),
                 why: why.to_owned(),
             });
         }
