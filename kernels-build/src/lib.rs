@@ -40,7 +40,8 @@
 //! The modules follow the build: `manifest` → `lock` → `resolve` → `fetch` → `verify` →
 //! `codegen`, driven by `pipeline`; each imports only the stages before it, and each stage's
 //! data types live with the stage that produces them. `diagnostic` (located TOML errors),
-//! `env`, `hub` (the Hub client and cache), `target` and `local` (`path` kernels) serve them.
+//! `env`, `hub` (the Hub client and cache), `target`, `local` (`path` kernels) and
+//! `cuda_runtime` (the `libcudart.so.<major>` a kernel links) serve them.
 
 #![allow(clippy::needless_doctest_main)] // the docs show the whole build.rs
 
