@@ -33,9 +33,16 @@ export KERNELS_TEST_REQUIRE_STABLE_ABI=1
 # digests, the archs in the fat binary, and argument errors through the C ABI.
 bash scripts/check-cuda-kernel.sh
 # The torch stable-ABI CUDA example kernel, built the same way (nvcc, shared libcudart.so.13,
-# libtorch stand-ins; no GPU needed), for the pre-load check's test in torch_stable_abi.
+# libtorch stand-ins; no GPU needed), for the pre-load check's test in torch_stable_abi and
+# the no-GPU load and error paths in torch_stable_abi_cuda.
 KERNELS_TEST_STABLE_ABI_CUDA="$(bash scripts/build-stable-abi-cuda-kernel.sh | tail -n 1)"
 export KERNELS_TEST_STABLE_ABI_CUDA
+# The pinned wheel's shared CUDA runtime (libcudart.so.13), which kernels-runtime's
+# cuda_runtime tests load as an embedded copy and by KERNELS_CUDART_LIB (no GPU needed).
+cuda_home="$(source scripts/cuda-env.sh >/dev/null && echo "$CUDA_HOME")"
+KERNELS_TEST_CUDART="$cuda_home/lib/libcudart.so.13"
+[ -f "$KERNELS_TEST_CUDART" ] || { echo "test.sh: $KERNELS_TEST_CUDART is missing" >&2; exit 1; }
+export KERNELS_TEST_CUDART
 
 # The loopback Hub.
 export KERNELS_HUB_DIR="${KERNELS_HUB_DIR:-$repo/target/loopback-hub}"

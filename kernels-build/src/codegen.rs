@@ -57,6 +57,9 @@ pub struct GenVariant {
     /// Whether the library lists `libtvm_ffi.so` in `DT_NEEDED`, so the runtime library is
     /// embedded too (not rendered).
     pub needs_tvm_ffi: bool,
+    /// The CUDA runtime soname the library lists in `DT_NEEDED` (`libcudart.so.13`), if any,
+    /// so that it is embedded too (not rendered).
+    pub cuda_runtime: Option<String>,
 }
 
 /// A layer mapping as the registry lists it.
@@ -76,11 +79,12 @@ pub struct GenLayer {
     pub tolerance: Option<Tolerance>,
 }
 
-/// `libtvm_ffi.so` to embed.
+/// A runtime library to embed: `libtvm_ffi.so`, or the CUDA runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenRuntimeLib {
-    /// File name (`libtvm_ffi.so`).
+    /// File name: `libtvm_ffi.so`, or the CUDA runtime's soname (`libcudart.so.13`).
     pub file: String,
+    /// The library's bytes.
     pub bytes: Vec<u8>,
 }
 
@@ -92,6 +96,9 @@ pub struct GenRegistry {
     pub layers: Vec<GenLayer>,
     /// The tvm-ffi runtime library, when an embedded variant needs it.
     pub tvm_ffi: Option<GenRuntimeLib>,
+    /// The CUDA runtime (`libcudart.so.<major>`), when an embedded variant lists it in
+    /// `DT_NEEDED`.
+    pub cuda_runtime: Option<GenRuntimeLib>,
 }
 
 const RT: &str = "::kernels_runtime";
@@ -235,6 +242,14 @@ pub fn render(reg: &GenRegistry) -> String {
         }
         None => s.push_str("    tvm_ffi: ::core::option::Option::None,\n"),
     }
+    match &reg.cuda_runtime {
+        Some(lib) => {
+            s.push_str("    cuda_runtime: ::core::option::Option::Some(");
+            embedded_file(&mut s, "    ", &lib.file, &lib.bytes);
+            s.push_str("),\n");
+        }
+        None => s.push_str("    cuda_runtime: ::core::option::Option::None,\n"),
+    }
     s.push_str("};\n");
     s
 }
@@ -264,7 +279,7 @@ pub fn write(dir: &Path, reg: &GenRegistry) -> std::io::Result<PathBuf> {
         .iter()
         .flat_map(|k| &k.variants)
         .map(|v| (v.library_file.as_str(), v.bytes.as_slice()))
-        .chain(reg.tvm_ffi.iter().map(|l| (l.file.as_str(), l.bytes.as_slice())));
+        .chain(reg.tvm_ffi.iter().chain(&reg.cuda_runtime).map(|l| (l.file.as_str(), l.bytes.as_slice())));
     for (file, bytes) in files {
         let (blob, _) = blob_name(file, bytes);
         write_if_changed(&blobs.join(&blob), bytes)?;
@@ -299,6 +314,7 @@ mod tests {
                             library_file: "_norm_cuda_abc1234.so".into(),
                             bytes: b"cuda".to_vec(),
                             needs_tvm_ffi: true,
+                            cuda_runtime: None,
                         },
                         GenVariant {
                             variant: "tvm-ffi01-cpu-x86_64-linux".into(),
@@ -306,6 +322,7 @@ mod tests {
                             library_file: "_norm_cpu_abc1234.so".into(),
                             bytes: b"cpu".to_vec(),
                             needs_tvm_ffi: false,
+                            cuda_runtime: None,
                         },
                     ],
                     cached: vec![],
@@ -373,6 +390,7 @@ mod tests {
                 },
             ],
             tvm_ffi: Some(GenRuntimeLib { file: "libtvm_ffi.so".into(), bytes: b"rt".to_vec() }),
+            cuda_runtime: Some(GenRuntimeLib { file: "libcudart.so.13".into(), bytes: b"cudart".to_vec() }),
         }
     }
 
@@ -411,7 +429,7 @@ mod tests {
         assert!(!stale.exists());
         let blobs: Vec<_> =
             std::fs::read_dir(dir.path().join("blobs")).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(blobs.len(), 3, "{blobs:?}");
+        assert_eq!(blobs.len(), 4, "{blobs:?}");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(&format!("include_bytes!(\"blobs/{}.so\")", sha256_hex(b"cpu"))), "{text}");
         assert!(!text.contains(dir.path().to_str().unwrap()), "absolute path in generated code");

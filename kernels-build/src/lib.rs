@@ -26,8 +26,9 @@
 //!    embedded are the bytes verified, read once; with `[build] embed = false` the registry
 //!    lists instead the lock's sha256 and size of each variant's library and `metadata.json`,
 //!    which the runtime checks before loading them from the Hub cache. A `libtvm_ffi.so` to
-//!    embed that differs from the lock's `[tvm-ffi]` pin is a warning, and an error when the
-//!    build is locked.
+//!    embed that differs from the lock's `[tvm-ffi]` pin, or a CUDA runtime
+//!    (`libcudart.so.<major>`, embedded for kernels that link it) that differs from its
+//!    `[cuda-runtime]` pin, is a warning, and an error when the build is locked.
 //!
 //! Every variable read is tracked with `cargo:rerun-if-env-changed` and `rerun-if-changed` is
 //! emitted only for files that exist.
@@ -39,12 +40,15 @@
 //! The modules follow the build: `manifest` → `lock` → `resolve` → `fetch` → `verify` →
 //! `codegen`, driven by `pipeline`; each imports only the stages before it, and each stage's
 //! data types live with the stage that produces them. `diagnostic` (located TOML errors),
-//! `env`, `hub` (the Hub client and cache), `target` and `local` (`path` kernels) serve them.
+//! `env`, `hub` (the Hub client and cache), `target`, `local` (`path` kernels) and
+//! `cuda_runtime` (the `libcudart.so.<major>` a kernel links) serve them.
 
 #![allow(clippy::needless_doctest_main)] // the docs show the whole build.rs
 
 #[doc(hidden)]
 pub mod codegen;
+#[doc(hidden)]
+pub mod cuda_runtime;
 #[doc(hidden)]
 pub mod diagnostic;
 #[doc(hidden)]
@@ -134,6 +138,48 @@ pub enum BuildError {
         /// Why the build is locked.
         why: String,
     },
+    /// The local CUDA runtime is not the one `kernels.lock` pins, and the build is locked.
+    #[error(
+        "{} (sha256 {found}) differs from the CUDA runtime pinned in kernels.lock ({}, {}, sha256 {}) \
+         and the build is locked{why}: point {} at the pinned {}, or run `cargo kernels lock` \
+         to pin the local one",
+        path.display(),
+        pin.file,
+        pin.source,
+        pin.sha256,
+        kernels_runtime::env::CUDART_LIB,
+        pin.source
+    )]
+    CudaRuntimePin {
+        /// The local library.
+        path: PathBuf,
+        /// Its hex sha256.
+        found: String,
+        /// The lock's `[cuda-runtime]` pin.
+        pin: Box<lock::RuntimePin>,
+        /// Why the build is locked.
+        why: String,
+    },
+    /// An embedded kernel needs the CUDA runtime, none was found, and the build is locked: the
+    /// binary would fail on a machine without it.
+    #[error(
+        "{kernels} needs {soname} and none was found at build time, and the build is locked{why}: \
+         set {}=<the {soname} of {}, or the directory holding it>, or `pip install {}`, \
+         so that the binary carries it",
+        kernels_runtime::env::CUDART_LIB,
+        self.wanted(),
+        self.install()
+    )]
+    CudaRuntimeMissing {
+        /// The kernels and variants that need it, as shown.
+        kernels: String,
+        /// The soname they need (`libcudart.so.13`).
+        soname: String,
+        /// The source of the lock's `[cuda-runtime]` pin of that soname, if any.
+        pinned: Option<String>,
+        /// Why the build is locked.
+        why: String,
+    },
     /// The target has no variants.
     #[error(transparent)]
     Target(#[from] target::UnsupportedTarget),
@@ -163,6 +209,34 @@ pub enum BuildError {
     /// Writing the generated files failed.
     #[error("writing {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+impl BuildError {
+    /// For [`BuildError::CudaRuntimeMissing`]: the wheel to install, the pinned release when the
+    /// lock names one.
+    fn install(&self) -> String {
+        match self {
+            BuildError::CudaRuntimeMissing { pinned: Some(p), .. } if p.starts_with("nvidia-cuda-runtime") => p.clone(),
+            BuildError::CudaRuntimeMissing { soname, .. } => {
+                let major = cuda_runtime::major(soname).map(|m| m.to_string()).unwrap_or_default();
+                kernels_runtime::cuda_runtime::wheel(&major)
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// For [`BuildError::CudaRuntimeMissing`]: where the library should come from, the lock's
+    /// pin when there is one.
+    fn wanted(&self) -> String {
+        match self {
+            BuildError::CudaRuntimeMissing { pinned: Some(p), .. } => p.clone(),
+            BuildError::CudaRuntimeMissing { soname, .. } => {
+                let major = cuda_runtime::major(soname).map(|m| m.to_string()).unwrap_or_default();
+                format!("a CUDA {major} toolkit or the {} wheel", self.install())
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for BuildError {
@@ -236,8 +310,8 @@ impl Builder {
         self
     }
 
-    /// Whether a missing or stale lock, or a `libtvm_ffi.so` other than the one the lock's
-    /// `[tvm-ffi]` pins, is an error (default: `KERNELS_LOCKED`). Cargo does not tell build
+    /// Whether a missing or stale lock, or a `libtvm_ffi.so` or CUDA runtime other than the one
+    /// the lock's `[tvm-ffi]` or `[cuda-runtime]` pins, is an error (default: `KERNELS_LOCKED`). Cargo does not tell build
     /// scripts about `--locked`, so CI sets `KERNELS_LOCKED=1`.
     pub fn locked(mut self, locked: bool) -> Self {
         self.inputs.locked = Some(locked);

@@ -22,10 +22,17 @@
 //! sha256 = "<64 hex>"
 //! size = 3141592
 //! source = "apache-tvm-ffi==0.1.15.post2"
+//!
+//! [cuda-runtime]                        # the CUDA runtime, when a locked variant links it
+//! file = "libcudart.so.13"              # its soname
+//! sha256 = "<64 hex>"
+//! size = 745664
+//! source = "nvidia-cuda-runtime==13.0.96"
 //! ```
 //!
-//! The build embeds a `libtvm_ffi.so` that differs from `[tvm-ffi]` with a warning, and
-//! refuses it when locked (`KERNELS_LOCKED=1`). Kernels built with `[build] embed = false`
+//! The build embeds a `libtvm_ffi.so` that differs from `[tvm-ffi]`, or a CUDA runtime that
+//! differs from `[cuda-runtime]`, with a warning, and refuses it when locked
+//! (`KERNELS_LOCKED=1`). Kernels built with `[build] embed = false`
 //! carry their variants' library and `metadata.json` pins into the binary, which checks the
 //! Hub cache against them before loading.
 //!
@@ -58,11 +65,15 @@ pub const LOCK_VERSION: u32 = 1;
 pub const LOCK_COMMAND: &str = "cargo kernels lock";
 
 const HEADER: &str = "# This file is written by `cargo kernels lock`. Do not edit it by hand.\n";
-const ROOT_KEYS: [&str; 3] = ["version", "kernel", "tvm-ffi"];
+const ROOT_KEYS: [&str; 4] = ["version", "kernel", "tvm-ffi", "cuda-runtime"];
 const KERNEL_KEYS: [&str; 6] = ["name", "repo", "requested-version", "requested-revision", "commit", "variant"];
 const VARIANT_KEYS: [&str; 2] = ["name", "files"];
 const FILE_KEYS: [&str; 3] = ["path", "sha256", "size"];
 const PIN_KEYS: [&str; 4] = ["file", "sha256", "size", "source"];
+/// The section pinning `libtvm_ffi.so`.
+const TVM_FFI_SECTION: &str = "tvm-ffi";
+/// The section pinning the CUDA runtime.
+const CUDA_RUNTIME_SECTION: &str = "cuda-runtime";
 
 /// A parsed `kernels.lock`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +82,8 @@ pub struct Lock {
     pub kernels: Vec<ResolvedKernel>,
     /// The pinned tvm-ffi runtime library.
     pub tvm_ffi: Option<RuntimePin>,
+    /// The pinned CUDA runtime (`libcudart.so.<major>`).
+    pub cuda_runtime: Option<RuntimePin>,
 }
 
 /// A Hub kernel pinned to a commit, with every loadable variant's files: what resolving
@@ -116,16 +129,19 @@ impl ResolvedVariant {
     }
 }
 
-/// The pinned `libtvm_ffi` runtime library (`[tvm-ffi]`): the one the lock was made with.
+/// A pinned runtime library: `libtvm_ffi.so` (`[tvm-ffi]`) or the CUDA runtime
+/// (`[cuda-runtime]`), the one the lock was made with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimePin {
-    /// The library's file name (`libtvm_ffi.so`).
+    /// The library's file name (`libtvm_ffi.so`), or the CUDA runtime's soname
+    /// (`libcudart.so.13`).
     pub file: String,
     /// Hex sha256 of the library.
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
-    /// Where it came from: the release (`apache-tvm-ffi==0.1.15.post2`), a wheel URL or a path.
+    /// Where it came from: the release (`apache-tvm-ffi==0.1.15.post2`,
+    /// `nvidia-cuda-runtime==13.0.96`), a wheel URL or a path.
     pub source: String,
 }
 
@@ -346,8 +362,9 @@ impl Lock {
                 s.push_str("]\n");
             }
         }
-        if let Some(p) = &self.tvm_ffi {
-            s.push_str("\n[tvm-ffi]\n");
+        for (section, pin) in [(TVM_FFI_SECTION, &self.tvm_ffi), (CUDA_RUNTIME_SECTION, &self.cuda_runtime)] {
+            let Some(p) = pin else { continue };
+            let _ = writeln!(s, "\n[{section}]");
             let _ = writeln!(s, "file = {}", quote(&p.file));
             let _ = writeln!(s, "sha256 = {}", quote(&p.sha256));
             let _ = writeln!(s, "size = {}", p.size);
@@ -448,8 +465,11 @@ fn walk(rep: &mut Reporter<'_>, root: &DeTable<'_>) -> Option<Lock> {
     }
     kernels.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let tvm_ffi = entry(root, "tvm-ffi").and_then(|(_, v)| runtime_pin(rep, v));
-    Some(Lock { kernels, tvm_ffi })
+    let tvm_ffi = entry(root, TVM_FFI_SECTION)
+        .and_then(|(_, v)| runtime_pin(rep, v, TVM_FFI_SECTION, "apache-tvm-ffi==0.1.15.post2"));
+    let cuda_runtime = entry(root, CUDA_RUNTIME_SECTION)
+        .and_then(|(_, v)| runtime_pin(rep, v, CUDA_RUNTIME_SECTION, "nvidia-cuda-runtime==13.0.96"));
+    Some(Lock { kernels, tvm_ffi, cuda_runtime })
 }
 
 fn sha256_value(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>, key: &str) -> Option<String> {
@@ -609,8 +629,15 @@ fn variant(
     Some((ResolvedVariant { name: name?, files }, name_span))
 }
 
-fn runtime_pin(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>) -> Option<RuntimePin> {
-    let path = header(&["tvm-ffi"]);
+/// A runtime pin section (`[tvm-ffi]`, `[cuda-runtime]`); `example` is a source shown when it
+/// is empty.
+fn runtime_pin(
+    rep: &mut Reporter<'_>,
+    value: &Spanned<DeValue<'_>>,
+    section: &str,
+    example: &str,
+) -> Option<RuntimePin> {
+    let path = header(&[section]);
     let table = rep.table(value, &path, "")?;
     rep.unknown_keys(table, &path, &PIN_KEYS);
     let key = |k: &str| child(&path, k);
@@ -634,7 +661,7 @@ fn runtime_pin(rep: &mut Reporter<'_>, value: &Spanned<DeValue<'_>>) -> Option<R
             rep.error(
                 v.span(),
                 &key("source"),
-                "the source is empty: give where the library came from (e.g. \"apache-tvm-ffi==0.1.15.post2\")",
+                format!("the source is empty: give where the library came from (e.g. {})", quote(example)),
             );
             return None;
         }

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use kernels_runtime::env::{LOCKED, TVM_FFI_LIB};
+use kernels_runtime::env::{CUDART_LIB, LOCKED, TVM_FFI_LIB};
 use kernels_runtime::ffi::{TVM_FFI_LIBRARY, locate_tvm_ffi, needs_tvm_ffi};
 
 use crate::BuildError;
 use crate::codegen::{self, GenCachedVariant, GenKernel, GenLayer, GenRegistry, GenRuntimeLib, GenVariant};
+use crate::cuda_runtime;
 use crate::env::{CargoOutput, Env};
 use crate::hub::{Hub, HubSettings};
 use crate::local;
@@ -110,13 +111,16 @@ pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Ou
                         cached.push(GenCachedVariant { variant: variant.name.clone(), archs, library, metadata });
                         continue;
                     }
-                    let needs_tvm_ffi = needs_tvm_ffi(&fetched.dir.join(&fetched.library_file)).unwrap_or(false);
+                    let library = fetched.dir.join(&fetched.library_file);
+                    let needs_tvm_ffi = needs_tvm_ffi(&library).unwrap_or(false);
+                    let cuda_runtime = cuda_runtime::needed_cuda_runtime(&library).ok().flatten();
                     variants.push(GenVariant {
                         variant: variant.name.clone(),
                         archs,
                         library_file: fetched.library_file,
                         bytes: fetched.library,
                         needs_tvm_ffi,
+                        cuda_runtime,
                     });
                 }
                 GenKernel {
@@ -167,6 +171,8 @@ pub(crate) fn run(env: &Env, inputs: Inputs, out: &mut CargoOutput) -> Result<Ou
         })
         .collect();
     generated.tvm_ffi = runtime_library(&generated, env, pins.tvm_ffi.as_ref(), locked_by.as_deref(), out)?;
+    generated.cuda_runtime =
+        cuda_runtime_library(&generated, env, pins.cuda_runtime.as_ref(), locked_by.as_deref(), out)?;
 
     let registry = codegen::write(&kernels_dir, &generated)
         .map_err(|source| BuildError::Io { path: kernels_dir.join("registry.rs"), source })?;
@@ -232,13 +238,16 @@ fn local_variants(
         // Embedded are the bytes checked against the digest, read once.
         let verified = verify::local_variant(&vdir, &spec.os).map_err(|e| local_err(local::LocalError::Verify(e)))?;
         let archs = verified.metadata.backend.map(|b| b.archs).unwrap_or_default();
-        let needs_tvm_ffi = needs_tvm_ffi(&vdir.join(&verified.library_file)).unwrap_or(false);
+        let library = vdir.join(&verified.library_file);
+        let needs_tvm_ffi = needs_tvm_ffi(&library).unwrap_or(false);
+        let cuda_runtime = cuda_runtime::needed_cuda_runtime(&library).ok().flatten();
         variants.push(GenVariant {
             variant,
             archs,
             library_file: verified.library_file,
             bytes: verified.library,
             needs_tvm_ffi,
+            cuda_runtime,
         });
     }
     Ok(variants)
@@ -306,13 +315,93 @@ fn runtime_library(
     Ok(Some(GenRuntimeLib { file: TVM_FFI_LIBRARY.to_owned(), bytes }))
 }
 
+/// The CUDA runtime to embed, when an embedded variant lists `libcudart.so.<major>` in
+/// `DT_NEEDED`: that soname, found as [`cuda_runtime::locate`] says. When variants need several
+/// majors, the one the lock's `[cuda-runtime]` pins is embedded, else the newest, and the
+/// binary loads the others from the machine it runs on. Without one the runtime looks for it
+/// there; the build says so, or fails when locked. One that differs from the pin is embedded
+/// with a warning, or refused when the build is locked (`locked_by` says why).
+fn cuda_runtime_library(
+    generated: &GenRegistry,
+    env: &Env,
+    pin: Option<&RuntimePin>,
+    locked_by: Option<&str>,
+    out: &mut CargoOutput,
+) -> Result<Option<GenRuntimeLib>, BuildError> {
+    let mut needed: Vec<&str> =
+        generated.kernels.iter().flat_map(|k| &k.variants).filter_map(|v| v.cuda_runtime.as_deref()).collect();
+    needed.sort_by_key(|soname| cuda_runtime::major(soname));
+    needed.dedup();
+    let pinned = pin.and_then(|p| needed.iter().copied().find(|s| *s == p.file));
+    let Some(soname) = pinned.or_else(|| needed.last().copied()) else {
+        return Ok(None);
+    };
+    let major = cuda_runtime::major(soname).map(|m| m.to_string()).unwrap_or_default();
+    let others: Vec<&str> = needed.iter().copied().filter(|s| *s != soname).collect();
+    if !others.is_empty() {
+        out.warning(&format!(
+            "embedded kernels need {} too; only {soname} is embedded, the binary loads the others from the machine it runs on",
+            others.join(", ")
+        ));
+    }
+    let Some(path) = cuda_runtime::locate(env, soname) else {
+        if let Some(why) = locked_by {
+            let kernels: Vec<String> = generated
+                .kernels
+                .iter()
+                .flat_map(|k| {
+                    k.variants.iter().filter(|v| v.cuda_runtime.as_deref() == Some(soname)).map(move |v| (k, v))
+                })
+                .map(|(k, v)| format!("kernel `{}` ({})", k.name, v.variant))
+                .collect();
+            return Err(BuildError::CudaRuntimeMissing {
+                kernels: kernels.join(", "),
+                soname: soname.to_owned(),
+                pinned: pin.filter(|p| p.file == soname).map(|p| p.source.clone()),
+                why: why.to_owned(),
+            });
+        }
+        let install = kernels_runtime::cuda_runtime::wheel(&major);
+        out.warning(&format!(
+            "an embedded kernel needs {soname} and none was found at build time (set {CUDART_LIB} or CUDA_HOME, or `pip install {install}`); the binary will look for it where it runs"
+        ));
+        return Ok(None);
+    };
+    out.rerun_if_changed(&path);
+    // `read` follows a symlink (`libcudart.so.13` -> `libcudart.so.13.0.96`) to the library.
+    let bytes = std::fs::read(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
+    if let Some(pin) = pin {
+        let sha = kernels_runtime::digest::sha256_hex(&bytes);
+        if sha != pin.sha256
+            && let Some(why) = locked_by
+        {
+            return Err(BuildError::CudaRuntimePin {
+                path,
+                found: sha,
+                pin: Box::new(pin.clone()),
+                why: why.to_owned(),
+            });
+        }
+        if sha != pin.sha256 {
+            out.warning(&format!(
+                "{} (sha256 {sha}) differs from the CUDA runtime pinned in kernels.lock ({}, {}, {}); embedding the local one",
+                path.display(),
+                pin.file,
+                pin.source,
+                pin.sha256
+            ));
+        }
+    }
+    Ok(Some(GenRuntimeLib { file: soname.to_owned(), bytes }))
+}
+
 #[cfg(test)]
 #[path = "../../kernels-runtime/tests/support/tiny_elf.rs"]
 mod tiny_elf;
 
 #[cfg(test)]
 mod tests {
-    use kernels_runtime::env::{LOCKED, TVM_FFI_LIB};
+    use kernels_runtime::env::{CUDART_LIB, LOCKED, TVM_FFI_LIB};
 
     use crate::env::Env;
     use crate::hub::HubSettings;
@@ -397,6 +486,124 @@ mod tests {
                 && text.contains("set KERNELS_TVM_FFI_LIB"),
             "{text}"
         );
+    }
+
+    /// CUDA variants whose library may link the CUDA runtime dynamically. Only those the target
+    /// embeds are built: the runtime does not load CUDA torch stable-ABI variants yet, so the
+    /// build does not embed them.
+    const CUDA_VARIANTS: [&str; 2] = ["torch-stable-abi211-cu130-x86_64-linux", "tvm-ffi01-cu130-x86_64-linux"];
+
+    /// The [`CUDA_VARIANTS`] an `x86_64-unknown-linux-gnu` build embeds.
+    fn embedded_cuda_variants() -> Vec<&'static str> {
+        let spec = crate::target::TargetSpec::new("x86_64-unknown-linux-gnu", None).unwrap();
+        let variants: Vec<&str> = CUDA_VARIANTS.into_iter().filter(|v| spec.wants(v).is_ok()).collect();
+        assert!(!variants.is_empty(), "no CUDA variant is embedded");
+        variants
+    }
+
+    /// A path kernel `cuda-ops` of one `variant`, laid out as the Hub does, whose library links
+    /// `libcudart.so.13`, and a stand-in for that runtime in a toolkit's `lib64/`, returned.
+    fn cuda_kernel(dir: &std::path::Path, variant: &str) -> std::path::PathBuf {
+        let lib = dir.join("ops.so");
+        let needed: &[&str] = if variant.starts_with("torch-stable-abi") {
+            &["libtorch.so", "libcudart.so.13", "libc.so.6"]
+        } else {
+            &["libcudart.so.13", "libc.so.6"]
+        };
+        std::fs::write(&lib, super::tiny_elf::tiny_elf(true, true, needed)).unwrap();
+        let variant = kernels_runtime::variant::VariantName::parse(variant).unwrap();
+        let _ = std::fs::remove_dir_all(dir.join("cuda"));
+        crate::local::lay_out(&lib, "cuda-ops", "Apache-2.0", &variant, &dir.join("cuda")).unwrap();
+        std::fs::write(
+            dir.join("kernels.toml"),
+            "[kernels.cuda-ops]\npath = \"cuda\"\n\n[layers.RMSNorm]\ncuda = { kernel = \"cuda-ops\", function = \"rms_norm\" }\n",
+        )
+        .unwrap();
+        let runtime = dir.join("toolkit/lib64/libcudart.so.13.0.96");
+        std::fs::create_dir_all(runtime.parent().unwrap()).unwrap();
+        std::fs::write(&runtime, b"the CUDA runtime").unwrap();
+        runtime
+    }
+
+    #[test]
+    fn a_kernel_linking_the_cuda_runtime_embeds_it_under_its_soname() {
+        for variant in embedded_cuda_variants() {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = cuda_kernel(dir.path(), variant);
+            // A symlink named by the soname, as a toolkit has: followed, embedded under the soname.
+            let link = dir.path().join("toolkit/lib64/libcudart.so.13");
+            std::os::unix::fs::symlink(&runtime, &link).unwrap();
+            for given in [&runtime, &link, &dir.path().join("toolkit/lib64")] {
+                let env = [(CUDART_LIB, given.to_str().unwrap()), (LOCKED, "1")];
+                let report = build(dir.path(), &env, None).unwrap();
+                let embedded = report.generated.cuda_runtime.expect("the CUDA runtime is embedded");
+                assert_eq!(embedded.file, "libcudart.so.13", "{variant}: {}", given.display());
+                assert_eq!(embedded.bytes, b"the CUDA runtime");
+                assert_eq!(report.generated.kernels[0].variants[0].cuda_runtime.as_deref(), Some("libcudart.so.13"));
+                let registry = std::fs::read_to_string(&report.registry).unwrap();
+                let sha = kernels_runtime::digest::sha256_hex(b"the CUDA runtime");
+                let expected = format!(
+                    "    cuda_runtime: ::core::option::Option::Some(::kernels_runtime::registry::EmbeddedFile {{\n        \
+                     path: \"libcudart.so.13\",\n        sha256: \"{sha}\",\n"
+                );
+                assert!(registry.contains(&expected), "{registry}");
+                assert!(dir.path().join(format!("out/kernels/blobs/{sha}.13")).is_file());
+                assert!(report.cargo.lines().contains(&format!("cargo:rerun-if-env-changed={CUDART_LIB}")));
+            }
+
+            // A lock pinning another one: a warning, or an error when locked.
+            let pinned = "version = 1\n\n[cuda-runtime]\nfile = \"libcudart.so.13\"\n\
+                          sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n\
+                          size = 3\nsource = \"nvidia-cuda-runtime==13.0.96\"\n";
+            std::fs::write(dir.path().join("kernels.lock"), pinned).unwrap();
+            let env = [(CUDART_LIB, runtime.to_str().unwrap())];
+            let report = build(dir.path(), &env, None).unwrap();
+            assert!(report.generated.cuda_runtime.is_some());
+            assert!(
+                report.cargo.lines().iter().any(|l| l.contains("differs from the CUDA runtime pinned in kernels.lock"))
+            );
+            let err = build(dir.path(), &[env[0], (LOCKED, "1")], None).unwrap_err();
+            assert!(matches!(err, BuildError::CudaRuntimePin { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("nvidia-cuda-runtime==13.0.96")
+                    && text.contains("point KERNELS_CUDART_LIB at the pinned"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_locked_build_refuses_to_embed_a_cuda_runtime_kernel_without_the_runtime() {
+        for variant in embedded_cuda_variants() {
+            let dir = tempfile::tempdir().unwrap();
+            cuda_kernel(dir.path(), variant);
+            let nowhere = dir.path().join("no/libcudart.so.13");
+            let env = [(CUDART_LIB, nowhere.to_str().unwrap())];
+
+            // Not locked: a warning, and the binary looks for it where it runs.
+            let report = build(dir.path(), &env, None).unwrap();
+            assert!(report.generated.cuda_runtime.is_none());
+            let registry = std::fs::read_to_string(&report.registry).unwrap();
+            assert!(registry.contains("    cuda_runtime: ::core::option::Option::None,\n"), "{registry}");
+            let lines = report.cargo.lines();
+            assert!(
+                lines.iter().any(|l| l.starts_with("cargo:warning=an embedded kernel needs libcudart.so.13 and none was found")),
+                "{lines:?}"
+            );
+
+            // Locked: an error naming the kernel, the variant and what to do.
+            let err = build(dir.path(), &[env[0], (LOCKED, "1")], None).unwrap_err();
+            assert!(matches!(err, BuildError::CudaRuntimeMissing { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("kernel `cuda-ops` ({variant}) needs libcudart.so.13 and none was found"))
+                    && text.contains("the build is locked (KERNELS_LOCKED is set)")
+                    && text.contains("set KERNELS_CUDART_LIB=")
+                    && text.contains("`pip install nvidia-cuda-runtime==13.*`"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn relock(
     update: bool,
     mut on_resolved: impl FnMut(&ResolvedKernel),
 ) -> Result<Lock, KernelError> {
-    let mut lock = Lock { kernels: Vec::new(), tvm_ffi: old.and_then(|l| l.tvm_ffi.clone()) };
+    let mut lock = Lock {
+        kernels: Vec::new(),
+        tvm_ffi: old.and_then(|l| l.tvm_ffi.clone()),
+        cuda_runtime: old.and_then(|l| l.cuda_runtime.clone()),
+    };
     for (name, repo, requested) in manifest.hub_kernels() {
         let kept = old.and_then(|l| l.kernel(name)).filter(|k| !update && k.repo == repo && &k.requested == requested);
         let pinned = match kept {

@@ -226,6 +226,12 @@ fn written_lock() -> Vec<u8> {
             size: 3_141_592,
             source: "apache-tvm-ffi==0.1.15.post2".into(),
         }),
+        cuda_runtime: Some(RuntimePin {
+            file: "libcudart.so.13".into(),
+            sha256: "f".repeat(64),
+            size: 745_664,
+            source: "nvidia-cuda-runtime==13.0.96".into(),
+        }),
     };
     lock.render().into_bytes()
 }

@@ -11,13 +11,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use kernels_build::cuda_runtime;
 use kernels_build::env::Env;
 use kernels_build::hub::{Hub, HubSettings};
 use kernels_build::lock::{LOCK_FILE, Lock, RuntimePin};
 use kernels_build::manifest::{MANIFEST_FILE, Manifest};
 use kernels_build::target::TargetSpec;
 use kernels_build::{resolve, verify};
-use kernels_runtime::env::{HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN};
+use kernels_runtime::env::{CUDART_LIB, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN};
 use kernels_runtime::platform::Platform;
 use kernels_runtime::select::{Candidate, Request, select};
 use kernels_runtime::variant::BackendKind;
@@ -205,12 +206,49 @@ fn lock(o: &Options) -> Result<(), String> {
             source,
         });
     }
+    pin_cuda_runtime(&mut new, &Env::process())?;
     let text = new.render();
     let unchanged = std::fs::read_to_string(&path).is_ok_and(|t| t == text);
     if !unchanged {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     eprintln!("{} {}", if unchanged { "unchanged" } else { "wrote" }, path.display());
+    Ok(())
+}
+
+/// Pins in `lock.cuda_runtime` the CUDA runtime its variants link (torch stable-ABI variants for
+/// CUDA link `libcudart.so.<major>`): the newest soname needed that this machine has, found as
+/// the build finds it. None is pinned when no variant needs one; when none is found, the old
+/// pin stays.
+fn pin_cuda_runtime(lock: &mut Lock, env: &Env) -> Result<(), String> {
+    let mut needed: Vec<String> = lock
+        .kernels
+        .iter()
+        .flat_map(|k| &k.variants)
+        .filter_map(|v| cuda_runtime::variant_cuda_runtime(&v.name))
+        .collect();
+    needed.sort_by_key(|soname| cuda_runtime::major(soname));
+    needed.dedup();
+    if needed.is_empty() {
+        lock.cuda_runtime = None;
+        return Ok(());
+    }
+    let Some((soname, lib)) =
+        needed.iter().rev().find_map(|soname| cuda_runtime::locate(env, soname).map(|lib| (soname, lib)))
+    else {
+        eprintln!(
+            "  no {} found to pin (set {CUDART_LIB} or CUDA_HOME, or install the nvidia-cuda-runtime wheel)",
+            needed.join(" or ")
+        );
+        return Ok(());
+    };
+    let bytes = std::fs::read(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    lock.cuda_runtime = Some(RuntimePin {
+        file: soname.clone(),
+        sha256: kernels_runtime::digest::sha256_hex(&bytes),
+        size: bytes.len() as u64,
+        source: cuda_runtime::source(&lib, soname),
+    });
     Ok(())
 }
 
@@ -451,6 +489,53 @@ mod tests {
         // A library elsewhere is named by its path, whatever sits two levels up.
         let other = site.join("elsewhere/lib/libtvm_ffi.so");
         assert_eq!(tvm_ffi_source(&other), other.display().to_string());
+    }
+
+    #[test]
+    fn the_cuda_runtime_is_pinned_when_a_locked_variant_links_it() {
+        use kernels_build::lock::{ResolvedKernel, ResolvedVariant};
+        use kernels_build::manifest::Requested;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libcudart.so.13");
+        std::fs::write(&lib, b"cudart").unwrap();
+        let env = Env::fixed([(CUDART_LIB, dir.path())]);
+        let variant = |name: &str| ResolvedVariant { name: name.into(), files: vec![] };
+        let mut lock = Lock {
+            kernels: vec![ResolvedKernel {
+                name: "ops".into(),
+                repo: "org/ops".into(),
+                requested: Requested::Version(1),
+                commit: "c".repeat(40),
+                variants: vec![
+                    variant("torch-stable-abi211-cpu-x86_64-linux"),
+                    variant("tvm-ffi01-cu130-x86_64-linux"),
+                ],
+            }],
+            ..Lock::default()
+        };
+        // No variant links it: nothing is pinned, and an old pin goes.
+        lock.cuda_runtime = Some(RuntimePin { file: "x".into(), sha256: "0".repeat(64), size: 0, source: "x".into() });
+        pin_cuda_runtime(&mut lock, &env).unwrap();
+        assert_eq!(lock.cuda_runtime, None);
+        // A CUDA torch stable-ABI variant links libcudart.so.13: pinned under its soname.
+        lock.kernels[0].variants.push(variant("torch-stable-abi211-cu130-x86_64-linux"));
+        pin_cuda_runtime(&mut lock, &env).unwrap();
+        let pin = lock.cuda_runtime.clone().expect("a [cuda-runtime] pin");
+        assert_eq!(
+            pin,
+            RuntimePin {
+                file: "libcudart.so.13".into(),
+                sha256: kernels_runtime::digest::sha256_hex(b"cudart"),
+                size: 6,
+                source: lib.display().to_string(),
+            }
+        );
+        assert!(lock.render().contains("\n[cuda-runtime]\nfile = \"libcudart.so.13\"\n"), "{}", lock.render());
+        // Not found here: the old pin stays.
+        let nowhere = Env::fixed([(CUDART_LIB, dir.path().join("no"))]);
+        pin_cuda_runtime(&mut lock, &nowhere).unwrap();
+        assert_eq!(lock.cuda_runtime, Some(pin));
     }
 
     #[test]

@@ -36,6 +36,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         tolerance: None,
     }],
     tvm_ffi: None,
+    cuda_runtime: None,
 };
 
 #[kernelize(

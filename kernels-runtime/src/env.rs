@@ -37,6 +37,9 @@ pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 pub const HOME: &str = "HOME";
 /// The `libtvm_ffi.so` to load when the binary embeds none.
 pub const TVM_FFI_LIB: &str = "KERNELS_TVM_FFI_LIB";
+/// The CUDA runtime (`libcudart.so.<major>`, a file or the directory holding it) that CUDA
+/// kernels linking it dynamically get, ahead of the one the binary embeds or the system's.
+pub const CUDART_LIB: &str = "KERNELS_CUDART_LIB";
 /// The oneAPI version to assume on Intel GPUs (`2025.1`), when it cannot be detected.
 pub const XPU_VERSION: &str = "KERNELS_XPU_VERSION";
 /// The build refuses anything not pinned by `kernels.lock`.

@@ -2,7 +2,8 @@
 //!
 //! It names variants ([`variant`]), detects the platform ([`platform`]), selects the variant a
 //! machine can run and explains why ([`select`]), reads and verifies a variant's
-//! `metadata.json` ([`metadata`]), and loads and calls TVM-FFI kernels ([`ffi`], [`loader`]).
+//! `metadata.json` ([`metadata`]), and loads and calls TVM-FFI kernels ([`ffi`], [`loader`]),
+//! with the CUDA runtime of kernels that link it ([`cuda_runtime`]).
 //!
 //! Features: `runtime` (default) is everything above; without it only [`ffi`]'s ABI types
 //! remain, and `kernel-abi` adds [`ffi::kernel`] for writing kernels in Rust. `candle` adds
@@ -11,6 +12,8 @@
 
 #[cfg(feature = "candle")]
 pub mod candle;
+#[cfg(feature = "runtime")]
+pub mod cuda_runtime;
 #[cfg(feature = "runtime")]
 pub mod digest;
 #[cfg(feature = "runtime")]

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use libloading::Library;
 
+use crate::cuda_runtime;
 use crate::env;
 use crate::ffi::{KernelFunction, ResolveError};
 use crate::hub_cache;
@@ -111,6 +112,15 @@ pub enum LoadError {
         /// The kernel library.
         path: PathBuf,
         /// Why the tvm-ffi runtime is unavailable.
+        message: String,
+    },
+    /// The library needs the CUDA runtime (`libcudart.so.<major>`) and it could not be found
+    /// or loaded.
+    #[error("{path} needs the CUDA runtime: {message}")]
+    CudaRuntime {
+        /// The kernel library.
+        path: PathBuf,
+        /// Why the CUDA runtime is unavailable, naming its soname and the fixes.
         message: String,
     },
     /// A function is not exported by the library.
@@ -268,7 +278,9 @@ struct Opened {
 ///
 /// A torch stable-ABI library is first checked against what the host provides
 /// (`torch_stable_abi::check_library`, on the very file that is then opened), then opened
-/// after the host, with its registrations recorded.
+/// after the host, with its registrations recorded. A library that lists the CUDA runtime
+/// (`libcudart.so.<major>`) in `DT_NEEDED` is opened after it is loaded
+/// (`cuda_runtime::ensure_cuda_runtime`).
 fn open(key: &str, path: &Path, display_path: &Path, abi: Abi) -> Result<Opened, LoadError> {
     if let Some(found) = opened(key) {
         return Ok(found);
@@ -281,6 +293,13 @@ fn open(key: &str, path: &Path, display_path: &Path, abi: Abi) -> Result<Opened,
         if needs {
             ensure_tvm_ffi().map_err(|message| LoadError::TvmFfiRuntime { path: display_path.to_owned(), message })?;
         }
+    }
+    // A kernel that links the CUDA runtime dynamically gets it loaded first, so that its
+    // `DT_NEEDED` entry binds to the copy chosen here (see `cuda_runtime`).
+    let needed = crate::ffi::needed_libraries(path).map_err(io_err(display_path))?;
+    for soname in needed.iter().filter(|name| cuda_runtime::is_cuda_runtime(name)) {
+        cuda_runtime::ensure_cuda_runtime(soname)
+            .map_err(|message| LoadError::CudaRuntime { path: display_path.to_owned(), message })?;
     }
     let mut opened = OPENED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(found) = opened.get(key) {

@@ -23,11 +23,14 @@ pub struct Registry {
     pub layers: &'static [LayerEntry],
     /// `libtvm_ffi.so`, embedded when some embedded variant needs it.
     pub tvm_ffi: Option<EmbeddedFile>,
+    /// The CUDA runtime (`path` is its soname, `libcudart.so.<major>`), embedded when some
+    /// embedded variant lists it in `DT_NEEDED`.
+    pub cuda_runtime: Option<EmbeddedFile>,
 }
 
 impl Registry {
     /// A registry with no kernels: every layer uses its Rust forward.
-    pub const EMPTY: Registry = Registry { kernels: &[], layers: &[], tvm_ffi: None };
+    pub const EMPTY: Registry = Registry { kernels: &[], layers: &[], tvm_ffi: None, cuda_runtime: None };
 
     /// The kernel with this local name.
     pub fn kernel(&self, name: &str) -> Option<&'static KernelEntry> {
@@ -401,7 +404,7 @@ mod tests {
             m("ampere", v(8, 0), v(9, 0), ModeSupport::Inference),
             m("blackwell", v(10, 0), None, ModeSupport::Inference),
         ]));
-        let registry = Registry { kernels: &[], layers, tvm_ffi: None };
+        let registry = Registry { kernels: &[], layers, tvm_ffi: None, cuda_runtime: None };
         let platform = Platform::new(Os::current(), CpuArch::current()).with_cuda(CudaInfo {
             driver_version: Version::new(13, 0),
             devices: vec![CudaDevice { ordinal: 0, name: "GPU".into(), capability: Version::new(7, 5) }],

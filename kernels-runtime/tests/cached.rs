@@ -110,7 +110,7 @@ fn registry(commit: &str, cached: &'static [CachedVariant]) -> &'static Registry
         deterministic: false,
         tolerance: None,
     }]));
-    Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
+    Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None, cuda_runtime: None }))
 }
 
 // One test: it sets HF_HUB_CACHE for the process.

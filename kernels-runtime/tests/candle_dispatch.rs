@@ -51,6 +51,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         cpu("SiluAndMul", "silu_and_mul"),
     ],
     tvm_ffi: None,
+    cuda_runtime: None,
 };
 
 // ---- layers: candle forwards, kernelized ----------------------------------------------------

@@ -75,6 +75,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         },
     ],
     tvm_ffi: None,
+    cuda_runtime: None,
 };
 
 // ---- layers -------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ static __KERNELS_REGISTRY: Registry = Registry {
         cpu("Unsupported", "unsupported", "silu_and_mul"),
     ],
     tvm_ffi: None,
+    cuda_runtime: None,
 };
 
 fn gated(x: &HostTensor<f32>, act: fn(f64) -> f64) -> HostTensor<f32> {

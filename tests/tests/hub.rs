@@ -137,7 +137,7 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
             deterministic: false,
             tolerance: None,
         }]));
-        Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None }))
+        Box::leak(Box::new(Registry { kernels, layers, tvm_ffi: None, cuda_runtime: None }))
     };
     let settings = Settings::default();
     let cpu = Target::of(None);

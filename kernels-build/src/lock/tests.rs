@@ -50,6 +50,12 @@ fn sample() -> Lock {
             size: 5,
             source: "apache-tvm-ffi==0.1.15.post2".into(),
         }),
+        cuda_runtime: Some(RuntimePin {
+            file: "libcudart.so.13".into(),
+            sha256: "1".repeat(64),
+            size: 7,
+            source: "nvidia-cuda-runtime==13.0.96".into(),
+        }),
     }
 }
 
@@ -104,6 +110,12 @@ file = "libtvm_ffi.so"
 sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 size = 5
 source = "apache-tvm-ffi==0.1.15.post2"
+
+[cuda-runtime]
+file = "libcudart.so.13"
+sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+size = 7
+source = "nvidia-cuda-runtime==13.0.96"
 "#;
 
 #[test]
@@ -136,6 +148,12 @@ fn order_of_the_input_does_not_change_the_bytes() {
     let merged = r#"
 version = 1
 # a comment
+[cuda-runtime]
+size = 7
+source = "nvidia-cuda-runtime==13.0.96"
+file = "libcudart.so.13"
+sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+
 [tvm-ffi]
 source = "apache-tvm-ffi==0.1.15.post2"
 size = 5
@@ -194,6 +212,7 @@ fn minimal_locks_round_trip() {
             size: 0,
             source: "/opt/tvm ffi/lib \"quoted\"".into(),
         }),
+        cuda_runtime: None,
     };
     let text = odd.render();
     assert!(text.contains("requested-revision = \"tag\\\"with\\\\quotes-é\"\n"), "{text}");
@@ -201,6 +220,29 @@ fn minimal_locks_round_trip() {
     assert!(text.contains("source = \"/opt/tvm ffi/lib \\\"quoted\\\"\"\n"), "{text}");
     let read = Lock::parse(&text, p()).unwrap();
     assert_eq!(read, odd);
+    assert_eq!(read.render(), text);
+    // The CUDA runtime pinned alone, by the path it was found at.
+    let cuda_only = Lock {
+        cuda_runtime: Some(RuntimePin {
+            file: "libcudart.so.12".into(),
+            sha256: "3".repeat(64),
+            size: 1,
+            source: "/usr/local/cuda-12.8/lib64/libcudart.so.12".into(),
+        }),
+        ..Lock::default()
+    };
+    let text = cuda_only.render();
+    assert_eq!(
+        text,
+        format!(
+            "# This file is written by `cargo kernels lock`. Do not edit it by hand.\nversion = 1\n\n[cuda-runtime]\n\
+             file = \"libcudart.so.12\"\nsha256 = \"{}\"\nsize = 1\nsource = \"/usr/local/cuda-12.8/lib64/libcudart.so.12\"\n",
+            "3".repeat(64)
+        )
+    );
+    assert!(!text.contains("[tvm-ffi]"), "{text}");
+    let read = Lock::parse(&text, p()).unwrap();
+    assert_eq!(read, cuda_only);
     assert_eq!(read.render(), text);
 }
 
@@ -231,6 +273,14 @@ fn pin(replace: (&str, &str)) -> String {
     s
 }
 
+/// [`pin`] for `[cuda-runtime]`, the lines in the same places.
+fn cuda_pin(replace: (&str, &str)) -> String {
+    pin(replace)
+        .replace("[tvm-ffi]", "[cuda-runtime]")
+        .replace("\"libtvm_ffi.so\"", "\"libcudart.so.13\"")
+        .replace("apache-tvm-ffi==0.1.15.post2", "nvidia-cuda-runtime==13.0.96")
+}
+
 /// One case per message: the full text, with `file:line:column` and the key.
 #[test]
 fn every_error_message() {
@@ -246,10 +296,10 @@ fn every_error_message() {
             "version = \"1\"\n".into(),
             "kernels.lock:1:11: version: expected a non-negative integer (the lock format version), found the string \"1\"",
         ),
-        ("version = 1\nextra = 1\n".into(), "kernels.lock:2:1: extra: unknown key (expected `version`, `kernel` or `tvm-ffi`)"),
+        ("version = 1\nextra = 1\n".into(), "kernels.lock:2:1: extra: unknown key (expected `version`, `kernel`, `tvm-ffi` or `cuda-runtime`)"),
         (
             "version = 1\nkernels = 1\n".into(),
-            "kernels.lock:2:1: kernels: unknown key; did you mean `kernel`? (expected `version`, `kernel` or `tvm-ffi`)",
+            "kernels.lock:2:1: kernels: unknown key; did you mean `kernel`? (expected `version`, `kernel`, `tvm-ffi` or `cuda-runtime`)",
         ),
         ("version = 1\nkernel = 1\n".into(), "kernels.lock:2:10: kernel: expected an array of `[[kernel]]` tables, found the integer 1"),
         (
@@ -362,6 +412,21 @@ fn every_error_message() {
             pin(("source", "\" \"")),
             "kernels.lock:6:10: [tvm-ffi].source: the source is empty: give where the library came from (e.g. \"apache-tvm-ffi==0.1.15.post2\")",
         ),
+        ("version = 1\ncuda-runtime = \"x\"\n".into(), "kernels.lock:2:16: [cuda-runtime]: expected a table, found the string \"x\""),
+        (
+            cuda_pin(("extra", "1")),
+            "kernels.lock:7:1: [cuda-runtime].extra: unknown key (expected `file`, `sha256`, `size` or `source`)",
+        ),
+        (cuda_pin(("extra", "\"x\"")).replace("extra", "sourse"), "kernels.lock:7:1: [cuda-runtime].sourse: unknown key; did you mean `source`? (expected `file`, `sha256`, `size` or `source`)"),
+        (cuda_pin(("size", "")), "kernels.lock:2:1: [cuda-runtime]: missing `size`"),
+        (
+            cuda_pin(("file", "\"/usr/lib/libcudart.so.13\"")),
+            "kernels.lock:3:8: [cuda-runtime].file: \"/usr/lib/libcudart.so.13\" is not a file name (no directories)",
+        ),
+        (
+            cuda_pin(("source", "\"\"")),
+            "kernels.lock:6:10: [cuda-runtime].source: the source is empty: give where the library came from (e.g. \"nvidia-cuda-runtime==13.0.96\")",
+        ),
     ];
     let mut failures = Vec::new();
     for (text, expected) in &cases {
@@ -378,7 +443,7 @@ fn an_invalid_lock_says_how_to_recover() {
     let err = Lock::parse("version = 1\nextra = 1\n", p()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "kernels.lock:2:1: extra: unknown key (expected `version`, `kernel` or `tvm-ffi`)\n\
+        "kernels.lock:2:1: extra: unknown key (expected `version`, `kernel`, `tvm-ffi` or `cuda-runtime`)\n\
          fix it, or delete it and run `cargo kernels lock` to write it again"
     );
 }

@@ -88,4 +88,9 @@ pub(crate) static __KERNELS_REGISTRY: ::kernels_runtime::registry::Registry = ::
         sha256: "cdffd5dd8ca8126c0482ba994814b9014cc9e973435d399f1cf1f69479e6b907",
         bytes: include_bytes!("blobs/cdffd5dd8ca8126c0482ba994814b9014cc9e973435d399f1cf1f69479e6b907.so"),
     }),
+    cuda_runtime: ::core::option::Option::Some(::kernels_runtime::registry::EmbeddedFile {
+        path: "libcudart.so.13",
+        sha256: "9e0ac68525dfccd55d50b0e65d6b581460f9f8147672195c67e13f68afb1164f",
+        bytes: include_bytes!("blobs/9e0ac68525dfccd55d50b0e65d6b581460f9f8147672195c67e13f68afb1164f.13"),
+    }),
 };

@@ -308,6 +308,9 @@ pub fn decide(
     if let Some(lib) = registry.tvm_ffi {
         loader::provide_tvm_ffi(lib);
     }
+    if let Some(lib) = registry.cuda_runtime {
+        crate::cuda_runtime::provide_cuda_runtime(lib);
+    }
     let request = Request::new(kind, ordinal);
     let (kernel, repo) = (entry.name.to_owned(), entry.repo.to_owned());
     let local = match settings.local_kernels.as_deref().map(loader::parse_local_kernels).transpose() {

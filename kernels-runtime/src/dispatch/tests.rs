@@ -87,7 +87,7 @@ fn registry(variants: &'static [EmbeddedVariant]) -> Registry {
             tolerance: None,
         },
     ]));
-    Registry { kernels, layers, tvm_ffi: None }
+    Registry { kernels, layers, tvm_ffi: None, cuda_runtime: None }
 }
 
 fn cpu_platform() -> Platform {
