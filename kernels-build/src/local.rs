@@ -164,8 +164,8 @@ pub fn metadata_json(name: &str, id: &str, license: &str, files: &BTreeMap<Strin
     serde_json::to_string_pretty(&value).expect("JSON values always serialise")
 }
 
-/// Lays a built library out as `<root>/build/<variant>/<id>.so` + `metadata.json`, the way the
-/// Hub's kernel-builder does for a CPU `tvm-ffi` variant. The id is
+/// Lays a built library out as `<root>/build/<variant>/<id>.so` (`<id>.abi3.so` for a torch
+/// stable-ABI variant) + `metadata.json`, the way the Hub's kernel-builder does for a CPU `tvm-ffi` variant. The id is
 /// `_<name>_cpu_<first 7 hex of the library's sha256>`, so the same bytes give the same id.
 /// Returns the variant directory.
 pub fn lay_out(
@@ -178,7 +178,11 @@ pub fn lay_out(
     let bytes = std::fs::read(library).map_err(io(library))?;
     let python_name = name.replace('-', "_");
     let id = format!("_{python_name}_cpu_{}", &kernels_runtime::digest::sha256_hex(&bytes)[..7]);
-    let ext = library.extension().and_then(|e| e.to_str()).unwrap_or("so");
+    // A torch stable-ABI library is an abi3 Python module: `<id>.abi3.so`, as the runtime looks for it.
+    let ext = match variant.framework() {
+        Some(kernels_runtime::variant::Framework::TorchStableAbi(_)) => "abi3.so",
+        _ => library.extension().and_then(|e| e.to_str()).unwrap_or("so"),
+    };
     let dir = root.join("build").join(variant.to_string());
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
