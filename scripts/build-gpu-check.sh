@@ -84,8 +84,8 @@ step "cargo build --release: gpu-check, gpu-check-cuda (candle CUDA), cargo-kern
 "$cargo" build --release --locked -p kernels-gpu-check --bin gpu-check
 "$cargo" build --release --locked -p kernels-gpu-check --features cuda --bin gpu-check-cuda
 "$cargo" build --release --locked -p kernels-cli --bin cargo-kernels
-step "cargo rustc --release: kernels-demo with candle CUDA (embeds the CUDA variant and libtvm_ffi.so)"
-KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB" "$cargo" rustc --release --locked -p kernels-demo --features cuda --bin kernels-demo \
+step "cargo rustc --release: kernels-demo with candle CUDA (embeds the CUDA variants, libtvm_ffi.so and libcudart.so.13)"
+KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB" KERNELS_CUDART_LIB="$cudart" "$cargo" rustc --release --locked -p kernels-demo --features cuda --bin kernels-demo \
     -- -L "native=$link_dir"
 release="$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 
