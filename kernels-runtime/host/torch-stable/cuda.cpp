@@ -112,6 +112,16 @@ void* cuda_allocate(size_t bytes, int32_t device_index, KernelsTorchReleaseFn* r
   return ptr;
 }
 
+void cuda_zero(void* ptr, size_t bytes, int32_t device_index) {
+  const KernelsTorchCudaRuntime* rt = cuda();
+  if (rt == nullptr || rt->memset_async == nullptr) {
+    throw std::runtime_error("cannot fill CUDA memory: no CUDA runtime was handed to the torch stable-ABI host");
+  }
+  if (bytes == 0) return;
+  ScopedDevice scope(device_index);
+  check(rt, rt->memset_async(ptr, 0, bytes, current_cuda_stream(device_index)), "cudaMemsetAsync");
+}
+
 }  // namespace kt
 
 using namespace kt;

@@ -132,6 +132,14 @@ uint16_t to_float16(float x) {
 
 // Writes `value` into every element of `t`, converted to its dtype.
 void fill(Tensor& t, double value, const char* op) {
+  if (t.device_type == device::cuda) {
+    // Zeros are a memset on the current stream; other values would need a kernel of our own.
+    if (value == 0.0 && !std::signbit(value) && t.is_contiguous()) {
+      cuda_zero(t.data_ptr(), static_cast<size_t>(t.numel()) * element_size(t.dtype), t.device_index);
+      return;
+    }
+    throw std::runtime_error(std::string(op) + ": on CUDA tensors only zeros into a contiguous tensor are served");
+  }
   require_cpu(t, op);
   unsigned char pattern[16] = {};
   auto put = [&](const auto& v) { std::memcpy(pattern, &v, sizeof v); };

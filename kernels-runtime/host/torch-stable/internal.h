@@ -92,6 +92,10 @@ Tensor* allocate(const std::vector<int64_t>& sizes, const std::vector<int64_t>* 
 // on that same stream. Throws when no CUDA runtime was handed over or the allocation fails.
 void* cuda_allocate(size_t bytes, int32_t device_index, KernelsTorchReleaseFn* release, void** release_ctx);
 
+// Zeroes `bytes` bytes of device memory at `ptr` on CUDA device `device_index`, ordered on the
+// calling thread's current stream for it. Throws without a CUDA runtime (or its memset).
+void cuda_zero(void* ptr, size_t bytes, int32_t device_index);
+
 // Makes `device_index` the CUDA runtime's current device for a scope, when the CUDA runtime was
 // handed over; otherwise only tracks the index (aoti_torch_get_current_device_index).
 class ScopedDevice {

@@ -56,6 +56,7 @@ typedef struct KernelsTorchCudaRuntime {
   int32_t (*malloc_async)(void** ptr, size_t bytes, void* stream);
   int32_t (*free_async)(void* ptr, void* stream);
   const char* (*get_error_string)(int32_t error);  // may be null
+  int32_t (*memset_async)(void* ptr, int32_t value, size_t bytes, void* stream);  // may be null
 } KernelsTorchCudaRuntime;
 
 // Hands over the CUDA runtime (copied; the first one stays). Until then device guards only

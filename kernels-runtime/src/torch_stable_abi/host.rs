@@ -64,6 +64,7 @@ struct CudaRuntime {
     malloc_async: unsafe extern "C" fn(*mut *mut c_void, usize, *mut c_void) -> i32,
     free_async: unsafe extern "C" fn(*mut c_void, *mut c_void) -> i32,
     get_error_string: Option<unsafe extern "C" fn(i32) -> *const c_char>,
+    memset_async: Option<unsafe extern "C" fn(*mut c_void, i32, usize, *mut c_void) -> i32>,
 }
 
 /// Hands the host the CUDA runtime that `kernel` links (found through the kernel's own
@@ -88,7 +89,12 @@ fn adopt_cuda_runtime(api: &HostApi, kernel: &libloading::os::unix::Library) {
         };
         let get_error_string =
             kernel.get::<unsafe extern "C" fn(i32) -> *const c_char>(b"cudaGetErrorString\0").ok().map(|f| *f);
+        let memset_async = kernel
+            .get::<unsafe extern "C" fn(*mut c_void, i32, usize, *mut c_void) -> i32>(b"cudaMemsetAsync\0")
+            .ok()
+            .map(|f| *f);
         CudaRuntime {
+            memset_async,
             get_device: *get_device,
             set_device: *set_device,
             malloc_async: *malloc_async,

@@ -209,6 +209,12 @@ int32_t fake_free_async(void* p, void* stream) {
   return 0;
 }
 const char* fake_error_string(int32_t e) { return e == 101 ? "invalid device ordinal" : "unknown"; }
+void* last_memset_stream = nullptr;
+int32_t fake_memset_async(void* p, int32_t value, size_t bytes, void* stream) {
+  last_memset_stream = stream;
+  std::memset(p, value, bytes);
+  return 0;
+}
 
 void* const kStream = reinterpret_cast<void*>(0x5eed);
 
@@ -231,6 +237,13 @@ void cuda_kernel(uint64_t* stack, uint64_t, uint64_t) {
   int64_t size = 4;
   void* t = nullptr;
   if (aoti_torch_empty_strided(1, &size, nullptr, 6, 1, 1, &t) != 0) throw std::runtime_error("alloc");
+  // zero_ is a memset on the call's stream; other values are refused on CUDA tensors.
+  void* data = nullptr;
+  aoti_torch_get_data_ptr(t, &data);
+  static_cast<float*>(data)[3] = 5.0f;
+  if (aoti_torch_aten_fill__Scalar(t, 0.0) != 0 || static_cast<float*>(data)[3] != 0.0f) throw std::runtime_error("zero");
+  if (last_memset_stream != kStream) throw std::runtime_error("memset stream");
+  if (aoti_torch_aten_fill__Scalar(t, 1.0) == 0) throw std::runtime_error("fill 1.0 on CUDA accepted");
   aoti_torch_delete_tensor_object(t);
   stack[0] = 7;
 }
@@ -244,7 +257,8 @@ void cuda_scope() {
   CHECK(aoti_torch_empty_strided(1, &size, nullptr, 6, 1, 0, &t) == 1, "CUDA alloc without a runtime");
   CHECK(std::string(torch_exception_get_what()).find("no CUDA runtime") != std::string::npos, "%s",
         torch_exception_get_what());
-  KernelsTorchCudaRuntime rt{fake_get_device, fake_set_device, fake_malloc_async, fake_free_async, fake_error_string};
+  KernelsTorchCudaRuntime rt{fake_get_device,  fake_set_device,   fake_malloc_async,
+                             fake_free_async, fake_error_string, fake_memset_async};
   CHECK(kernels_torch_host_set_cuda_runtime(&rt) == 0 && kernels_torch_host_has_cuda_runtime() == 1, "install");
   CHECK(kernels_torch_host_call(cuda_kernel, stack, 0, 1, 1, 1, kStream, err, sizeof err) == 0, "%s", err);
   CHECK(stack[0] == 7, "kernel did not run");
