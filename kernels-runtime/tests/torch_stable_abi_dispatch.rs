@@ -73,10 +73,22 @@ fn gelu_tanh(x: f64) -> f64 {
     0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).tanh())
 }
 
+fn elementwise(x: &HostTensor<f32>, act: fn(f64) -> f64) -> HostTensor<f32> {
+    HostTensor::new(x.data().iter().map(|&v| act(f64::from(v)) as f32).collect(), x.shape()).expect("x's shape")
+}
+
 /// Defines a gated layer `$ty` served by layer `$layer`, with output shape `$out` and kernel
 /// arguments `$args`.
 macro_rules! gated_layer {
     ($ty:ident, $layer:literal, $act:expr, |$x:ident| $out:expr, ($($args:tt)*)) => {
+        layer!($ty, $layer, |$x| gated($x, $act), $out, ($($args)*));
+    };
+}
+
+/// Defines a layer `$ty` served by layer `$layer`, whose Rust forward is `$forward`, with output
+/// shape `$out` and kernel arguments `$args`.
+macro_rules! layer {
+    ($ty:ident, $layer:literal, |$x:ident| $forward:expr, $out:expr, ($($args:tt)*)) => {
         #[kernelize(
             layer = $layer,
             forward = fn forward(&self, $x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError>,
@@ -92,9 +104,9 @@ macro_rules! gated_layer {
                 $ty { forward_calls: std::sync::atomic::AtomicUsize::new(0) }
             }
 
-            fn forward(&self, x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError> {
+            fn forward(&self, $x: &HostTensor<f32>) -> Result<HostTensor<f32>, DispatchError> {
                 self.forward_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(gated(x, $act))
+                Ok($forward)
             }
 
             #[allow(dead_code)]
@@ -111,7 +123,11 @@ gated_layer!(GeluTanhAndMul, "GeluTanhAndMul", gelu_tanh, |x| [x.shape()[0], x.s
 gated_layer!(BadShape, "BadShape", silu, |x| [x.shape()[0], x.shape()[1]], (output, x));
 // One argument where the schema has two.
 gated_layer!(TooFewArgs, "TooFewArgs", silu, |x| [x.shape()[0], x.shape()[1] / 2], (output));
-gated_layer!(Returning, "Returning", gelu_tanh, |x| [x.shape()[0], x.shape()[1] / 2], (output, x));
+// `gelu_tanh(Tensor input) -> Tensor` allocates its result through the dispatcher
+// (`aten::empty_like`) and returns it; the call passes the output it is copied into first.
+layer!(Returning, "Returning", |x| elementwise(x, gelu_tanh), [x.shape()[0], x.shape()[1]], (output, x));
+// The result's shape is not the output's.
+layer!(ReturningBadShape, "Returning", |x| elementwise(x, gelu_tanh), [x.shape()[0], x.shape()[1] / 2], (output, x));
 gated_layer!(Unsupported, "Unsupported", silu, |x| [x.shape()[0], x.shape()[1] / 2], (output, x));
 gated_layer!(Mixed, "Mixed", silu, |x| [x.shape()[0], x.shape()[1] / 2], (output, x));
 
@@ -235,6 +251,17 @@ fn a_kernelized_layer_runs_the_stable_abi_kernel_in_strict_mode() {
             assert_close(gelu.kernel_forward(&x).unwrap().data(), gated(&x, gelu_tanh).data());
         }
         assert_eq!(gelu.forward_calls(), 0);
+
+        // An op that returns its result: copied into the layer's output.
+        let returning = Returning::new();
+        for seed in 0..20 {
+            let x = HostTensor::new(values(3 * 16, 100 + seed), &[3, 16]).unwrap();
+            let y = returning.kernel_forward(&x).unwrap_or_else(|e| panic!("{e}\n{}", report()));
+            assert_close(y.data(), elementwise(&x, gelu_tanh).data());
+        }
+        assert_eq!(returning.forward_calls(), 0);
+        let Choice::Kernel(k) = resolution("Returning").choice() else { panic!("{}", report()) };
+        assert_eq!(k.function, "gelu_tanh");
         // Still no real libtorch: the kernel's libtorch sonames are the host's stand-ins.
         assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
     });
@@ -265,6 +292,29 @@ fn kernel_and_signature_errors_are_errors_not_fallbacks() {
             "{source}"
         );
 
+        // A returned tensor of another shape than the output's, and no output for it.
+        let err = ReturningBadShape::new().kernel_forward(&x).unwrap_err().to_string();
+        assert!(err.contains("result 1: the op returned shape [2, 8], the output has [2, 4]"), "{err}");
+        // (`#[kernelize]` refuses `args` without `output` at compile time; a direct call can omit it.)
+        let platform = kernels_runtime::platform::Platform::detect();
+        let request = kernels_runtime::select::Request::cpu();
+        let (kernel, _) = kernels_runtime::loader::load_from_dir("stable", &stable, &platform, request).unwrap();
+        let gelu = kernel.function("gelu_tanh").unwrap();
+        let input = [1f32; 4];
+        let view = kernels_runtime::ffi::TensorView::from_slice(&input, &[4]).unwrap();
+        // SAFETY: the call is refused before anything runs (no output for the result).
+        let err = unsafe { gelu.call(&[kernels_runtime::ffi::Arg::from(&view)]) }.unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "`gelu_tanh(Tensor input) -> Tensor` returns 1 tensor(s): the call passes as many outputs first"
+            ),
+            "{err}"
+        );
+        // A read-only output is refused too.
+        // SAFETY: as above.
+        let err = unsafe { gelu.call(&[(&view).into(), (&view).into()]) }.unwrap_err().to_string();
+        assert!(err.contains("argument 1 of the call must be a writable tensor"), "{err}");
+
         // After errors the op still runs.
         let ok = SiluAndMul::new().kernel_forward(&x).unwrap();
         assert_close(ok.data(), gated(&x, silu).data());
@@ -285,12 +335,6 @@ fn unservable_libraries_and_ops_fall_back_with_the_reason() {
         assert!(reason.contains("calls `aten::matmul`, which this runtime does not implement"), "{reason}");
         assert!(reason.contains("cannot be served without libtorch"), "{reason}");
 
-        let layer = Returning::new();
-        layer.kernel_forward(&x).unwrap();
-        assert_eq!(layer.forward_calls(), 1);
-        let reason = fallback_of("Returning").to_string();
-        eprintln!("Returning: {reason}");
-        assert!(reason.contains("ops that return values are not called by this runtime yet"), "{reason}");
         assert!(mapped_libtorch().is_empty(), "{:?}", mapped_libtorch());
     });
 }

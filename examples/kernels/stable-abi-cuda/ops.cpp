@@ -9,6 +9,8 @@
 //   add_rms_norm(Tensor! out, Tensor! residual_out, Tensor input, Tensor residual, Tensor weight,
 //                float eps) -> ()
 //       residual_out = input + residual (rounded to the dtype), out = rms_norm(residual_out)
+//   silu_and_mul_new(Tensor input) -> Tensor
+//       silu_and_mul into an output it allocates with aten::new_empty, returned
 //   fail_on_purpose(Tensor! out, Tensor input) -> ()
 //       checks that `input` is a CUDA tensor, then always throws kFailOnPurposeMessage
 //
@@ -25,10 +27,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/core/ScalarType.h>
 
@@ -297,6 +301,23 @@ void add_rms_norm(Tensor& out, Tensor& residual_out, const Tensor& input, const 
   });
 }
 
+// silu_and_mul with its output allocated here, through the dispatcher (`aten::new_empty`, so by
+// the host's allocator on the input's device and current stream), and returned.
+Tensor silu_and_mul_new(const Tensor& input) {
+  constexpr const char* op = "silu_and_mul_new";
+  check_cuda_contiguous(op, "input", input);
+  (void)dtype_of(op, "input", input);
+  const int64_t dim = input.dim();
+  STD_TORCH_CHECK(input.size(-1) % 2 == 0, op, ": the last dimension of `input` must be even, got ",
+                  input.size(-1));
+  std::vector<int64_t> sizes(static_cast<size_t>(dim));
+  for (int64_t i = 0; i < dim; ++i) sizes[static_cast<size_t>(i)] = input.size(i);
+  sizes.back() /= 2;
+  Tensor out = torch::stable::new_empty(input, sizes);
+  silu_and_mul(out, input);
+  return out;
+}
+
 void fail_on_purpose(Tensor& out, const Tensor& input) {
   (void)out;
   STD_TORCH_CHECK(input.is_cuda(), "fail_on_purpose: `input` must be a CUDA tensor");
@@ -315,6 +336,7 @@ STABLE_ABI_CUDA_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def(
       "add_rms_norm(Tensor! out, Tensor! residual_out, Tensor input, Tensor residual, Tensor weight, "
       "float eps) -> ()");
+  m.def("silu_and_mul_new(Tensor input) -> Tensor");
   m.def("fail_on_purpose(Tensor! out, Tensor input) -> ()");
 }
 
@@ -322,6 +344,7 @@ STABLE_ABI_CUDA_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
   m.impl("silu_and_mul", TORCH_BOX(&stable_abi_cuda::silu_and_mul));
   m.impl("rms_norm", TORCH_BOX(&stable_abi_cuda::rms_norm));
   m.impl("add_rms_norm", TORCH_BOX(&stable_abi_cuda::add_rms_norm));
+  m.impl("silu_and_mul_new", TORCH_BOX(&stable_abi_cuda::silu_and_mul_new));
   m.impl("fail_on_purpose", TORCH_BOX(&stable_abi_cuda::fail_on_purpose));
 }
 

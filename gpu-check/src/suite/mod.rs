@@ -138,16 +138,16 @@ fn run() -> i32 {
 
     if let Some(dir) = stable_abi_dir(&options) {
         println!("\n== torch stable-ABI variant ({})", dir.display());
-        let parts = stable_abi::load(&dir).map_err(candle_core::Error::Msg).and_then(|(stable, chosen)| {
+        let parts = stable_abi::load(&dir).map_err(candle_core::Error::Msg).and_then(|stable| {
             println!("\n== correctness of the torch stable-ABI variant on candle CUDA tensors");
-            let mut outcome = correctness::run(&stable, &device, correctness::Scope::CUDA)?;
+            let mut outcome = correctness::run(&stable.kernels, &device, correctness::Scope::CUDA)?;
             println!("\n== torch stable-ABI checks and per-call cost");
-            let more = stable_abi::run(&stable, &chosen, &kernels, &device, !options.no_bench)?;
+            let more = stable_abi::run(&stable, &kernels, &device, !options.no_bench)?;
             outcome.checks += more.checks;
             outcome.failures += more.failures;
             if !options.no_bench {
                 println!("\n== benchmarks of the torch stable-ABI variant");
-                let more = bench::run(&stable, "stable-abi kernel", &device, &options)?;
+                let more = bench::run(&stable.kernels, "stable-abi kernel", &device, &options)?;
                 outcome.checks += more.checks;
                 outcome.failures += more.failures;
             }

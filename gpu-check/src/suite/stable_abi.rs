@@ -7,7 +7,8 @@
 //! 2. the correctness suite on candle CUDA tensors on candle's own (non-default) stream, which
 //!    the host hands the kernel as the current CUDA stream;
 //! 3. errors: the kernel's `STD_TORCH_CHECK` text for host memory and for a dtype it lacks,
-//!    and a good call afterwards;
+//!    and a good call afterwards; an op that allocates its result through the host and returns
+//!    it, copied into the candle output;
 //! 4. per-call cost on a tiny tensor, side by side in one run: the stable-ABI call, the
 //!    tvm-ffi call of the same device code, and candle's op (host time per call over a loop,
 //!    the stream synchronised once at the end).
@@ -17,6 +18,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
 use kernels_runtime::candle::{self as kc, CandleArg, CandleError};
+use kernels_runtime::ffi::KernelFunction;
 use kernels_runtime::platform::Platform;
 
 use super::correctness::{self, rms_norm_reference};
@@ -27,15 +29,24 @@ use crate::{first_line, result_line, setup};
 /// Goal for a stable-ABI call's host time over the tvm-ffi call's, on a tiny tensor.
 const OVERHEAD_GOAL: f64 = 2.0;
 
+/// The stable-ABI variant: the suite's three ops, the chosen variant, and `silu_and_mul_new`
+/// (which allocates its output through the host and returns it).
+pub(crate) struct Stable {
+    pub(crate) kernels: Kernels,
+    pub(crate) chosen: String,
+    silu_and_mul_new: KernelFunction,
+}
+
 /// Selects and loads the stable-ABI variant in `dir` for CUDA device 0 and resolves its ops.
-pub(crate) fn load(dir: &Path) -> std::result::Result<(Kernels, String), String> {
+pub(crate) fn load(dir: &Path) -> std::result::Result<Stable, String> {
     let platform = Platform::detect();
     let (kernel, trace) = setup::select_and_load(dir, &platform).map_err(|e| e.to_string())?;
     let chosen = trace.chosen().unwrap_or("?").to_owned();
     println!("{trace}");
     println!("gpu-check-cuda: {chosen} selected ({})", kernel.path().display());
     let [rms_norm, silu_and_mul, add_rms_norm] = setup::resolve(&kernel).map_err(|e| e.to_string())?;
-    Ok((Kernels { rms_norm, silu_and_mul, add_rms_norm }, chosen))
+    let silu_and_mul_new = kernel.function("silu_and_mul_new").map_err(|e| e.to_string())?;
+    Ok(Stable { kernels: Kernels { rms_norm, silu_and_mul, add_rms_norm }, chosen, silu_and_mul_new })
 }
 
 fn record(outcome: &mut Outcome, case: &str, found: std::result::Result<String, String>) {
@@ -87,7 +98,8 @@ fn kernel_message(result: std::result::Result<(), CandleError>, needle: &str) ->
 }
 
 /// Everything above but the correctness suite, which the caller runs with [`correctness::run`].
-pub(crate) fn run(stable: &Kernels, chosen: &str, tvm: &Kernels, device: &Device, bench: bool) -> Result<Outcome> {
+pub(crate) fn run(loaded: &Stable, tvm: &Kernels, device: &Device, bench: bool) -> Result<Outcome> {
+    let (stable, chosen) = (&loaded.kernels, loaded.chosen.as_str());
     let mut outcome = Outcome::default();
     record(
         &mut outcome,
@@ -146,6 +158,34 @@ pub(crate) fn run(stable: &Kernels, chosen: &str, tvm: &Kernels, device: &Device
         }
     });
     record(&mut outcome, "good call after errors", good);
+
+    // An op that allocates its result through the host (aten::new_empty: cudaMallocAsync on the
+    // call's stream) and returns it; the result is copied into the candle output on that stream.
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let x = Tensor::randn(0f32, 1.0, (33, 2 * 1000), device)?.to_dtype(dtype)?;
+        let want = Tensor::zeros((33, 1000), dtype, device)?;
+        let got = Tensor::zeros((33, 1000), dtype, device)?;
+        let found = (|| -> std::result::Result<String, String> {
+            // SAFETY: silu_and_mul(out, x) / silu_and_mul_new(x) read x; `want` and the output
+            // `got` are written.
+            unsafe {
+                kc::call(&stable.silu_and_mul, &[CandleArg::output(&want), CandleArg::input(&x)])
+                    .map_err(|e| e.to_string())?;
+                kc::call(&loaded.silu_and_mul_new, &[CandleArg::output(&got), CandleArg::input(&x)])
+                    .map_err(|e| e.to_string())?;
+            }
+            let diff = (|| -> Result<f32> {
+                got.to_dtype(DType::F32)?.sub(&want.to_dtype(DType::F32)?)?.abs()?.max_all()?.to_scalar::<f32>()
+            })()
+            .map_err(|e| e.to_string())?;
+            if diff == 0.0 {
+                Ok(format!("{dtype:?}: equal to silu_and_mul's"))
+            } else {
+                Err(format!("{dtype:?}: max |diff| {diff}"))
+            }
+        })();
+        record(&mut outcome, "returned tensor copied", found);
+    }
 
     if bench {
         overhead(stable, tvm, device, &mut outcome)?;

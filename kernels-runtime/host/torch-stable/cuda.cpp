@@ -122,6 +122,18 @@ void cuda_zero(void* ptr, size_t bytes, int32_t device_index) {
   check(rt, rt->memset_async(ptr, 0, bytes, current_cuda_stream(device_index)), "cudaMemsetAsync");
 }
 
+void cuda_copy(void* dst, const void* src, size_t bytes, int32_t device_index) {
+  const KernelsTorchCudaRuntime* rt = cuda();
+  if (rt == nullptr || rt->memcpy_async == nullptr) {
+    throw std::runtime_error("cannot copy CUDA memory: no CUDA runtime was handed to the torch stable-ABI host");
+  }
+  if (bytes == 0 || dst == src) return;
+  constexpr int32_t kDeviceToDevice = 3;  // cudaMemcpyDeviceToDevice
+  ScopedDevice scope(device_index);
+  check(rt, rt->memcpy_async(dst, src, bytes, kDeviceToDevice, current_cuda_stream(device_index)),
+        "cudaMemcpyAsync");
+}
+
 }  // namespace kt
 
 using namespace kt;

@@ -96,6 +96,10 @@ void* cuda_allocate(size_t bytes, int32_t device_index, KernelsTorchReleaseFn* r
 // calling thread's current stream for it. Throws without a CUDA runtime (or its memset).
 void cuda_zero(void* ptr, size_t bytes, int32_t device_index);
 
+// Copies `bytes` bytes between CUDA device buffers, ordered on the calling thread's current
+// stream for `device_index`. Throws without a CUDA runtime (or its memcpy).
+void cuda_copy(void* dst, const void* src, size_t bytes, int32_t device_index);
+
 // Makes `device_index` the CUDA runtime's current device for a scope, when the CUDA runtime was
 // handed over; otherwise only tracks the index (aoti_torch_get_current_device_index).
 class ScopedDevice {

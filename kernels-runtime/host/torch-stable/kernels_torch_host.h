@@ -47,6 +47,14 @@ int32_t kernels_torch_host_call(KernelsTorchBoxedFn fn, uint64_t* stack, uint64_
                                 int32_t device_type, int32_t device_index, void* stream, char* err,
                                 size_t err_len);
 
+// Copies the elements of tensor `src` into tensor `dst` (same dtype and sizes; strides may
+// differ on the CPU, both must be contiguous on CUDA) and drops the reference `src` was: how an
+// op's returned tensor reaches the caller's output. A CUDA copy runs under the device guard of
+// `device_index` on `stream`, like kernels_torch_host_call. Returns 0, or 1 with the reason
+// copied NUL-terminated into `err`; `src` is dropped either way.
+int32_t kernels_torch_host_copy_returned(void* dst, void* src, int32_t device_type, int32_t device_index,
+                                         void* stream, char* err, size_t err_len);
+
 // The CUDA runtime functions the host calls (cudaError_t is an int; streams are cudaStream_t).
 // They must come from the CUDA runtime the kernels link, so that the device the host's guards
 // set is the one the kernels' own runtime calls see.
@@ -57,6 +65,8 @@ typedef struct KernelsTorchCudaRuntime {
   int32_t (*free_async)(void* ptr, void* stream);
   const char* (*get_error_string)(int32_t error);  // may be null
   int32_t (*memset_async)(void* ptr, int32_t value, size_t bytes, void* stream);  // may be null
+  // cudaMemcpyAsync(dst, src, bytes, kind, stream); may be null.
+  int32_t (*memcpy_async)(void* dst, const void* src, size_t bytes, int32_t kind, void* stream);
 } KernelsTorchCudaRuntime;
 
 // Hands over the CUDA runtime (copied; the first one stays). Until then device guards only

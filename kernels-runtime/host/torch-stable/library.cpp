@@ -306,3 +306,85 @@ KT_EXPORT int32_t kernels_torch_host_call(KernelsTorchBoxedFn fn, uint64_t* stac
     return KT_FAIL;
   }
 }
+
+// ---- returned tensors -------------------------------------------------------------------------
+
+namespace {
+std::string shape_text(const std::vector<int64_t>& sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+
+void copy_elements(Tensor& dst, const Tensor& src) {
+  if (dst.dtype != src.dtype) {
+    throw std::invalid_argument(std::string("the op returned ") + dtype_name(src.dtype) + ", the output is " +
+                                dtype_name(dst.dtype));
+  }
+  if (dst.sizes != src.sizes) {
+    throw std::invalid_argument("the op returned shape " + shape_text(src.sizes) + ", the output has " +
+                                shape_text(dst.sizes));
+  }
+  if (dst.device_type != src.device_type || (dst.device_type != device::cpu && dst.device_index != src.device_index)) {
+    throw std::invalid_argument("the op returned a tensor on another device than the output's");
+  }
+  const size_t elem = element_size(src.dtype);
+  const int64_t n = src.numel();
+  if (n == 0 || (dst.data_ptr() == src.data_ptr() && dst.strides == src.strides)) return;
+  if (dst.device_type == device::cuda) {
+    if (!dst.is_contiguous() || !src.is_contiguous()) {
+      throw std::invalid_argument("returned CUDA tensors are copied only between contiguous tensors");
+    }
+    cuda_copy(dst.data_ptr(), src.data_ptr(), static_cast<size_t>(n) * elem, dst.device_index);
+    return;
+  }
+  if (dst.device_type != device::cpu) throw std::invalid_argument("returned tensors are copied on CPU and CUDA only");
+  if (dst.is_contiguous() && src.is_contiguous()) {
+    std::memmove(dst.data_ptr(), src.data_ptr(), static_cast<size_t>(n) * elem);
+    return;
+  }
+  // Strided: walk both in row-major order.
+  const size_t nd = src.sizes.size();
+  std::vector<int64_t> index(nd, 0);
+  char* d = static_cast<char*>(dst.data_ptr());
+  const char* s = static_cast<const char*>(src.data_ptr());
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t od = 0, os = 0;
+    for (size_t i = 0; i < nd; ++i) {
+      od += index[i] * dst.strides[i];
+      os += index[i] * src.strides[i];
+    }
+    std::memcpy(d + od * static_cast<int64_t>(elem), s + os * static_cast<int64_t>(elem), elem);
+    for (size_t i = nd; i-- > 0;) {
+      if (++index[i] < src.sizes[i]) break;
+      index[i] = 0;
+    }
+  }
+}
+}  // namespace
+
+KT_EXPORT int32_t kernels_torch_host_copy_returned(void* dst, void* src, int32_t device_type, int32_t device_index,
+                                                   void* stream, char* err, size_t err_len) {
+  int32_t rc = KT_OK;
+  try {
+    if (dst == nullptr || src == nullptr) throw std::invalid_argument("null tensor handle");
+    if (device_type == device::cuda) {
+      ScopedDevice device(device_index);
+      ScopedStream current(device_index, stream);
+      copy_elements(*static_cast<Tensor*>(dst), *static_cast<Tensor*>(src));
+    } else {
+      copy_elements(*static_cast<Tensor*>(dst), *static_cast<Tensor*>(src));
+    }
+  } catch (...) {
+    std::string message;
+    try {
+      message = current_exception_message();
+    } catch (...) {
+      message = "an exception (out of memory reading its message)";
+    }
+    copy_message(message, err, err_len);
+    rc = KT_FAIL;
+  }
+  release_ref(static_cast<Tensor*>(src));
+  return rc;
+}

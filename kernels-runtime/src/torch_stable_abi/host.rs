@@ -47,6 +47,10 @@ pub(crate) struct HostApi {
     pub(crate) call:
         unsafe extern "C" fn(BoxedFn, *mut u64, u64, u64, i32, i32, *mut c_void, *mut c_char, usize) -> i32,
     pub(crate) last_error: unsafe extern "C" fn() -> *const c_char,
+    /// (dst, src, device type, device index, stream, err, err_len): copies a returned tensor
+    /// into an output and drops it.
+    pub(crate) copy_returned:
+        unsafe extern "C" fn(*mut c_void, *mut c_void, i32, i32, *mut c_void, *mut c_char, usize) -> i32,
     registration_count: unsafe extern "C" fn() -> usize,
     registration: unsafe extern "C" fn(usize, *mut RawRegistration) -> i32,
     problem_count: unsafe extern "C" fn() -> usize,
@@ -65,6 +69,7 @@ struct CudaRuntime {
     free_async: unsafe extern "C" fn(*mut c_void, *mut c_void) -> i32,
     get_error_string: Option<unsafe extern "C" fn(i32) -> *const c_char>,
     memset_async: Option<unsafe extern "C" fn(*mut c_void, i32, usize, *mut c_void) -> i32>,
+    memcpy_async: Option<unsafe extern "C" fn(*mut c_void, *const c_void, usize, i32, *mut c_void) -> i32>,
 }
 
 /// Hands the host the CUDA runtime that `kernel` links (found through the kernel's own
@@ -93,8 +98,15 @@ fn adopt_cuda_runtime(api: &HostApi, kernel: &libloading::os::unix::Library) {
             .get::<unsafe extern "C" fn(*mut c_void, i32, usize, *mut c_void) -> i32>(b"cudaMemsetAsync\0")
             .ok()
             .map(|f| *f);
+        let memcpy_async = kernel
+            .get::<unsafe extern "C" fn(*mut c_void, *const c_void, usize, i32, *mut c_void) -> i32>(
+                b"cudaMemcpyAsync\0",
+            )
+            .ok()
+            .map(|f| *f);
         CudaRuntime {
             memset_async,
+            memcpy_async,
             get_device: *get_device,
             set_device: *set_device,
             malloc_async: *malloc_async,
@@ -200,6 +212,7 @@ fn load_host() -> Result<HostApi, String> {
         delete_tensor: sym!("aoti_torch_delete_tensor_object"),
         call: sym!("kernels_torch_host_call"),
         last_error: sym!("kernels_torch_host_last_error"),
+        copy_returned: sym!("kernels_torch_host_copy_returned"),
         registration_count: sym!("kernels_torch_host_registration_count"),
         registration: sym!("kernels_torch_host_registration"),
         problem_count: sym!("kernels_torch_host_problem_count"),

@@ -3,10 +3,12 @@
 //!
 //! What a call can pass today: `Tensor`, `Tensor!`/`Tensor(a!)` (outputs the op writes, which
 //! must be [writable](TensorView::is_writable) views),
-//! `int`, `float`, `bool`, and `None` for optional (`T?`) parameters. Ops that return values
-//! (`-> Tensor`) and other parameter types (`int[]`, `str`, `ScalarType`, …) are refused when
-//! the function is resolved; the example kernels' `silu_and_mul(Tensor! out, Tensor input) -> ()`
-//! write their outputs in place.
+//! `int`, `float`, `bool`, and `None` for optional (`T?`) parameters. An op that returns
+//! tensors (`gelu_tanh(Tensor input) -> Tensor`) is called with its outputs first, as an op
+//! that writes them would be (`(output, x)`): each returned tensor is copied into its output
+//! (same dtype and shape) on the call's device and stream, then dropped. Ops that return other
+//! values and other parameter types (`int[]`, `str`, `ScalarType`, …) are refused when the
+//! function is resolved.
 
 use std::ffi::c_char;
 use std::fmt;
@@ -62,11 +64,18 @@ struct Param {
     ty: ParamType,
 }
 
-/// A schema's parameters (`name(Tensor! out, Tensor input) -> ()`), for ops without returns.
+/// A schema's parameters (`name(Tensor! out, Tensor input) -> ()`) and how many tensors it
+/// returns (`-> Tensor`, `-> (Tensor, Tensor)`).
 #[derive(Debug, Clone)]
 struct Schema {
     text: String,
     params: Vec<Param>,
+    returns: usize,
+}
+
+/// Whether a schema type is a single tensor (`Tensor`, `Tensor(a)`, `Tensor(a!)`).
+fn is_tensor(ty: &str) -> bool {
+    ty == "Tensor" || (ty.starts_with("Tensor(") && ty.ends_with(')'))
 }
 
 /// Splits `s` at top-level commas (outside `()`/`[]`).
@@ -93,13 +102,21 @@ impl Schema {
         let open = text.find('(').ok_or_else(|| bad("no parameter list"))?;
         let arrow = text.rfind("->").ok_or_else(|| bad("no `->`"))?;
         let close = text[..arrow].rfind(')').filter(|&c| c > open).ok_or_else(|| bad("no closing `)`"))?;
-        let returns = text[arrow + 2..].trim();
-        if returns != "()" {
-            return Err(format!(
-                "`{text}` returns `{returns}`; ops that return values are not called by this runtime yet \
-                 (only ops that write `Tensor!` outputs)"
-            ));
-        }
+        let returns_text = text[arrow + 2..].trim();
+        let returns = if returns_text == "()" {
+            0
+        } else {
+            let inner = returns_text.strip_prefix('(').and_then(|t| t.strip_suffix(')')).unwrap_or(returns_text);
+            let types = split_top_level(inner);
+            // A return may be named (`Tensor out`): its type is the first word.
+            if types.is_empty() || !types.iter().all(|t| t.split_whitespace().next().is_some_and(is_tensor)) {
+                return Err(format!(
+                    "`{text}` returns `{returns_text}`; of ops that return values, this runtime calls those that \
+                     return tensors (`Tensor` or a tuple of them)"
+                ));
+            }
+            types.len()
+        };
         let mut params = Vec::new();
         for part in split_top_level(&text[open + 1..close]) {
             if part == "*" {
@@ -126,7 +143,7 @@ impl Schema {
             };
             params.push(Param { name: name.to_owned(), text: ty.to_owned(), ty: kind });
         }
-        Ok(Schema { text: text.to_owned(), params })
+        Ok(Schema { text: text.to_owned(), params, returns })
     }
 }
 
@@ -182,8 +199,8 @@ impl StableAbiOps {
             ));
         };
         let schema = Schema::parse(&def.schema)?;
-        if schema.params.len() > MAX_ARGS {
-            return Err(format!("`{}` takes more than {MAX_ARGS} arguments", def.schema));
+        if schema.params.len() + schema.returns > MAX_ARGS {
+            return Err(format!("`{}` takes more than {MAX_ARGS} arguments and outputs", def.schema));
         }
         Ok(StableAbiOp { qualified: format!("{}::{name}", def.namespace), schema, function })
     }
@@ -283,22 +300,50 @@ impl StableAbiOp {
     ) -> Result<(), KernelError> {
         let signature = |message: String| KernelError::Signature { function: function.to_owned(), message };
         let params = &self.schema.params;
-        if args.len() != params.len() {
-            return Err(signature(format!(
-                "`{}` takes {} arguments, the call passes {}",
-                self.schema.text,
-                params.len(),
-                args.len()
-            )));
+        let returns = self.schema.returns;
+        if args.len() != params.len() + returns {
+            return Err(signature(if returns == 0 {
+                format!("`{}` takes {} arguments, the call passes {}", self.schema.text, params.len(), args.len())
+            } else {
+                format!(
+                    "`{}` returns {returns} tensor(s): the call passes as many outputs first, which the results \
+                     are copied into, then the op's {} arguments; it passes {} in all",
+                    self.schema.text,
+                    params.len(),
+                    args.len()
+                )
+            }));
         }
         let api = super::host::host().map_err(&signature)?;
+        let (outputs, inputs) = args.split_at(returns);
+        // The outputs that returned tensors are copied into: handles this call keeps.
+        let mut outs = Handles { api, handles: [core::ptr::null_mut(); MAX_ARGS] };
+        for (i, arg) in outputs.iter().enumerate() {
+            match arg {
+                Arg::Tensor(view) if view.is_writable() => {
+                    outs.handles[i] = tensor_handle(api, view).map_err(|why| {
+                        signature(format!("output {} of `{}` must be {why}", i + 1, self.schema.text))
+                    })?;
+                }
+                other => {
+                    return Err(signature(format!(
+                        "argument {} of the call must be a writable tensor, the output that result {} of `{}` is \
+                         copied into; the call passes {}",
+                        i + 1,
+                        i + 1,
+                        self.schema.text,
+                        describe(other)
+                    )));
+                }
+            }
+        }
         let mut stack = [0u64; MAX_ARGS];
         let mut handles = Handles { api, handles: [core::ptr::null_mut(); MAX_ARGS] };
-        for (i, (param, arg)) in params.iter().zip(args).enumerate() {
+        for (i, (param, arg)) in params.iter().zip(inputs).enumerate() {
             let mismatch = |expected: &str| {
                 signature(format!(
                     "argument {} (`{}`: `{}`) of `{}` must be {expected}, the call passes {}",
-                    i + 1,
+                    returns + i + 1,
                     param.name,
                     param.text,
                     self.schema.text,
@@ -345,15 +390,17 @@ impl StableAbiOp {
         };
         let mut err = [0 as c_char; 1024];
         let n = params.len() as u64;
-        // SAFETY: the stack holds max(num_args, 0 returns) = `n` slots in schema order, each of
-        // the type its parameter declares (checked above); the boxed function is the op's
-        // registered implementation, called through the host's try/catch; `err` is writable.
+        let num_outputs = returns as u64;
+        // SAFETY: the stack holds MAX_ARGS >= max(num_args, num_outputs) slots, the arguments in
+        // schema order, each of the type its parameter declares (checked above); the boxed
+        // function is the op's registered implementation, called through the host's try/catch;
+        // `err` is writable.
         let rc = unsafe {
             (api.call)(
                 self.function,
                 stack.as_mut_ptr(),
                 n,
-                0,
+                num_outputs,
                 device_type,
                 device_index,
                 stream.cast(),
@@ -372,7 +419,36 @@ impl StableAbiOp {
                 backtrace: String::new(),
             });
         }
-        Ok(())
+        // Each returned tensor (a new reference in slots 0..returns) is copied into its output,
+        // on the call's device and stream, and dropped; every one is dropped even after a failure.
+        let mut failure = None;
+        for (i, slot) in stack.iter().take(returns).enumerate() {
+            let returned = *slot as usize as *mut core::ffi::c_void;
+            if returned.is_null() {
+                failure.get_or_insert_with(|| format!("result {} of `{}` is no tensor", i + 1, self.schema.text));
+                continue;
+            }
+            // SAFETY: `outs.handles[i]` is a live handle over the i-th output and `returned` the
+            // op's new reference, which the host drops; `err` is writable.
+            let rc = unsafe {
+                (api.copy_returned)(
+                    outs.handles[i],
+                    returned,
+                    device_type,
+                    device_index,
+                    stream.cast(),
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            };
+            if rc != 0 {
+                failure.get_or_insert_with(|| format!("result {}: {}", i + 1, host_string(err.as_ptr())));
+            }
+        }
+        match failure {
+            Some(message) => Err(signature(message)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -436,8 +512,13 @@ mod tests {
 
     #[test]
     fn returning_ops_and_other_types_are_refused_with_reasons() {
-        let err = Schema::parse("gelu_tanh(Tensor input) -> Tensor").unwrap_err();
-        assert!(err.contains("ops that return values are not called by this runtime yet"), "{err}");
+        assert_eq!(Schema::parse("gelu_tanh(Tensor input) -> Tensor").unwrap().returns, 1);
+        assert_eq!(Schema::parse("f(Tensor(a!) x) -> Tensor(a!)").unwrap().returns, 1);
+        assert_eq!(Schema::parse("f(Tensor x) -> (Tensor, Tensor values)").unwrap().returns, 2);
+        for bad in ["f(Tensor x) -> int", "f(Tensor x) -> Tensor[]", "f(Tensor x) -> (Tensor, int)", "f() -> Tensor?"] {
+            let err = Schema::parse(bad).unwrap_err();
+            assert!(err.contains("this runtime calls those that return tensors"), "{bad}: {err}");
+        }
         let err = Schema::parse("f(Tensor! out, int[] dims) -> ()").unwrap_err();
         assert!(err.contains("parameter `dims` has type `int[]`"), "{err}");
         assert!(Schema::parse("garbage").is_err());

@@ -210,6 +210,13 @@ int32_t fake_free_async(void* p, void* stream) {
 }
 const char* fake_error_string(int32_t e) { return e == 101 ? "invalid device ordinal" : "unknown"; }
 void* last_memset_stream = nullptr;
+void* last_memcpy_stream = nullptr;
+int32_t fake_memcpy_async(void* d, const void* src, size_t bytes, int32_t kind, void* stream) {
+  if (kind != 3) return 21;  // cudaErrorInvalidMemcpyDirection
+  last_memcpy_stream = stream;
+  std::memcpy(d, src, bytes);
+  return 0;
+}
 int32_t fake_memset_async(void* p, int32_t value, size_t bytes, void* stream) {
   last_memset_stream = stream;
   std::memset(p, value, bytes);
@@ -257,8 +264,8 @@ void cuda_scope() {
   CHECK(aoti_torch_empty_strided(1, &size, nullptr, 6, 1, 0, &t) == 1, "CUDA alloc without a runtime");
   CHECK(std::string(torch_exception_get_what()).find("no CUDA runtime") != std::string::npos, "%s",
         torch_exception_get_what());
-  KernelsTorchCudaRuntime rt{fake_get_device,  fake_set_device,   fake_malloc_async,
-                             fake_free_async, fake_error_string, fake_memset_async};
+  KernelsTorchCudaRuntime rt{fake_get_device,   fake_set_device,   fake_malloc_async, fake_free_async,
+                             fake_error_string, fake_memset_async, fake_memcpy_async};
   CHECK(kernels_torch_host_set_cuda_runtime(&rt) == 0 && kernels_torch_host_has_cuda_runtime() == 1, "install");
   CHECK(kernels_torch_host_call(cuda_kernel, stack, 0, 1, 1, 1, kStream, err, sizeof err) == 0, "%s", err);
   CHECK(stack[0] == 7, "kernel did not run");
@@ -274,14 +281,46 @@ void cuda_scope() {
             std::string::npos,
         "%s", err);
   CHECK(stack[0] == 0 && fake_device == 0, "ran or left the device at %d", fake_device);
+  // A returned CUDA tensor is copied into the output on the call's stream, and dropped.
+  {
+    float a[4] = {1, 2, 3, 4}, b[4] = {};
+    int64_t four = 4;
+    void *src = nullptr, *dst = nullptr;
+    kernels_torch_host_tensor_new(a, 1, &four, nullptr, 0, 6, 1, 1, &src);
+    kernels_torch_host_tensor_new(b, 1, &four, nullptr, 0, 6, 1, 1, &dst);
+    CHECK(kernels_torch_host_copy_returned(dst, src, 1, 1, kStream, err, sizeof err) == 0, "%s", err);
+    CHECK(b[3] == 4.0f && last_memcpy_stream == kStream && fake_device == 0, "CUDA copy");
+    aoti_torch_delete_tensor_object(dst);
+  }
   // A CPU call touches neither.
   int32_t before = set_device_calls;
   CHECK(kernels_torch_host_call(throws_int, stack, 0, 0, 0, -1, kStream, err, sizeof err) == 1, "cpu call");
   CHECK(set_device_calls == before, "a CPU call set the device");
 }
 
+// Returned tensors reach CPU outputs of any strides; mismatches are errors that name both.
+void returned() {
+  char err[256];
+  float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {};
+  int64_t sizes[2] = {2, 3}, transposed[2] = {1, 2};
+  void *src = nullptr, *dst = nullptr, *src2 = nullptr;
+  kernels_torch_host_tensor_new(a, 2, sizes, nullptr, 0, 6, 0, -1, &src);
+  kernels_torch_host_tensor_new(b, 2, sizes, transposed, 0, 6, 0, -1, &dst);  // column-major
+  CHECK(kernels_torch_host_copy_returned(dst, src, 0, -1, nullptr, err, sizeof err) == 0, "%s", err);
+  CHECK(b[0] == 1 && b[1] == 4 && b[2] == 2 && b[5] == 6, "strided copy: %g %g %g %g", b[0], b[1], b[2], b[5]);
+  int64_t other[2] = {3, 2};
+  kernels_torch_host_tensor_new(a, 2, other, nullptr, 0, 6, 0, -1, &src2);
+  CHECK(kernels_torch_host_copy_returned(dst, src2, 0, -1, nullptr, err, sizeof err) == 1, "shape mismatch");
+  CHECK(std::string(err) == "the op returned shape [3, 2], the output has [2, 3]", "%s", err);
+  kernels_torch_host_tensor_new(a, 2, sizes, nullptr, 0, 5, 0, -1, &src2);
+  CHECK(kernels_torch_host_copy_returned(dst, src2, 0, -1, nullptr, err, sizeof err) == 1, "dtype mismatch");
+  CHECK(std::string(err) == "the op returned float16, the output is float32", "%s", err);
+  aoti_torch_delete_tensor_object(dst);
+}
+
 int main() {
   parallel_for();
+  returned();
   cuda_scope();
   boxed_call();
   dispatcher();
