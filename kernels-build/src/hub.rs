@@ -549,12 +549,37 @@ impl Hub {
         result.map_err(|e| self.hub_err(what, e))
     }
 
+    /// The repo's branches and tags, as the Hub lists them.
+    fn refs(&mut self, what: &str, repo: &str) -> Result<Refs, FetchError> {
+        let (org, name) = split_repo(repo)?;
+        let url = self.url(&["api", "kernels", org, name, "refs"]).map_err(|e| self.hub_err(what, e))?;
+        Ok(self.api::<Refs>(what, url)?.0)
+    }
+
+    /// The newest major version the repo publishes (the highest `<N>` of its `v<N>` branches)
+    /// and the commit it points to; `None` when it has no such branch.
+    pub fn newest_version(&mut self, repo: &str) -> Result<Option<(u64, String)>, FetchError> {
+        let what = format!("{repo}: listing its version branches (v<N>)");
+        let refs = self.refs(&what, repo)?;
+        let newest = refs
+            .branches
+            .iter()
+            .filter_map(|b| {
+                let digits = b.name.strip_prefix('v')?;
+                let plain = !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit());
+                plain.then(|| digits.parse::<u64>().ok().map(|n| (n, b)))?
+            })
+            .max_by_key(|(n, _)| *n);
+        match newest {
+            Some((n, b)) => Ok(Some((n, self.checked_commit(&what, &b.target_commit)?))),
+            None => Ok(None),
+        }
+    }
+
     /// The commit a major version (`v<N>` branch) points to.
     pub fn resolve_version(&mut self, repo: &str, version: u64) -> Result<String, FetchError> {
         let what = format!("{repo}: resolving version {version}");
-        let (org, name) = split_repo(repo)?;
-        let url = self.url(&["api", "kernels", org, name, "refs"]).map_err(|e| self.hub_err(&what, e))?;
-        let (refs, _) = self.api::<Refs>(&what, url)?;
+        let refs = self.refs(&what, repo)?;
         let branch = format!("v{version}");
         let Some(found) = refs.branches.iter().find(|b| b.name == branch) else {
             let mut names: Vec<String> = refs.branches.iter().map(|b| b.name.escape_debug().to_string()).collect();

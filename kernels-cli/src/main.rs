@@ -5,8 +5,17 @@
 //! cargo kernels download [--manifest-path PATH] [--target TRIPLE]   prefetch the pinned variants
 //! cargo kernels verify [--manifest-path PATH] [--target TRIPLE]     check cached variants against the lock
 //! cargo kernels platform [VARIANT[:ARCHS]...]             what this machine offers, and what would be chosen
+//! cargo kernels variants REPO [--version N | --revision R] [--target TRIPLE] [--json]
+//!                                                         a Hub repo's variants, and which this machine would choose
 //! cargo kernels package CRATE_DIR [--out DIR] [--target TRIPLE]  a Rust kernel crate as a Hub-layout variant
 //! ```
+//!
+//! For example, `cargo kernels variants kernels-community/activation --version 1` lists the
+//! variants of Hub branch `v1`, each with its verdict on this machine and why, then the variant
+//! chosen for each device; `--target aarch64-unknown-linux-gnu` says instead which of them a
+//! build for that target embeds.
+
+mod variants;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,13 +24,12 @@ use kernels_build::cuda_runtime;
 use kernels_build::env::Env;
 use kernels_build::hub::{Hub, HubSettings};
 use kernels_build::lock::{LOCK_FILE, Lock, RuntimePin};
-use kernels_build::manifest::{MANIFEST_FILE, Manifest};
+use kernels_build::manifest::{MANIFEST_FILE, Manifest, Requested};
 use kernels_build::target::TargetSpec;
 use kernels_build::{resolve, verify};
 use kernels_runtime::env::{CUDART_LIB, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN};
 use kernels_runtime::platform::Platform;
-use kernels_runtime::select::{Candidate, Request, select};
-use kernels_runtime::variant::BackendKind;
+use kernels_runtime::select::{Candidate, select};
 
 /// Real names as the Hub publishes them, used when `platform` is given none.
 const SAMPLE_VARIANTS: &[&str] = &[
@@ -60,12 +68,30 @@ commands:
             compile a Rust kernel crate (cdylib exporting the TVM-FFI ABI) for the target and
             lay it out as the Hub does: DIR/build/tvm-ffi01-cpu-<arch>-<os>/<id>.so + metadata.json
             (default DIR: CRATE_DIR/hub)
+  variants REPO [--version N | --revision R] [--target TRIPLE] [--json]
+            every variant the Hub kernel repo REPO (org/name) publishes, whether this runtime
+            can load it, and its verdict with the reason: on this machine, from the real
+            selection for each device present (the CPU, and CUDA, ROCm, XPU or Metal devices
+            when detected; each variant judged by the device of its backend), then the variant
+            chosen per device; with --target, whether a build for TRIPLE embeds it.
+            Revision: --version N (Hub branch vN) or --revision R (branch, tag or commit);
+            neither: the newest vN branch, else main.
+            e.g. cargo kernels variants kernels-community/activation --version 1
+            --json prints one object: { repo, revision, version (N or null), commit,
+            variants: [{ name, loadable (bool), device (cpu, cuda:0, ...; with --target the
+            backend; null for names without one), verdict (chosen, accepted or rejected),
+            reason }], and on this machine platform and devices: [{ device, platform, chosen
+            (a name or null) }]; with --target, target and embedded: [names] }
 
 options:
   --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
-  --target TRIPLE       target to download/verify for (default: this machine's)
+  --target TRIPLE       target to download/verify/package for (default: this machine's)
+  --version N           `variants`: Hub branch vN
+  --revision R          `variants`: a branch, tag or commit (not with --version)
+  --json                `describe`, `variants`: print JSON
 
-exit status: 0 done; 1 failed, or `lock --check` found the lock stale; 2 bad usage
+exit status: 0 done; 1 failed (Hub or network error, unknown repo or version), or `lock --check`
+found the lock stale; 2 bad usage
 
 environment: ";
 
@@ -74,31 +100,61 @@ fn usage() -> String {
     format!("{USAGE}{}", [HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE].join(", "))
 }
 
+/// The options after the command, as given.
+#[derive(Debug, Clone, PartialEq)]
 struct Options {
     manifest: PathBuf,
-    target: String,
+    /// `--target`; [`Options::target`] gives this machine's when it is not set.
+    target: Option<String>,
     update: bool,
     check: bool,
     json: bool,
     out: Option<PathBuf>,
+    /// `--version N` or `--revision R`, never both.
+    requested: Option<Requested>,
     rest: Vec<String>,
+}
+
+impl Options {
+    /// The target triple: `--target`, else this machine's.
+    fn target(&self) -> String {
+        self.target.clone().unwrap_or_else(host_triple)
+    }
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         manifest: PathBuf::from(MANIFEST_FILE),
-        target: host_triple(),
+        target: None,
         update: false,
         check: false,
         json: false,
         out: None,
+        requested: None,
         rest: Vec::new(),
     };
+    let mut version = None;
+    let mut revision = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
-            "--target" => o.target = it.next().ok_or("--target needs a triple")?.clone(),
+            "--target" => o.target = Some(it.next().ok_or("--target needs a triple")?.clone()),
+            "--version" => {
+                let v = it.next().ok_or("--version needs a major version, e.g. `--version 1` for Hub branch v1")?;
+                let n = v.strip_prefix('v').unwrap_or(v);
+                let parsed = n.bytes().all(|b| b.is_ascii_digit()).then(|| n.parse::<u64>().ok()).flatten();
+                version = Some(parsed.ok_or_else(|| {
+                    format!("--version {v:?}: give the major version as a number, e.g. `--version 1` for Hub branch v1")
+                })?);
+            }
+            "--revision" => {
+                let r = it.next().ok_or("--revision needs a branch, tag or commit")?;
+                if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!("--revision {r:?}: give a branch, tag or commit, without spaces"));
+                }
+                revision = Some(r.clone());
+            }
             "--update" => o.update = true,
             "--check" => o.check = true,
             "--json" => o.json = true,
@@ -107,7 +163,37 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             s => o.rest.push(s.to_owned()),
         }
     }
+    o.requested = match (version, revision) {
+        (Some(_), Some(_)) => {
+            return Err("--version and --revision are exclusive: ask for a major version (Hub branch v<N>) \
+                        or for one branch, tag or commit, not both"
+                .into());
+        }
+        (Some(v), None) => Some(Requested::Version(v)),
+        (None, Some(r)) => Some(Requested::Revision(r)),
+        (None, None) => None,
+    };
     Ok(o)
+}
+
+/// What `variants` was asked, checked before any network use: exactly one REPO of the form
+/// `org/name`, and a target kernel variants exist for.
+fn variants_query(o: &Options) -> Result<variants::Query, String> {
+    let [repo] = &o.rest[..] else {
+        return Err(format!(
+            "variants needs exactly one REPO (a Hub kernel repo id, `org/name`), got {}",
+            if o.rest.is_empty() { "none".to_owned() } else { o.rest.join(" ") }
+        ));
+    };
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !repo.split_once('/').is_some_and(|(org, name)| plain(org) && plain(name)) {
+        return Err(format!("`{repo}` is not a Hub repo id: give it as `org/name`, e.g. kernels-community/activation"));
+    }
+    let target = match &o.target {
+        Some(t) => Some(TargetSpec::new(t, None).map_err(|e| format!("--target: {e}"))?),
+        None => None,
+    };
+    Ok(variants::Query { repo: repo.clone(), requested: o.requested.clone(), target, json: o.json })
 }
 
 fn host_triple() -> String {
@@ -143,6 +229,13 @@ fn main() -> ExitCode {
         "verify" => download(&options, true),
         "package" => package(&options),
         "describe" => describe(&options),
+        "variants" => match variants_query(&options) {
+            Ok(query) => variants::run(&query, &mut hub()),
+            Err(e) => {
+                eprintln!("error: {e}\n\n{}", usage());
+                return ExitCode::from(2);
+            }
+        },
         "platform" => {
             platform(&options.rest);
             Ok(())
@@ -280,7 +373,7 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
     let lock = Lock::read(&path).map_err(|e| e.to_string())?;
     Lock::check(&path, lock.as_ref(), &manifest).map_err(|e| e.to_string())?;
     let lock = lock.unwrap_or_default();
-    let spec = TargetSpec::new(&o.target, manifest.build.backends.as_deref()).map_err(|e| e.to_string())?;
+    let spec = TargetSpec::new(&o.target(), manifest.build.backends.as_deref()).map_err(|e| e.to_string())?;
     let mut hub = Hub::new(HubSettings::from_env(&Env::process()));
     if verify_only {
         hub = hub.offline_because("`cargo kernels verify` reads the cache only");
@@ -431,9 +524,9 @@ fn package(o: &Options) -> Result<(), String> {
     let env = Env::process();
     let mut cargo_lines = kernels_build::env::CargoOutput::default();
     let target_dir = out.join("target");
-    let lib = kernels_build::local::build_crate(&crate_dir, &o.target, &target_dir, &env, &mut cargo_lines)
+    let lib = kernels_build::local::build_crate(&crate_dir, &o.target(), &target_dir, &env, &mut cargo_lines)
         .map_err(|e| e.to_string())?;
-    let variant = kernels_build::local::cpu_variant_for(&o.target).map_err(|e| e.to_string())?;
+    let variant = kernels_build::local::cpu_variant_for(&o.target()).map_err(|e| e.to_string())?;
     let dir = kernels_build::local::lay_out(&lib, &name, "Apache-2.0", &variant, &out).map_err(|e| e.to_string())?;
     println!("{}", dir.display());
     Ok(())
@@ -453,16 +546,7 @@ fn platform(names: &[String]) {
             })
             .collect()
     };
-    let mut requests = vec![Request::cpu()];
-    if let Some(cuda) = platform.cuda.present() {
-        requests.extend(cuda.devices.iter().map(|d| Request::cuda(d.ordinal)));
-    }
-    for kind in [BackendKind::Rocm, BackendKind::Xpu, BackendKind::Metal] {
-        if platform.has_backend(kind).is_ok() {
-            requests.push(Request::new(kind, 0));
-        }
-    }
-    for request in requests {
+    for request in variants::requests(&platform) {
         println!("{}\n", select(&platform, request, &candidates).trace);
     }
 }
