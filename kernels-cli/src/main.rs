@@ -665,6 +665,61 @@ mod tests {
         assert!(parse_options(&["--check".into()]).unwrap().check);
     }
 
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn version_and_revision_are_parsed_and_exclusive() {
+        assert_eq!(parse_options(&args(&["org/k"])).unwrap().requested, None);
+        assert_eq!(parse_options(&args(&["--version", "3"])).unwrap().requested, Some(Requested::Version(3)));
+        assert_eq!(parse_options(&args(&["--version", "v2"])).unwrap().requested, Some(Requested::Version(2)));
+        assert_eq!(
+            parse_options(&args(&["--revision", "main"])).unwrap().requested,
+            Some(Requested::Revision("main".into()))
+        );
+        for bad in [&["--version"][..], &["--version", "one"], &["--version", "-1"], &["--version", "1.2"]] {
+            let err = parse_options(&args(bad)).unwrap_err();
+            assert!(err.contains("--version") && err.contains("Hub branch v1"), "{bad:?}: {err}");
+        }
+        for bad in [&["--revision"][..], &["--revision", ""], &["--revision", "a b"], &["--revision", "--json"]] {
+            let err = parse_options(&args(bad)).unwrap_err();
+            assert!(err.contains("--revision"), "{bad:?}: {err}");
+        }
+        let err = parse_options(&args(&["--version", "1", "--revision", "main"])).unwrap_err();
+        assert!(err.contains("exclusive"), "{err}");
+        let err = parse_options(&args(&["--revision", "main", "--version", "1"])).unwrap_err();
+        assert!(err.contains("exclusive"), "{err}");
+    }
+
+    #[test]
+    fn the_target_defaults_to_this_machine() {
+        let o = parse_options(&[]).unwrap();
+        assert_eq!(o.target, None);
+        assert_eq!(o.target(), host_triple());
+        let o = parse_options(&args(&["--target", "aarch64-unknown-linux-gnu"])).unwrap();
+        assert_eq!(o.target(), "aarch64-unknown-linux-gnu");
+    }
+
+    #[test]
+    fn variants_takes_one_repo_id_and_a_known_target() {
+        let query = |list: &[&str]| variants_query(&parse_options(&args(list)).unwrap());
+        let q = query(&["org/k", "--revision", "v1.0.0", "--json"]).unwrap();
+        assert_eq!(q.repo, "org/k");
+        assert_eq!(q.requested, Some(Requested::Revision("v1.0.0".into())));
+        assert!(q.json && q.target.is_none());
+        let q = query(&["org/k", "--target", "aarch64-unknown-linux-gnu"]).unwrap();
+        assert_eq!(q.target.map(|t| t.triple), Some("aarch64-unknown-linux-gnu".to_owned()));
+        assert!(query(&[]).unwrap_err().contains("exactly one REPO"));
+        assert!(query(&["org/a", "org/b"]).unwrap_err().contains("org/a org/b"));
+        for bad in ["org", "org/", "/k", "org/k/extra", "org/k k"] {
+            let err = query(&[bad]).unwrap_err();
+            assert!(err.contains(bad) && err.contains("org/name"), "{bad}: {err}");
+        }
+        let err = query(&["org/k", "--target", "riscv64gc-unknown-none-elf"]).unwrap_err();
+        assert!(err.starts_with("--target:") && err.contains("riscv64gc"), "{err}");
+    }
+
     #[test]
     fn the_installed_wheel_is_named_by_its_release() {
         // The pinned wheel that scripts/tvm-ffi-env.sh installs, when the tests run with it.

@@ -128,20 +128,29 @@ pub(crate) fn run(query: &Query, hub: &mut Hub) -> Result<(), String> {
                     // No backend of its own: rejected whatever the device; the CPU's trace says why.
                     None => traces.iter().take(1).collect(),
                 };
-                // A backend this machine lacks: selection for its device 0 says why.
+                // A backend this machine lacks: selection for its device 0 says why, and the
+                // device is named by its kind alone (there is no such device here).
                 let absent;
-                let judged = match (kind, judged.is_empty()) {
+                let (judged, present) = match (kind, judged.is_empty()) {
                     (Some(kind), true) => {
                         absent = select(&platform, Request::new(kind, 0), &[Candidate::new(name)]).trace;
-                        vec![&absent]
+                        (vec![&absent], false)
                     }
-                    _ => judged,
+                    _ => (judged, true),
                 };
                 for trace in judged {
+                    let device = match (kind, present) {
+                        (None, _) => None,
+                        (Some(_), true) => Some(device_label(trace.request)),
+                        (Some(kind), false) => Some(kind.as_str().to_owned()),
+                    };
                     let (verdict, reason) = match trace.verdict(name) {
-                        Some(Verdict::Chosen { note }) => {
-                            ("chosen", note.clone().unwrap_or_else(|| "the best usable variant here".into()))
-                        }
+                        Some(Verdict::Chosen { note }) => (
+                            "chosen",
+                            note.clone().unwrap_or_else(|| {
+                                format!("the best usable variant for {}", device_label(trace.request))
+                            }),
+                        ),
                         Some(Verdict::Accepted { rank, note }) => (
                             "accepted",
                             match note {
@@ -152,13 +161,7 @@ pub(crate) fn run(query: &Query, hub: &mut Hub) -> Result<(), String> {
                         Some(Verdict::Rejected(r)) => ("rejected", r.to_string()),
                         None => ("rejected", "not judged".into()),
                     };
-                    rows.push(Row {
-                        name: name.clone(),
-                        unloadable: unloadable(name),
-                        device: kind.map(|_| device_label(trace.request)),
-                        verdict,
-                        reason,
-                    });
+                    rows.push(Row { name: name.clone(), unloadable: unloadable(name), device, verdict, reason });
                 }
             }
             let devices: Vec<serde_json::Value> = traces
@@ -269,11 +272,18 @@ fn hub_failure(query: &Query, revision: &str, e: &FetchError) -> String {
         FetchError::NoSuchVersion { .. } => {
             "pick one of the versions listed with --version, or a branch, tag or commit with --revision".to_owned()
         }
-        _ => format!(
-            "check that `{}` is the id of a kernel repo on the Hub (HF_ENDPOINT), that it has {revision}, \
-             that HF_TOKEN is set if it is private, and that the network is reachable",
-            query.repo
-        ),
+        _ => {
+            let has = match &query.requested {
+                None => "a v<N> branch or main".to_owned(),
+                Some(Requested::Version(v)) => format!("branch v{v}"),
+                Some(Requested::Revision(r)) => format!("the branch, tag or commit `{r}`"),
+            };
+            format!(
+                "check that `{}` is the id of a kernel repo on the Hub (HF_ENDPOINT), that it has {has}, \
+                 that HF_TOKEN is set if it is private, and that the network is reachable",
+                query.repo
+            )
+        }
     };
     format!("cannot list the variants of `{}` at {revision}: {e}\n  {check}", query.repo)
 }

@@ -1,5 +1,6 @@
 //! `cargo kernels package`: a Rust kernel crate laid out as a Hub variant that the loader
-//! verifies and loads.
+//! verifies and loads. `cargo kernels variants`: a repo's variants on the loopback Hub (olah),
+//! judged on this machine and for another target.
 
 use std::process::Command;
 
@@ -34,4 +35,132 @@ fn package_lays_out_a_loadable_verified_variant() {
     }
     let want = silu_and_mul_ref(&x, 2);
     assert!(max_rel_diff(&o, &want) < 1e-5, "{o:?} vs {want:?}");
+}
+
+/// `cargo kernels variants ARGS` against the loopback Hub, with an empty Hugging Face home.
+fn variants(hf_home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    cargo()
+        .current_dir(workspace())
+        .args(["run", "-q", "-p", "kernels-cli", "--", "kernels", "variants"])
+        .args(args)
+        .env("HF_ENDPOINT", hub_endpoint())
+        .env("HF_HOME", hf_home)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn variants_lists_each_variant_with_its_verdict_and_reason() {
+    // This machine's CPU and OS (`x86_64-linux`), a CUDA variant, a full-ABI torch one and one
+    // for a tvm-ffi this runtime does not speak.
+    let cpu = kernels_build::local::cpu_variant_for(target()).unwrap().to_string();
+    let here = cpu.strip_prefix("tvm-ffi01-cpu-").unwrap().to_owned();
+    let cuda = format!("tvm-ffi01-cu130-{here}");
+    let torch = format!("torch212-cxx11-cpu-{here}");
+    let ffi02 = format!("tvm-ffi02-cpu-{here}");
+    let (other_triple, other) = if here.starts_with("x86_64") {
+        ("aarch64-unknown-linux-gnu", "tvm-ffi01-cpu-aarch64-linux")
+    } else {
+        ("x86_64-unknown-linux-gnu", "tvm-ffi01-cpu-x86_64-linux")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    for v in [&cpu, &cuda, &torch, &ffi02, other] {
+        let d = repo_dir.join("build").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("metadata.json"), "{\"version\": 1}\n").unwrap();
+    }
+    std::fs::write(repo_dir.join("README.md"), "# variants\n").unwrap();
+    // v10 is the newest version: versions compare as numbers.
+    let commit = publish("kernels-test/variants", &repo_dir, &["main", "v1", "v10", "v2"]);
+    let hf_home = dir.path().join("hf");
+
+    // On this machine: the CPU variant is chosen for the CPU, the others say why not.
+    let out = variants(&hf_home, &["kernels-test/variants", "--version", "1"]);
+    let text = check(out, "cargo kernels variants");
+    eprintln!("{text}");
+    let row = |name: &str| row_of(&text, name);
+    assert!(text.starts_with(&format!("kernels-test/variants at v1 (commit {commit})")), "{text}");
+    assert!(row(&cpu).contains(" chosen "), "{text}");
+    assert!(row(&torch).contains(" rejected ") && row(&torch).contains("needs PyTorch"), "{text}");
+    assert!(row(&ffi02).contains(" rejected ") && row(&ffi02).contains("tvm-ffi 0.2"), "{text}");
+    assert!(row(other).contains(" rejected "), "{text}");
+    assert!(text.contains(&format!("chosen:\n  cpu       {cpu}")), "{text}");
+
+    // JSON, at the default revision: the newest version branch.
+    let out = variants(&hf_home, &["kernels-test/variants", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&check(out, "cargo kernels variants --json")).unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&json).unwrap());
+    assert_eq!(json["repo"], "kernels-test/variants");
+    assert_eq!(json["revision"], "v10");
+    assert_eq!(json["version"], 10);
+    assert_eq!(json["commit"], commit.as_str());
+    let listed = json["variants"].as_array().unwrap();
+    let entry = |name: &str| listed.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("{name}: {json}"));
+    assert_eq!(entry(&cpu)["verdict"], "chosen");
+    assert_eq!(entry(&cpu)["device"], "cpu");
+    assert_eq!(entry(&cpu)["loadable"], true);
+    assert_eq!(entry(&torch)["verdict"], "rejected");
+    assert_eq!(entry(&torch)["loadable"], false);
+    assert!(entry(&torch)["reason"].as_str().unwrap().contains("needs PyTorch"), "{json}");
+    assert_eq!(entry(&ffi02)["verdict"], "rejected");
+    assert!(entry(&ffi02)["reason"].as_str().unwrap().contains("tvm-ffi 0.2"), "{json}");
+    // The CUDA variant is judged by a CUDA device (rejected for want of one without CUDA).
+    assert!(entry(&cuda)["device"].as_str().unwrap().starts_with("cuda"), "{json}");
+    assert_eq!(entry(&cuda)["loadable"], true);
+    assert_eq!(json["devices"][0]["device"], "cpu");
+    assert_eq!(json["devices"][0]["chosen"], cpu.as_str());
+
+    // For another target: only its own CPU variant is embedded.
+    let out = variants(&hf_home, &["kernels-test/variants", "--revision", "main", "--target", other_triple, "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&check(out, "cargo kernels variants --target")).unwrap();
+    assert_eq!(json["revision"], "main");
+    assert_eq!(json["target"], other_triple);
+    assert_eq!(json["embedded"], serde_json::json!([other]));
+    for v in json["variants"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        assert_eq!(v["verdict"], if name == other { "accepted" } else { "rejected" }, "{json}");
+    }
+    let out = variants(&hf_home, &["kernels-test/variants", "--revision", "main", "--target", other_triple]);
+    let text = check(out, "cargo kernels variants --target");
+    eprintln!("{text}");
+    assert!(text.contains(&format!("a build for {other_triple} embeds: {other}")), "{text}");
+    assert!(row_of(&text, &cpu).contains(" rejected "), "{text}");
+
+    // A repo without version branches is listed at main.
+    publish("kernels-test/variants-main-only", &repo_dir, &["main"]);
+    let out = variants(&hf_home, &["kernels-test/variants-main-only", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&check(out, "cargo kernels variants (main)")).unwrap();
+    assert_eq!(json["revision"], "main");
+    assert_eq!(json["version"], serde_json::Value::Null);
+}
+
+/// The table row of `name` in `text`.
+fn row_of<'t>(text: &'t str, name: &str) -> &'t str {
+    text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no row {name}:\n{text}"))
+}
+
+#[test]
+fn variants_fails_clearly_for_an_unknown_repo_or_version_and_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = variants(dir.path(), &["kernels-test/no-such-kernel-repo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("`kernels-test/no-such-kernel-repo`") && err.contains("check that"), "{err}");
+
+    publish("kernels-test/variants-v1", rust_cpu_repo_dir(), &["main", "v1"]);
+    let out = variants(dir.path(), &["kernels-test/variants-v1", "--version", "4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("at v4") && err.contains("no branch `v4`") && err.contains("main, v1"), "{err}");
+
+    let out = variants(dir.path(), &["kernels-test/variants-v1", "--version", "1", "--revision", "main"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("exclusive"), "{err}");
+    let out = variants(dir.path(), &["not-a-repo-id"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
