@@ -13,6 +13,8 @@
 //! - CPU arch and OS match exactly;
 //! - CUDA: same major as the driver, minor ≤ the driver's, highest minor wins;
 //!   ROCm, XPU, Metal and CPU: the backend (and its version) matches exactly;
+//! - Metal: tvm-ffi variants need macOS [`MIN_METAL_MACOS`] or later (upstream's rule; an
+//!   unknown version is refused too);
 //! - CUDA only, beyond upstream: the GPU's compute capability must be covered by
 //!   `metadata.json` `backend.archs` (a cubin of the same major and lower-or-equal minor,
 //!   or PTX of a lower-or-equal capability).
@@ -148,6 +150,12 @@ pub enum Rejection {
     /// Accepted by name, then refused when its library was checked before loading (a torch
     /// stable-ABI library that needs what the host does not provide); the reason, in words.
     Refused(String),
+    /// A tvm-ffi Metal variant on macOS older than 26 (or of unknown version): upstream's rule,
+    /// as the Metal kernels it builds need macOS 26's Metal.
+    MetalTooOld {
+        /// The macOS version, when known.
+        system: Option<Version>,
+    },
     /// The library has no code the GPU can run.
     NoCodeForGpu {
         /// The GPU's compute capability.
@@ -187,6 +195,12 @@ impl fmt::Display for Rejection {
             }
             Rejection::BackendVersion { variant, system: None } => {
                 write!(f, "built for {variant}, the system's {} version is unknown", variant.kind())
+            }
+            Rejection::MetalTooOld { system: Some(v) } => {
+                write!(f, "Metal kernels require macOS {MIN_METAL_MACOS} or later, this is macOS {v}")
+            }
+            Rejection::MetalTooOld { system: None } => {
+                write!(f, "Metal kernels require macOS {MIN_METAL_MACOS} or later, and the macOS version is unknown")
             }
             Rejection::NoCodeForGpu { capability, archs } => write!(
                 f,
@@ -427,9 +441,21 @@ fn judge_backend(p: &Platform, request: Request, c: &Candidate) -> Result<(i64, 
             if system == Some(v) { Ok((0, None)) } else { Err(Rejection::BackendVersion { variant: backend, system }) }
         }
         Backend::Cann(_) => Err(Rejection::BackendVersion { variant: backend, system: None }),
-        Backend::Cpu | Backend::Metal | Backend::Neuron | Backend::Tpu => Ok((0, None)),
+        Backend::Metal => {
+            let system = p.metal.present().and_then(|m| m.macos_version);
+            match framework {
+                Framework::TvmFfi(_) if system.is_none_or(|v| v < MIN_METAL_MACOS) => {
+                    Err(Rejection::MetalTooOld { system })
+                }
+                _ => Ok((0, None)),
+            }
+        }
+        Backend::Cpu | Backend::Neuron | Backend::Tpu => Ok((0, None)),
     }
 }
+
+/// The oldest macOS that tvm-ffi Metal variants run on (upstream's rule).
+pub const MIN_METAL_MACOS: Version = Version::new(26, 0);
 
 fn judge_cuda(p: &Platform, request: Request, v: Version, c: &Candidate) -> Result<(i64, Option<String>), Rejection> {
     let Some(cuda) = p.cuda.present() else {
@@ -644,6 +670,25 @@ mod tests {
         let c = vec![Candidate::new("tvm-ffi01-cu130-x86_64-linux")];
         let s = select(&p, Request::cuda(0), &c);
         assert!(matches!(&s.trace.rows[0].verdict, Verdict::Chosen { note: Some(n) } if n.contains("not checked")));
+    }
+
+    #[test]
+    fn metal_variants_need_macos_26() {
+        let mac = |version: Option<Version>| {
+            Platform::new(Os::Darwin, CpuArch::Aarch64)
+                .with_metal(crate::platform::MetalInfo { device_name: "Apple M4".into(), macos_version: version })
+        };
+        let c = names(&["tvm-ffi01-metal-aarch64-darwin"]);
+        let request = Request::new(BackendKind::Metal, 0);
+        let s = select(&mac(Some(Version::new(26, 0))), request, &c);
+        assert_eq!(s.trace.chosen(), Some("tvm-ffi01-metal-aarch64-darwin"), "{}", s.trace);
+        let s = select(&mac(Some(Version::new(15, 4))), request, &c);
+        assert_eq!(s.chosen, None);
+        let r = rejection(&s, "tvm-ffi01-metal-aarch64-darwin").to_string();
+        assert_eq!(r, "Metal kernels require macOS 26.0 or later, this is macOS 15.4");
+        let s = select(&mac(None), request, &c);
+        let r = rejection(&s, "tvm-ffi01-metal-aarch64-darwin").to_string();
+        assert!(r.ends_with("and the macOS version is unknown"), "{r}");
     }
 
     #[test]

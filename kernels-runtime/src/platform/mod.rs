@@ -51,6 +51,8 @@ impl<T> Probe<T> {
 pub struct MetalInfo {
     /// Name of the default Metal device.
     pub device_name: String,
+    /// The macOS version (`kern.osproductversion`), when it could be read.
+    pub macos_version: Option<Version>,
 }
 
 /// Everything selection needs to know about the machine.
@@ -156,6 +158,15 @@ impl Platform {
     }
 }
 
+/// A macOS product version (`26.0`, `15.4.1`) as major.minor.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "read on macOS; tested everywhere"))]
+fn parse_product_version(text: &str) -> Option<Version> {
+    let mut parts = text.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some(Version::new(major, minor))
+}
+
 fn probe_ok<T>(p: &Probe<T>) -> Result<(), &String> {
     match p {
         Probe::Present(_) => Ok(()),
@@ -208,7 +219,10 @@ impl<T: fmt::Display> fmt::Display for Probe<T> {
 
 impl fmt::Display for MetalInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.device_name)
+        match self.macos_version {
+            Some(v) => write!(f, "{}, macOS {v}", self.device_name),
+            None => write!(f, "{}, macOS version unknown", self.device_name),
+        }
     }
 }
 
@@ -238,6 +252,15 @@ fn open_library(name: &str) -> Result<libloading::Library, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macos_product_versions_parse() {
+        assert_eq!(parse_product_version("26.0"), Some(Version::new(26, 0)));
+        assert_eq!(parse_product_version("15.4.1\n"), Some(Version::new(15, 4)));
+        assert_eq!(parse_product_version("26"), Some(Version::new(26, 0)));
+        assert_eq!(parse_product_version(""), None);
+        assert_eq!(parse_product_version("x.1"), None);
+    }
 
     #[test]
     fn detect_never_panics_and_reports_this_machine() {
