@@ -44,6 +44,11 @@ KERNELS_TEST_CUDART="$cuda_home/lib/libcudart.so.13"
 [ -f "$KERNELS_TEST_CUDART" ] || { echo "test.sh: $KERNELS_TEST_CUDART is missing" >&2; exit 1; }
 export KERNELS_TEST_CUDART
 
+# Python's own `kernels` package (pinned, no PyTorch), which must load and run what
+# `cargo kernels package` writes (kernels-tests --test cli).
+KERNELS_TEST_PYTHON_KERNELS="$(bash scripts/python-kernels-env.sh | tail -n 1)"
+export KERNELS_TEST_PYTHON_KERNELS
+
 # The loopback Hub.
 export KERNELS_HUB_DIR="${KERNELS_HUB_DIR:-$repo/target/loopback-hub}"
 endpoint="$(bash scripts/hub/start-olah.sh)"

@@ -93,6 +93,29 @@ pub fn build_crate(
     env: &Env,
     out: &mut CargoOutput,
 ) -> Result<PathBuf, LocalError> {
+    build_crate_with(crate_dir, target, target_dir, env, out, false)
+}
+
+/// [`build_crate`], with the library's symbol table stripped (`CARGO_PROFILE_RELEASE_STRIP=symbols`;
+/// the dynamic symbols that export its functions stay): what a published variant carries.
+pub fn build_crate_stripped(
+    crate_dir: &Path,
+    target: &str,
+    target_dir: &Path,
+    env: &Env,
+    out: &mut CargoOutput,
+) -> Result<PathBuf, LocalError> {
+    build_crate_with(crate_dir, target, target_dir, env, out, true)
+}
+
+fn build_crate_with(
+    crate_dir: &Path,
+    target: &str,
+    target_dir: &Path,
+    env: &Env,
+    out: &mut CargoOutput,
+    strip: bool,
+) -> Result<PathBuf, LocalError> {
     let cargo = env.path("CARGO").unwrap_or_else(|| PathBuf::from("cargo"));
     let manifest = crate_dir.join("Cargo.toml");
     out.rerun_if_changed(&manifest);
@@ -106,6 +129,9 @@ pub fn build_crate(
         .arg(target_dir);
     if env.flag(kernels_runtime::env::CARGO_NET_OFFLINE) {
         cmd.arg("--offline");
+    }
+    if strip {
+        cmd.env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
     }
     // What the outer build gives its build script must not redirect the inner build.
     for key in
@@ -175,9 +201,26 @@ pub fn lay_out(
     variant: &VariantName,
     root: &Path,
 ) -> Result<PathBuf, LocalError> {
+    lay_out_with_files(library, name, license, variant, root, &[])
+}
+
+/// The id [`lay_out`] gives a library of `name` with these bytes.
+pub fn variant_id(name: &str, library_bytes: &[u8]) -> String {
+    format!("_{}_cpu_{}", name.replace('-', "_"), &kernels_runtime::digest::sha256_hex(library_bytes)[..7])
+}
+
+/// [`lay_out`], with `files` (plain file names and their bytes, e.g. the variant's Python
+/// package) written beside the library before the digest is computed.
+pub fn lay_out_with_files(
+    library: &Path,
+    name: &str,
+    license: &str,
+    variant: &VariantName,
+    root: &Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<PathBuf, LocalError> {
     let bytes = std::fs::read(library).map_err(io(library))?;
-    let python_name = name.replace('-', "_");
-    let id = format!("_{python_name}_cpu_{}", &kernels_runtime::digest::sha256_hex(&bytes)[..7]);
+    let id = variant_id(name, &bytes);
     // A torch stable-ABI library is an abi3 Python module: `<id>.abi3.so`, as the runtime looks for it.
     let ext = match variant.framework() {
         Some(kernels_runtime::variant::Framework::TorchStableAbi(_)) => "abi3.so",
@@ -190,6 +233,16 @@ pub fn lay_out(
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let lib_path = dir.join(format!("{id}.{ext}"));
     std::fs::write(&lib_path, &bytes).map_err(io(&lib_path))?;
+    for (file, contents) in files {
+        let plain = Path::new(file).file_name().is_some_and(|n| n == file.as_str()) && file != METADATA_FILE;
+        if !plain {
+            return Err(LocalError::Io {
+                path: dir.join(file),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name"),
+            });
+        }
+        std::fs::write(dir.join(file), contents).map_err(io(&dir.join(file)))?;
+    }
     let files = metadata::digest_files(&dir)?;
     let meta_path = dir.join(METADATA_FILE);
     std::fs::write(&meta_path, metadata_json(name, &id, license, &files)).map_err(io(&meta_path))?;

@@ -66,8 +66,11 @@ commands:
             a Hub layout (its build/<variant>/ directories)
   package CRATE_DIR [--out DIR]
             compile a Rust kernel crate (cdylib exporting the TVM-FFI ABI) for the target and
-            lay it out as the Hub does: DIR/build/tvm-ffi01-cpu-<arch>-<os>/<id>.so + metadata.json
-            (default DIR: CRATE_DIR/hub)
+            lay it out as the Hub does: DIR/build/tvm-ffi01-cpu-<arch>-<os>/ holding <id>.so
+            (symbols stripped), __init__.py and _ops.py (the Python package that Python's
+            `kernels` imports: it loads the library with tvm_ffi.load_module) and metadata.json
+            (default DIR: CRATE_DIR/hub; the build's files go to the crate's cargo target directory,
+            under kernels-package/)
   variants REPO [--version N | --revision R] [--target TRIPLE] [--json]
             every variant the Hub kernel repo REPO (org/name) publishes, whether this runtime
             can load it, and its verdict with the reason: on this machine, from the real
@@ -523,13 +526,86 @@ fn package(o: &Options) -> Result<(), String> {
     let out = o.out.clone().unwrap_or_else(|| crate_dir.join("hub"));
     let env = Env::process();
     let mut cargo_lines = kernels_build::env::CargoOutput::default();
-    let target_dir = out.join("target");
-    let lib = kernels_build::local::build_crate(&crate_dir, &o.target(), &target_dir, &env, &mut cargo_lines)
+    // The build's own files go where cargo puts the crate's (its workspace's target directory,
+    // or CARGO_TARGET_DIR), never into the output.
+    let target_dir = cargo_target_dir(&crate_dir).join("kernels-package");
+    let lib = kernels_build::local::build_crate_stripped(&crate_dir, &o.target(), &target_dir, &env, &mut cargo_lines)
         .map_err(|e| e.to_string())?;
     let variant = kernels_build::local::cpu_variant_for(&o.target()).map_err(|e| e.to_string())?;
-    let dir = kernels_build::local::lay_out(&lib, &name, "Apache-2.0", &variant, &out).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    let id = kernels_build::local::variant_id(&name, &bytes);
+    let file_name = format!("{id}.{}", lib.extension().and_then(|e| e.to_str()).unwrap_or("so"));
+    let functions = exported_functions(&lib)?;
+    let files = python_package(&name, &file_name, &functions);
+    let dir = kernels_build::local::lay_out_with_files(&lib, &name, "Apache-2.0", &variant, &out, &files)
+        .map_err(|e| e.to_string())?;
     println!("{}", dir.display());
     Ok(())
+}
+
+/// Where cargo builds the crate in `crate_dir` (`cargo metadata`'s `target_directory`), else
+/// `crate_dir/target`.
+fn cargo_target_dir(crate_dir: &Path) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|m| m["target_directory"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| crate_dir.join("target"))
+}
+
+/// The functions a tvm-ffi library exports (`__tvm_ffi_<name>`), sorted.
+fn exported_functions(lib: &Path) -> Result<Vec<String>, String> {
+    let symbols = kernels_runtime::ffi::dynamic_symbols(lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    let mut functions: Vec<String> = symbols
+        .defined_functions()
+        .filter_map(|n| n.strip_prefix(kernels_runtime::ffi::abi::symbol::FUNCTION_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    functions.sort_unstable();
+    functions.dedup();
+    Ok(functions)
+}
+
+/// Python's keywords, which cannot name a module attribute in `name = …` form.
+const PYTHON_KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+    "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+    "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+];
+
+/// The Python package of a tvm-ffi variant, as kernel-builder lays one out: `_ops.py` loads the
+/// library next to it with `tvm_ffi.load_module`, and `__init__.py` exposes its functions (those
+/// whose names are Python identifiers; every one stays reachable as `ops["name"]`).
+fn python_package(name: &str, library_file: &str, functions: &[String]) -> Vec<(String, Vec<u8>)> {
+    let identifier = |f: &&String| {
+        f.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !PYTHON_KEYWORDS.contains(&f.as_str())
+    };
+    let exposed: Vec<&String> = functions.iter().filter(identifier).collect();
+    let mut init = format!(
+        "\"\"\"{name}: a kernel written in Rust, packaged by `cargo kernels package`.\n\n\
+         Its functions come from the library through tvm-ffi, as in kernel-builder's tvm-ffi variants.\n\
+         Pass tensors the way tvm-ffi takes them (torch tensors, or `tvm_ffi.from_dlpack(array)`).\n\"\"\"\n\n\
+         from ._ops import ops\n\n"
+    );
+    for f in &exposed {
+        init.push_str(&format!("{f} = ops[\"{f}\"]\n"));
+    }
+    let all: Vec<String> = exposed.iter().map(|f| format!("\"{f}\"")).collect();
+    init.push_str(&format!("\n__all__ = [{}]\n", all.join(", ")));
+    let ops = format!(
+        "\"\"\"Loads this variant's kernel library through tvm-ffi.\"\"\"\n\n\
+         from pathlib import Path\n\n\
+         import tvm_ffi\n\n\
+         ops = tvm_ffi.load_module(Path(__file__).parent / \"{library_file}\")\n"
+    );
+    vec![("__init__.py".to_owned(), init.into_bytes()), ("_ops.py".to_owned(), ops.into_bytes())]
 }
 
 fn platform(names: &[String]) {

@@ -1,5 +1,5 @@
 //! `cargo kernels package`: a Rust kernel crate laid out as a Hub variant that the loader
-//! verifies and loads. `cargo kernels variants`: a repo's variants on the loopback Hub (olah),
+//! verifies and loads, and that Python's `kernels` package loads and runs too. `cargo kernels variants`: a repo's variants on the loopback Hub (olah),
 //! judged on this machine and for another target.
 
 use std::process::Command;
@@ -35,6 +35,57 @@ fn package_lays_out_a_loadable_verified_variant() {
     }
     let want = silu_and_mul_ref(&x, 2);
     assert!(max_rel_diff(&o, &want) < 1e-5, "{o:?} vs {want:?}");
+
+    // Only the variant, no build files, in the output; the library's symbol table stripped.
+    let entries: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["build"], "{entries:?}");
+    let lib = kernel.path().to_owned();
+    let symbols = kernels_runtime::ffi::dynamic_symbols(&lib).unwrap();
+    assert!(symbols.defined_functions().any(|n| n == "__tvm_ffi_rms_norm"));
+    let sections = std::process::Command::new("readelf").arg("-S").arg(&lib).output();
+    if let Ok(sections) = sections {
+        let text = String::from_utf8_lossy(&sections.stdout);
+        assert!(!text.contains(".symtab"), "the library keeps its symbol table:\n{text}");
+    }
+
+    // Python's `kernels` loads it as a Hub kernel (its digest, its __init__.py and _ops.py
+    // through tvm-ffi) and runs it.
+    let Some(python) = std::env::var_os("KERNELS_TEST_PYTHON_KERNELS").filter(|p| !p.is_empty()) else {
+        assert!(
+            std::env::var("KERNELS_TEST_REQUIRE_STABLE_ABI").as_deref() != Ok("1"),
+            "KERNELS_TEST_PYTHON_KERNELS is unset: run scripts/test.sh (scripts/python-kernels-env.sh)"
+        );
+        eprintln!("SKIPPED: KERNELS_TEST_PYTHON_KERNELS is unset (scripts/python-kernels-env.sh makes one)");
+        return;
+    };
+    let script = r#"
+import sys
+from pathlib import Path
+import numpy as np
+import tvm_ffi
+import kernels
+k = kernels.get_local_kernel(Path(sys.argv[1]))
+assert sorted(k.__all__) == ["add_rms_norm", "rms_norm", "silu_and_mul"], k.__all__
+x = np.linspace(-3, 3, 4 * 16, dtype=np.float32).reshape(4, 16)
+w = np.linspace(0.5, 1.5, 16, dtype=np.float32)
+out = np.zeros_like(x)
+k.rms_norm(tvm_ffi.from_dlpack(out), tvm_ffi.from_dlpack(x), tvm_ffi.from_dlpack(w), 1e-6)
+ref = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w
+assert np.abs(out - ref).max() < 1e-5, np.abs(out - ref).max()
+half = np.zeros((4, 8), np.float32)
+k.silu_and_mul(tvm_ffi.from_dlpack(half), tvm_ffi.from_dlpack(x))
+a, b = x[:, :8], x[:, 8:]
+assert np.abs(half - a / (1 + np.exp(-a)) * b).max() < 1e-5
+print("python kernels", kernels.__version__, "ran", sys.argv[1])
+"#;
+    let ran = Command::new(python).arg("-c").arg(script).arg(out.path()).env("HF_HUB_OFFLINE", "1").output().unwrap();
+    assert!(
+        ran.status.success(),
+        "Python's kernels could not load or run the package:\n{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&ran.stdout).trim());
 }
 
 /// `cargo kernels variants ARGS` against the loopback Hub, with an empty Hugging Face home.
