@@ -21,6 +21,41 @@ pub mod options;
 pub mod setup;
 pub mod suite;
 
+/// The registry of the suite's `#[kernelize]`d layers (the latency benchmark): `RMSNorm` and
+/// `SiluAndMul` on CUDA map to the CUDA example kernels, which `gpu-check-cuda` names with
+/// `LOCAL_KERNELS` (a hand-written registry instead of a build script's: the suite loads the
+/// kernel directory it is given).
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+pub static __KERNELS_REGISTRY: kernels_runtime::registry::Registry = {
+    use kernels_runtime::registry::{KernelEntry, LayerEntry, ModeSupport, Registry};
+    use kernels_runtime::variant::BackendKind;
+    const fn cuda(layer: &'static str, function: &'static str) -> LayerEntry {
+        LayerEntry {
+            layer,
+            device: BackendKind::Cuda,
+            kernel: "cuda-ops",
+            function,
+            capability: None,
+            mode: ModeSupport::Inference,
+            deterministic: true,
+            tolerance: None,
+        }
+    }
+    Registry {
+        kernels: &[KernelEntry {
+            name: "cuda-ops",
+            repo: suite::LATENCY_REPO,
+            commit: None,
+            variants: &[],
+            cached: &[],
+        }],
+        layers: &[cuda("RMSNorm", "rms_norm"), cuda("SiluAndMul", "silu_and_mul")],
+        tvm_ffi: None,
+        cuda_runtime: None,
+    }
+};
+
 /// Exit status when a check failed.
 pub const EXIT_FAILED: i32 = 1;
 /// Exit status when the suite could not run (no CUDA, no kernel, bad arguments).

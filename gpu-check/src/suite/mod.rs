@@ -11,7 +11,9 @@
 //!    come back as its own error message; non-contiguous and mixed-device arguments are refused
 //!    by the candle adapter before the call; a good call still works after them.
 //! 3. Benchmarks (`bench`, feature `cuda`).
-//! 4. The torch stable-ABI variant of the same kernels (`stable_abi`), when given: selection,
+//! 4. Latency at decode and prefill shapes (`latency`): kernelized layer, adapter, raw call,
+//!    candle's op and a bare launch, host and device time.
+//! 5. The torch stable-ABI variant of the same kernels (`stable_abi`), when given: selection,
 //!    no libtorch in the process, the correctness suite, its errors, its benchmarks and its
 //!    per-call cost beside the tvm-ffi variant's.
 //!
@@ -24,7 +26,14 @@ pub mod correctness;
 #[cfg(feature = "cuda")]
 mod errors;
 #[cfg(feature = "cuda")]
+mod latency;
+#[cfg(feature = "cuda")]
 mod stable_abi;
+
+/// The repo name under which the latency benchmark's kernelized layers find the kernel
+/// directory (`LOCAL_KERNELS`).
+#[cfg(feature = "cuda")]
+pub const LATENCY_REPO: &str = "kernels-gpu-check/cuda-ops";
 
 #[cfg(feature = "cuda")]
 use std::process::ExitCode;
@@ -73,6 +82,16 @@ fn run() -> i32 {
     if options.help {
         println!("{USAGE}");
         return 0;
+    }
+    // The latency benchmark's kernelized layers load the kernel directory under test.
+    if let Ok(dir) = setup::kernel_dir(options.kernel_dir.as_deref()) {
+        let entry = format!("{LATENCY_REPO}={}", dir.display());
+        let value = match std::env::var(kernels_runtime::env::LOCAL_KERNELS) {
+            Ok(old) if !old.is_empty() => format!("{old}:{entry}"),
+            _ => entry,
+        };
+        // SAFETY: set at start-up, before this process starts any thread.
+        unsafe { std::env::set_var(kernels_runtime::env::LOCAL_KERNELS, value) };
     }
     let kernels = match load() {
         Ok(k) => k,
@@ -130,6 +149,21 @@ fn run() -> i32 {
             }
             Err(e) => {
                 println!("benchmarks aborted: {e}");
+                checks += 1;
+                failures += 1;
+            }
+        }
+    }
+
+    if !options.no_bench {
+        println!("\n== latency at decode and prefill shapes (host and device time per call)");
+        match latency::run(&kernels, &device) {
+            Ok(outcome) => {
+                checks += outcome.checks;
+                failures += outcome.failures;
+            }
+            Err(e) => {
+                println!("latency benchmark aborted: {e}");
                 checks += 1;
                 failures += 1;
             }
