@@ -113,13 +113,17 @@ pub const fn check_layer(registry: &Registry, layer: &str) -> UnknownLayer {
         return text.push(" (kernels.toml maps no layers)");
     }
     text = text.push(" (layers there: ");
-    // Sorted by layer: each name once.
+    // Each name once, in the registry's order.
     let mut i = 0;
     while i < layers.len() {
-        if i > 0 && !same(layers[i - 1].layer, layers[i].layer) {
-            text = text.push(", ");
+        let mut j = 0;
+        while j < i && !same(layers[j].layer, layers[i].layer) {
+            j += 1;
         }
-        if i == 0 || !same(layers[i - 1].layer, layers[i].layer) {
+        if j == i {
+            if i > 0 {
+                text = text.push(", ");
+            }
             text = text.push(layers[i].layer);
         }
         i += 1;
