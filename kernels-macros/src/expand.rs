@@ -6,7 +6,9 @@
 //! #[automatically_derived]
 //! impl Layer {
 //!     <vis> fn kernel_forward(&self, x: &T) -> R {
-//!         static __KERNELS_LAYER: Layer = Layer::new(<name>, <type>, module_path!(), <arg names>, &crate::__KERNELS_REGISTRY);
+//!         const __KERNELS_REGISTRY: &Registry = &crate::__KERNELS_REGISTRY;
+//!         const _: () = panic if check_layer(__KERNELS_REGISTRY, <name>) finds no [layers.<name>];
+//!         static __KERNELS_LAYER: Layer = Layer::new(<name>, <type>, module_path!(), <arg names>, __KERNELS_REGISTRY);
 //!         match __KERNELS_LAYER.kernel(<device of the first tensor among inputs and fields>) {
 //!             Ok(Some(kernel)) => allocate `output`, call the kernel with `args`; in verify mode
 //!                                 also run `self.forward(x)` and compare; return `output`,
@@ -67,6 +69,16 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
     let device = device(&args.items);
     // Spanned at the return type: an error type without `From<DispatchError>` is reported there.
     let layer_error = quote_spanned!(ret_span=> ::kernels_runtime::__private::layer_error(__kernels_error));
+    // Spanned at the layer name: a name `kernels.toml` does not map is reported there, at
+    // compile time.
+    let check = quote_spanned!(name.span()=>
+        const _: () = {
+            let __kernels_unknown = ::kernels_runtime::__private::check_layer(__KERNELS_REGISTRY, #name);
+            if !__kernels_unknown.is_empty() {
+                ::core::panic!("{}", __kernels_unknown.as_str());
+            }
+        };
+    );
 
     quote! {
         #item
@@ -76,12 +88,14 @@ pub(crate) fn expand(layer: &Complete, item: TokenStream2) -> TokenStream2 {
             #[doc = #doc]
             #[inline]
             #vis fn #method(&self, #(#params),*) #ret {
+                const __KERNELS_REGISTRY: &::kernels_runtime::registry::Registry = &crate::__KERNELS_REGISTRY;
+                #check
                 static __KERNELS_LAYER: ::kernels_runtime::__private::Layer = ::kernels_runtime::__private::Layer::new(
                     #name,
                     #type_name,
                     ::core::module_path!(),
                     &[#(#arg_names),*],
-                    &crate::__KERNELS_REGISTRY,
+                    __KERNELS_REGISTRY,
                 );
                 let __kernels_error = match __KERNELS_LAYER.kernel(#device) {
                     ::core::result::Result::Ok(::core::option::Option::Some(__kernels_kernel)) => {

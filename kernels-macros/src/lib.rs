@@ -20,7 +20,12 @@
 //! (A compiled example is in the docs of `kernels_runtime::dispatch`.) The struct is emitted unchanged, plus `RmsNorm::kernel_forward` with the signature of
 //! `forward`: it calls the kernel function `kernels.toml` maps the layer to on the input's
 //! device (allocating `output`, passing `args` in order) or, when none is available,
-//! `self.forward(x)`, the Rust reference the user writes in an inherent impl.
+//! `self.forward(x)`, the Rust reference the user writes in an inherent impl. A `layer` that
+//! `kernels.toml` has no `[layers.<name>]` table for is a compile error at the name: the
+//! expansion checks it against `crate::__KERNELS_REGISTRY` in a `const`
+//! (`kernels_runtime::__private::check_layer`), whose panic lists the layers there. Without the
+//! registry (no `kernels_runtime::include_kernels!()` at the crate root) the error is rustc's
+//! "cannot find value `__KERNELS_REGISTRY` in the crate root", at the attribute.
 //!
 //! The macro does no I/O. It works in four steps: `parse` the attribute's options, build a
 //! `model` that keeps every token's span, `validate` it (every mistake is collected as a

@@ -49,6 +49,9 @@ static __KERNELS_REGISTRY: Registry = Registry {
         cpu("InPlace", "rms_norm"),
         cpu("RMSNorm", "rms_norm"),
         cpu("SiluAndMul", "silu_and_mul"),
+        // In kernels.toml (a layer it lacks does not compile), mapped for CUDA only: on the
+        // CPU it has no mapping.
+        LayerEntry { device: BackendKind::Cuda, ..cpu("Unmapped", "rms_norm") },
     ],
     tvm_ffi: None,
     cuda_runtime: None,

@@ -63,6 +63,9 @@ static __KERNELS_REGISTRY: Registry = Registry {
         deterministic(cpu("RMSNorm", "ops", "rms_norm", ModeSupport::Inference)),
         deterministic(cpu("SiluAndMul", "ops", "silu_and_mul", ModeSupport::Training)),
         cpu("Slow", "slow", "rms_norm", ModeSupport::Inference),
+        // In kernels.toml (a layer it lacks does not compile), mapped for CUDA only: on the
+        // CPU it has no mapping.
+        LayerEntry { device: BackendKind::Cuda, ..cpu("Unmapped", "ops", "rms_norm", ModeSupport::Inference) },
         // The same kernel as `RMSNorm`, not declared deterministic.
         cpu("Undeclared", "ops", "rms_norm", ModeSupport::Inference),
         // The same kernel again, for layers whose forward differs from it by an offset (as a

@@ -15,12 +15,22 @@ where
         &self,
         x: &[T],
     ) -> Result<Vec<T>, Box<dyn std::error::Error + Send + Sync>> {
+        const __KERNELS_REGISTRY: &::kernels_runtime::registry::Registry = &crate::__KERNELS_REGISTRY;
+        const _: () = {
+            let __kernels_unknown = ::kernels_runtime::__private::check_layer(
+                __KERNELS_REGISTRY,
+                "Scale",
+            );
+            if !__kernels_unknown.is_empty() {
+                ::core::panic!("{}", __kernels_unknown.as_str());
+            }
+        };
         static __KERNELS_LAYER: ::kernels_runtime::__private::Layer = ::kernels_runtime::__private::Layer::new(
             "Scale",
             "Scale",
             ::core::module_path!(),
             &["output", "x", "self.0 as f64 * 2.0", "self.1.len()"],
-            &crate::__KERNELS_REGISTRY,
+            __KERNELS_REGISTRY,
         );
         let __kernels_error = match __KERNELS_LAYER
             .kernel(::kernels_runtime::__private::KernelArg::device(&x))

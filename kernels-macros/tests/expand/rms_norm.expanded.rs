@@ -10,12 +10,22 @@ impl RmsNorm {
         &self,
         x: &HostTensor<f32>,
     ) -> Result<HostTensor<f32>, DispatchError> {
+        const __KERNELS_REGISTRY: &::kernels_runtime::registry::Registry = &crate::__KERNELS_REGISTRY;
+        const _: () = {
+            let __kernels_unknown = ::kernels_runtime::__private::check_layer(
+                __KERNELS_REGISTRY,
+                "RMSNorm",
+            );
+            if !__kernels_unknown.is_empty() {
+                ::core::panic!("{}", __kernels_unknown.as_str());
+            }
+        };
         static __KERNELS_LAYER: ::kernels_runtime::__private::Layer = ::kernels_runtime::__private::Layer::new(
             "RMSNorm",
             "RmsNorm",
             ::core::module_path!(),
             &["output", "x", "self.weight", "self.eps"],
-            &crate::__KERNELS_REGISTRY,
+            __KERNELS_REGISTRY,
         );
         let __kernels_error = match __KERNELS_LAYER
             .kernel(

@@ -10,12 +10,22 @@ impl AddRmsNorm {
         x: &TensorView<'_>,
         residual: &TensorView<'_>,
     ) -> Result<(Vec<f32>, Vec<f32>), MyError> {
+        const __KERNELS_REGISTRY: &::kernels_runtime::registry::Registry = &crate::__KERNELS_REGISTRY;
+        const _: () = {
+            let __kernels_unknown = ::kernels_runtime::__private::check_layer(
+                __KERNELS_REGISTRY,
+                "AddRMSNorm",
+            );
+            if !__kernels_unknown.is_empty() {
+                ::core::panic!("{}", __kernels_unknown.as_str());
+            }
+        };
         static __KERNELS_LAYER: ::kernels_runtime::__private::Layer = ::kernels_runtime::__private::Layer::new(
             "AddRMSNorm",
             "AddRmsNorm",
             ::core::module_path!(),
             &["output.0", "output.1", "x", "residual", "self.weight", "1e-6"],
-            &crate::__KERNELS_REGISTRY,
+            __KERNELS_REGISTRY,
         );
         let __kernels_error = match __KERNELS_LAYER
             .kernel(

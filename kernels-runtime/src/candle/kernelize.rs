@@ -5,7 +5,21 @@
 //! use candle_core::{D, Device, Result, Tensor};
 //! use kernels_runtime::candle::output_like;
 //! use kernels_runtime::kernelize;
-//! # static __KERNELS_REGISTRY: kernels_runtime::registry::Registry = kernels_runtime::registry::Registry::EMPTY;
+//! # use kernels_runtime::registry::{LayerEntry, ModeSupport, Registry};
+//! # use kernels_runtime::variant::BackendKind;
+//! # static __KERNELS_REGISTRY: Registry = Registry {
+//! #     layers: &[LayerEntry {
+//! #         layer: "RMSNorm",
+//! #         device: BackendKind::Cuda,
+//! #         kernel: "ops",
+//! #         function: "rms_norm",
+//! #         capability: None,
+//! #         mode: ModeSupport::Inference,
+//! #         deterministic: false,
+//! #         tolerance: None,
+//! #     }],
+//! #     ..Registry::EMPTY
+//! # };
 //!
 //! #[kernelize(
 //!     layer = "RMSNorm",

@@ -14,9 +14,24 @@
 //! use kernels_runtime::kernelize;
 //!
 //! // Brings in the registry the build script generated from kernels.toml (`build.rs`:
-//! // `kernels_build::build()`); here an empty one: every layer uses its Rust forward.
+//! // `kernels_build::build()`); here one that maps `RMSNorm` for CUDA only, so on the CPU the
+//! // layer uses its Rust forward. A `layer` that kernels.toml lacks does not compile.
 //! // kernels_runtime::include_kernels!();
-//! static __KERNELS_REGISTRY: kernels_runtime::registry::Registry = kernels_runtime::registry::Registry::EMPTY;
+//! # use kernels_runtime::registry::{LayerEntry, ModeSupport, Registry};
+//! # use kernels_runtime::variant::BackendKind;
+//! static __KERNELS_REGISTRY: Registry = Registry {
+//!     layers: &[LayerEntry {
+//!         layer: "RMSNorm",
+//!         device: BackendKind::Cuda,
+//!         kernel: "ops",
+//!         function: "rms_norm",
+//!         capability: None,
+//!         mode: ModeSupport::Inference,
+//!         deterministic: false,
+//!         tolerance: None,
+//!     }],
+//!     ..Registry::EMPTY
+//! };
 //!
 //! #[kernelize(
 //!     layer = "RMSNorm",                    // [layers.RMSNorm] of kernels.toml

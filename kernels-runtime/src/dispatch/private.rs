@@ -36,6 +36,101 @@ impl fmt::Debug for Layer {
     }
 }
 
+/// Why a `#[kernelize(layer = …)]` name cannot be served by a registry: its text, or empty
+/// when the registry maps the layer. Built at compile time by [`check_layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownLayer {
+    text: [u8; UnknownLayer::CAPACITY],
+    len: usize,
+}
+
+impl UnknownLayer {
+    /// The longest text; the list of layers is cut there.
+    const CAPACITY: usize = 512;
+
+    /// Whether the registry maps the layer.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The text (up to the last whole character when cut).
+    pub const fn as_str(&self) -> &str {
+        let text = self.text.split_at(self.len).0;
+        match std::str::from_utf8(text) {
+            Ok(s) => s,
+            Err(e) => match std::str::from_utf8(text.split_at(e.valid_up_to()).0) {
+                Ok(s) => s,
+                Err(_) => "",
+            },
+        }
+    }
+
+    const fn push(mut self, s: &str) -> Self {
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && self.len < Self::CAPACITY {
+            self.text[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+        self
+    }
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Checks at compile time that `registry` (the crate's `kernels.toml`) has a `[layers.<layer>]`
+/// table: the generated code panics in a `const` with the text when it has not.
+pub const fn check_layer(registry: &Registry, layer: &str) -> UnknownLayer {
+    let layers = registry.layers;
+    let mut i = 0;
+    while i < layers.len() {
+        if same(layers[i].layer, layer) {
+            return UnknownLayer { text: [0; UnknownLayer::CAPACITY], len: 0 };
+        }
+        i += 1;
+    }
+    let mut text = UnknownLayer { text: [0; UnknownLayer::CAPACITY], len: 0 }
+        .push("layer `")
+        .push(layer)
+        .push("` is not in kernels.toml: add a [layers.")
+        .push(layer)
+        .push("] table mapping it to a kernel");
+    if layers.is_empty() {
+        return text.push(" (kernels.toml maps no layers)");
+    }
+    text = text.push(" (layers there: ");
+    // Each name once, in the registry's order.
+    let mut i = 0;
+    while i < layers.len() {
+        let mut j = 0;
+        while j < i && !same(layers[j].layer, layers[i].layer) {
+            j += 1;
+        }
+        if j == i {
+            if i > 0 {
+                text = text.push(", ");
+            }
+            text = text.push(layers[i].layer);
+        }
+        i += 1;
+    }
+    text.push(")")
+}
+
 /// A resolved kernel function of a layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {

@@ -452,3 +452,24 @@ fn errors_and_resolutions_can_cross_threads() {
     shared::<Report>();
     shared::<__private::Layer>();
 }
+
+#[test]
+fn layer_names_are_checked_against_the_registry() {
+    use super::private::check_layer;
+    let reg = registry(&[]);
+    assert!(check_layer(&reg, "Act").is_empty());
+    assert!(check_layer(&reg, "Norm").is_empty());
+    // Each layer once, though `Pick` has several mappings.
+    assert_eq!(
+        check_layer(&reg, "Ac").as_str(),
+        "layer `Ac` is not in kernels.toml: add a [layers.Ac] table mapping it to a kernel (layers there: Act, Norm, Pick, Ghost)"
+    );
+    assert_eq!(
+        check_layer(&Registry::EMPTY, "Act").as_str(),
+        "layer `Act` is not in kernels.toml: add a [layers.Act] table mapping it to a kernel (kernels.toml maps no layers)"
+    );
+    // A long list is cut at a whole character.
+    let long = "é".repeat(300);
+    let text = check_layer(&reg, &long);
+    assert!(!text.is_empty() && text.as_str().len() <= 512 && text.as_str().starts_with("layer `é"));
+}

@@ -4,7 +4,7 @@ use kernels_runtime::dispatch::{DispatchError, HostTensor};
 use kernels_runtime::kernelize;
 use kernels_runtime::registry::Registry;
 
-static __KERNELS_REGISTRY: Registry = Registry::EMPTY;
+static __KERNELS_REGISTRY: Registry = Registry { layers: &[kernels_runtime::registry::LayerEntry { layer: "RMSNorm", device: kernels_runtime::variant::BackendKind::Cuda, kernel: "kernels", function: "f", capability: None, mode: kernels_runtime::registry::ModeSupport::Inference, deterministic: false, tolerance: None }], ..Registry::EMPTY };
 
 #[kernelize(
     layer = "RMSNorm",
