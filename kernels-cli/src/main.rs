@@ -15,6 +15,8 @@
 //! chosen for each device; `--target aarch64-unknown-linux-gnu` says instead which of them a
 //! build for that target embeds.
 
+mod explain;
+mod init;
 mod variants;
 
 use std::path::{Path, PathBuf};
@@ -112,6 +114,20 @@ struct Options {
     out: Option<PathBuf>,
     /// `--version N` or `--revision R`, never both.
     requested: Option<Requested>,
+    /// `init --kernel REPO`.
+    kernel: Option<String>,
+    /// `init --path KERNEL_DIR`.
+    kernel_path: Option<PathBuf>,
+    /// `init --layer NAME`.
+    layer: Option<String>,
+    /// `init --function NAME`.
+    function: Option<String>,
+    /// `init --force`.
+    force: bool,
+    /// `init --path-deps WORKSPACE` (hidden, for tests): depend on a checkout by path.
+    path_deps: Option<PathBuf>,
+    /// Whether `--manifest-path` was given.
+    manifest_given: bool,
     rest: Vec<String>,
 }
 
@@ -131,6 +147,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         json: false,
         out: None,
         requested: None,
+        kernel: None,
+        kernel_path: None,
+        layer: None,
+        function: None,
+        force: false,
+        path_deps: None,
+        manifest_given: false,
         rest: Vec::new(),
     };
     let mut version = None;
@@ -138,7 +161,16 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
+            "--manifest-path" => {
+                o.manifest = it.next().ok_or("--manifest-path needs a path")?.into();
+                o.manifest_given = true;
+            }
+            "--kernel" => o.kernel = Some(it.next().ok_or("--kernel needs a Hub repo id, org/name")?.clone()),
+            "--path" => o.kernel_path = Some(it.next().ok_or("--path needs a kernel directory")?.into()),
+            "--layer" => o.layer = Some(it.next().ok_or("--layer needs a layer name")?.clone()),
+            "--function" => o.function = Some(it.next().ok_or("--function needs a function name")?.clone()),
+            "--force" => o.force = true,
+            "--path-deps" => o.path_deps = Some(it.next().ok_or("--path-deps needs a directory")?.into()),
             "--target" => o.target = Some(it.next().ok_or("--target needs a triple")?.clone()),
             "--version" => {
                 let v = it.next().ok_or("--version needs a major version, e.g. `--version 1` for Hub branch v1")?;
@@ -174,6 +206,37 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         (None, None) => None,
     };
     Ok(o)
+}
+
+/// What `init` was asked: at most one DIR, and `--kernel` or `--path`, not both.
+fn init_query(o: &Options) -> Result<init::Init, String> {
+    let dir = match &o.rest[..] {
+        [] => PathBuf::from("."),
+        [dir] => PathBuf::from(dir),
+        more => return Err(format!("init takes at most one DIR, got {}", more.join(" "))),
+    };
+    let kernel = match (&o.kernel, &o.kernel_path) {
+        (Some(_), Some(_)) => {
+            return Err("--kernel and --path are exclusive: the starter declares one kernel, \
+                        from the Hub (--kernel org/name) or from a directory (--path DIR)"
+                .into());
+        }
+        (Some(repo), None) => init::KernelFrom::Hub(repo.clone()),
+        (None, Some(path)) => init::KernelFrom::Path(path.clone()),
+        (None, None) => init::KernelFrom::Hub(init::DEFAULT_REPO.to_owned()),
+    };
+    let path_deps = match &o.path_deps {
+        Some(p) => Some(p.canonicalize().map_err(|e| format!("--path-deps {}: {e}", p.display()))?),
+        None => None,
+    };
+    Ok(init::Init {
+        dir,
+        kernel,
+        layer: o.layer.clone().unwrap_or_else(|| init::DEFAULT_LAYER.to_owned()),
+        function: o.function.clone().unwrap_or_else(|| init::DEFAULT_FUNCTION.to_owned()),
+        force: o.force,
+        path_deps,
+    })
 }
 
 /// What `variants` was asked, checked before any network use: exactly one REPO of the form
@@ -228,6 +291,14 @@ fn main() -> ExitCode {
         "download" => download(&options, false),
         "verify" => download(&options, true),
         "package" => package(&options),
+        "init" => match init_query(&options) {
+            Ok(query) => init::run(&query),
+            Err(e) => {
+                eprintln!("error: {e}\n\n{}", usage());
+                return ExitCode::from(2);
+            }
+        },
+        "explain" => explain::run(&options.manifest, options.json),
         "describe" => describe(&options),
         "variants" => match variants_query(&options) {
             Ok(query) => variants::run(&query, &mut hub()),
