@@ -154,6 +154,7 @@ fn source_of(
         }
         KernelSource::Path(rel) => {
             let dir = manifest.dir().join(rel);
+            let dir = dir.canonicalize().unwrap_or(dir);
             let (layout, candidates, missing) = path_variants(&dir, decl.optional, &mut notes, &mut keep);
             Source {
                 value: json!({ "type": "path", "path": dir.display().to_string(), "layout": layout }),

@@ -1,6 +1,9 @@
 //! `cargo kernels`: the command-line face of kernels-rs.
 //!
 //! ```text
+//! cargo kernels init [DIR] [--kernel REPO | --path KERNEL_DIR] [--layer NAME] [--function NAME] [--force]
+//!                                                         a kernels.toml and build.rs starter (or a whole crate)
+//! cargo kernels explain [--manifest-path PATH] [--json]  each layer mapping: its kernel's source, and what runs here
 //! cargo kernels lock [--manifest-path PATH] [--update]   pin kernels.toml's Hub kernels in kernels.lock
 //! cargo kernels download [--manifest-path PATH] [--target TRIPLE]   prefetch the pinned variants
 //! cargo kernels verify [--manifest-path PATH] [--target TRIPLE]     check cached variants against the lock
@@ -53,6 +56,25 @@ const USAGE: &str = "\
 usage: cargo kernels <command> [options]
 
 commands:
+  init [DIR] [--kernel REPO | --path KERNEL_DIR] [--layer NAME] [--function NAME] [--force]
+            start using kernels-rs in the crate in DIR (default: the current directory): write
+            kernels.toml (one kernel: the Hub repo REPO at version 1, default
+            kernels-community/activation, or the local kernel directory or crate KERNEL_DIR; and
+            [layers.NAME] mapping cpu and cuda to its FUNCTION, default SiluAndMul and
+            silu_and_mul, each key commented) and build.rs, then print what to add to Cargo.toml
+            and the crate root. Where DIR holds no Cargo.toml (or does not exist), make a whole
+            crate there: also Cargo.toml (named after DIR) and src/main.rs with a kernelized
+            layer on HostTensors, ready for `cargo build`. Never overwrites a file unless --force
+  explain [--json]
+            for every layer mapping of kernels.toml: the kernel, function, capability, mode and
+            determinism, where the kernel comes from (Hub repo@commit from kernels.lock, or its
+            path), and on this machine, from local files only, the variant the real selection
+            chooses for each device present, with its trace, or why the layer falls back; a
+            device kind absent here is said to be. --json prints { manifest, lock, lock_stale,
+            platform, mappings: [{ layer, device, key, location, kernel, function, capability,
+            mode, deterministic, source: { type: hub, repo, requested, commit } or { type: path,
+            path, layout }, variants, notes, present, absent, decisions: [{ device, chosen,
+            outcome, trace }] }] }, one mapping per layer, device and entry
   lock      resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
             --update re-resolves every kernel; --check only checks, offline, that kernels.lock
             matches kernels.toml: exit status 1 when it is missing or out of date, for CI)
@@ -90,7 +112,7 @@ options:
   --target TRIPLE       target to download/verify/package for (default: this machine's)
   --version N           `variants`: Hub branch vN
   --revision R          `variants`: a branch, tag or commit (not with --version)
-  --json                `describe`, `variants`: print JSON
+  --json                `describe`, `variants`, `explain`: print JSON
 
 exit status: 0 done; 1 failed (Hub or network error, unknown repo or version), or `lock --check`
 found the lock stale; 2 bad usage
