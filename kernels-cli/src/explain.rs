@@ -134,18 +134,19 @@ fn source_of(
                     continue;
                 }
                 let dir = snapshot.as_ref().map(|s| s.join("build").join(&v.name));
-                match dir.as_deref().map(Metadata::read) {
-                    Some(Ok(m)) => candidates.push(with_archs(Candidate::new(&v.name), &m)),
-                    _ => {
-                        absent.push(v.name.clone());
-                        candidates.push(Candidate::new(&v.name));
-                    }
+                // Downloaded: every file the lock pins is in the snapshot (the build verifies them).
+                let downloaded = dir.as_ref().is_some_and(|d| v.files.iter().all(|f| d.join(&f.path).is_file()));
+                if !downloaded {
+                    absent.push(v.name.clone());
                 }
+                candidates.push(match dir.as_deref().map(Metadata::read) {
+                    Some(Ok(m)) => with_archs(Candidate::new(&v.name), &m),
+                    _ => Candidate::new(&v.name),
+                });
             }
             if !absent.is_empty() {
                 notes.push(format!(
-                    "not downloaded into {}: {} (run `cargo kernels download`; until then their CUDA \
-                     architectures are unknown here)",
+                    "not downloaded into {}: {} (run `cargo kernels download`; a build fetches them too)",
                     cache.map_or_else(|| "the Hugging Face cache".to_owned(), |c| c.display().to_string()),
                     absent.join(", ")
                 ));

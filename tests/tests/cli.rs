@@ -245,6 +245,7 @@ fn fake_hub_layout(root: &std::path::Path) -> (String, String) {
         let d = root.join("build").join(v);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("metadata.json"), "{\"version\": 1, \"backend\": {\"type\": \"cpu\"}}\n").unwrap();
+        std::fs::write(d.join("_ops_0000000.so"), "not a library\n").unwrap();
     }
     (cpu, cuda)
 }
@@ -328,4 +329,57 @@ fn the_crate_init_makes_builds_and_runs_the_kernel() {
     let text = check(out, "the crate init made");
     eprintln!("{text}");
     assert!(text.contains("kernel rust-cpu::silu_and_mul"), "{text}");
+}
+
+#[test]
+fn explain_reads_a_locked_hub_kernel_from_the_lock_and_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let (cpu, cuda) = fake_hub_layout(&repo_dir);
+    std::fs::write(repo_dir.join("README.md"), "# explain\n").unwrap();
+    let commit = publish("kernels-test/explain", &repo_dir, &["main", "v1"]);
+    let app = tmp.path().join("hub-explained");
+    check(kernels(&[&"init", &app, &"--kernel", &"kernels-test/explain"]), "cargo kernels init --kernel");
+    let manifest = app.join("kernels.toml");
+    let hf_home = tmp.path().join("hf");
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = cargo();
+        cmd.current_dir(workspace())
+            .args(["run", "-q", "-p", "kernels-cli", "--", "kernels"])
+            .args(args.iter().map(|a| a.as_ref()))
+            .env("HF_ENDPOINT", hub_endpoint())
+            .env("HF_HOME", &hf_home)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("KERNELS_CACHE")
+            .env_remove("HF_HUB_OFFLINE");
+        cmd.output().unwrap()
+    };
+    check(run(&[&"lock", &"--manifest-path", &manifest]), "cargo kernels lock");
+    // Locking fetched the files into the cache; take them away, as on a fresh checkout.
+    let snapshot = kernels_runtime::hub_cache::snapshot(&hf_home.join("hub"), "kernels-test/explain", &commit);
+    let aside = tmp.path().join("aside");
+    std::fs::rename(&snapshot, &aside).unwrap();
+
+    // Locked, nothing downloaded: the lock's variants are selected from, and the command that
+    // fetches them is named.
+    let text = check(run(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    eprintln!("{text}");
+    assert!(text.contains(&format!("source: Hub kernels-test/explain@{commit} (version 1)")), "{text}");
+    assert!(text.contains("run `cargo kernels download`"), "{text}");
+    assert!(text.contains(&format!("here, cpu: runs explain::silu_and_mul from {cpu}")), "{text}");
+
+    // In the cache: no note, the same choice; JSON names the commit.
+    std::fs::rename(&aside, &snapshot).unwrap();
+    assert!(snapshot.join("build").join(&cuda).join("metadata.json").is_file());
+    let out = run(&[&"explain", &"--manifest-path", &manifest, &"--json"]);
+    let json: serde_json::Value = serde_json::from_str(&check(out, "cargo kernels explain --json")).unwrap();
+    let entry = json["mappings"].as_array().unwrap().iter().find(|m| m["device"] == "cpu").unwrap().clone();
+    assert_eq!(entry["source"]["type"], "hub");
+    assert_eq!(entry["source"]["commit"], commit.as_str());
+    assert_eq!(entry["decisions"][0]["chosen"], cpu.as_str());
+    assert!(
+        entry["notes"].as_array().unwrap().iter().all(|n| !n.as_str().unwrap().contains("not downloaded")),
+        "{json}"
+    );
+    assert_eq!(json["lock_stale"], serde_json::Value::Null);
 }
