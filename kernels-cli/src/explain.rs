@@ -7,11 +7,13 @@
 //! CPU variant a kernel crate compiles to). The real selection then runs for each device of
 //! the mapping's kind present here; a kind with no device here is said to be absent.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kernels_build::lock::{LOCK_FILE, Lock};
 use kernels_build::manifest::{KernelSource, LayerMapping, Manifest};
 use kernels_build::target::TargetSpec;
+use kernels_runtime::ffi::abi::symbol::FUNCTION_PREFIX;
 use kernels_runtime::metadata::Metadata;
 use kernels_runtime::platform::Platform;
 use kernels_runtime::registry::ModeSupport;
@@ -31,6 +33,9 @@ struct Source {
     notes: Vec<String>,
     /// Why there is nothing to select from, when there is nothing.
     missing: Option<String>,
+    /// The local directory of each variant that has one (a `path` kernel's, or a downloaded
+    /// Hub variant's), to check that it exports the mapped function.
+    dirs: BTreeMap<String, PathBuf>,
 }
 
 /// Prints what every mapping of the manifest at `manifest_path` would do on this machine.
@@ -96,6 +101,7 @@ fn source_of(
             candidates: Vec::new(),
             notes: Vec::new(),
             missing: Some(format!("[kernels.{}] is not declared", mapping.kernel)),
+            dirs: BTreeMap::new(),
         };
     };
     let mut notes = Vec::new();
@@ -124,11 +130,13 @@ fn source_of(
                     missing: Some(format!(
                         "not locked: run `cargo kernels lock` (`cargo kernels variants {repo}` lists what the Hub has)"
                     )),
+                    dirs: BTreeMap::new(),
                 };
             };
             let snapshot = cache.map(|c| kernels_runtime::hub_cache::snapshot(c, repo, &k.commit));
             let mut candidates = Vec::new();
             let mut absent = Vec::new();
+            let mut dirs = BTreeMap::new();
             for v in &k.variants {
                 if !keep(&v.name, &mut notes) {
                     continue;
@@ -136,8 +144,11 @@ fn source_of(
                 let dir = snapshot.as_ref().map(|s| s.join("build").join(&v.name));
                 // Downloaded: every file the lock pins is in the snapshot (the build verifies them).
                 let downloaded = dir.as_ref().is_some_and(|d| v.files.iter().all(|f| d.join(&f.path).is_file()));
-                if !downloaded {
-                    absent.push(v.name.clone());
+                match &dir {
+                    Some(d) if downloaded => {
+                        dirs.insert(v.name.clone(), d.clone());
+                    }
+                    _ => absent.push(v.name.clone()),
                 }
                 candidates.push(match dir.as_deref().map(Metadata::read) {
                     Some(Ok(m)) => with_archs(Candidate::new(&v.name), &m),
@@ -151,18 +162,31 @@ fn source_of(
                     absent.join(", ")
                 ));
             }
-            Source { value, text: format!("Hub {repo}@{} ({requested})", k.commit), candidates, notes, missing: None }
+            Source {
+                value,
+                text: format!("Hub {repo}@{} ({requested})", k.commit),
+                candidates,
+                notes,
+                missing: None,
+                dirs,
+            }
         }
         KernelSource::Path(rel) => {
             let dir = manifest.dir().join(rel);
             let dir = dir.canonicalize().unwrap_or(dir);
             let (layout, candidates, missing) = path_variants(&dir, decl.optional, &mut notes, &mut keep);
+            let dirs = match layout {
+                "hub" => candidates.iter().map(|c| (c.name.clone(), dir.join("build").join(&c.name))).collect(),
+                "variant" => candidates.iter().map(|c| (c.name.clone(), dir.clone())).collect(),
+                _ => BTreeMap::new(),
+            };
             Source {
                 value: json!({ "type": "path", "path": dir.display().to_string(), "layout": layout }),
                 text: format!("path {} ({layout})", dir.display()),
                 candidates,
                 notes,
                 missing,
+                dirs,
             }
         }
     }
@@ -212,6 +236,36 @@ fn path_variants(
         format!("{} is missing: the build fails until it holds the kernel", dir.display())
     };
     ("missing", Vec::new(), Some(why))
+}
+
+/// Whether the library of the tvm-ffi variant `variant` in `dir` exports `function` (read from
+/// its ELF file, not loaded); `Ok(true)` for other variants, whose functions are ops the
+/// library registers when it loads.
+fn exports(dir: &Path, variant: &str, function: &str) -> Result<bool, String> {
+    if !variant.starts_with("tvm-ffi") {
+        return Ok(true);
+    }
+    let named = Metadata::read(dir)
+        .ok()
+        .and_then(|m| m.library_file_of(variant, &kernels_runtime::variant::Os::current()))
+        .map(|f| dir.join(f))
+        .filter(|p| p.is_file());
+    let lib = match named {
+        Some(lib) => lib,
+        None => {
+            let mut libs: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "so"))
+                .collect();
+            libs.sort();
+            libs.into_iter().next().ok_or_else(|| format!("{}: no library (*.so)", dir.display()))?
+        }
+    };
+    let symbols = kernels_runtime::ffi::dynamic_symbols(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    let wanted = format!("{FUNCTION_PREFIX}{function}");
+    Ok(symbols.defined_functions().any(|f| f == wanted))
 }
 
 /// `candidate` with the `backend.archs` of its `metadata.json`.
@@ -278,21 +332,37 @@ fn explain_mapping(
             }
             _ => None,
         };
-        let (chosen, outcome, trace) = if let Some(why) = source.missing.clone() {
-            (None, format!("falls back to the Rust forward: {why}"), None)
+        // (the variant selected, whether the kernel runs, what happens, the trace)
+        let (chosen, runs, outcome, trace) = if let Some(why) = source.missing.clone() {
+            (None, false, format!("falls back to the Rust forward: {why}"), None)
         } else if let Some(why) = out_of_range {
-            (None, format!("falls back to the Rust forward (unless another mapping serves it): {why}"), None)
+            (None, false, format!("falls back to the Rust forward (unless another mapping serves it): {why}"), None)
         } else {
             let trace = select(platform, request, &source.candidates).trace;
             let chosen = trace.chosen().map(str::to_owned);
-            let outcome = match &chosen {
-                Some(v) => format!("runs {}::{} from {v}", m.kernel, m.function),
+            let (runs, outcome) = match &chosen {
+                Some(v) => match source.dirs.get(v).map(|d| (d, exports(d, v, &m.function))) {
+                    Some((dir, Ok(false))) => (
+                        false,
+                        format!(
+                            "falls back to the Rust forward: {v} does not export `{FUNCTION_PREFIX}{}`; check \
+                             `function` against `cargo kernels describe {}`",
+                            m.function,
+                            dir.display()
+                        ),
+                    ),
+                    Some((_, Err(why))) => (
+                        true,
+                        format!("runs {}::{} from {v} (its exports were not checked: {why})", m.kernel, m.function),
+                    ),
+                    Some((_, Ok(true))) | None => (true, format!("runs {}::{} from {v}", m.kernel, m.function)),
+                },
                 None if source.candidates.is_empty() => {
-                    "falls back to the Rust forward: no variant of the kernel for this machine".to_owned()
+                    (false, "falls back to the Rust forward: no variant of the kernel for this machine".to_owned())
                 }
-                None => "falls back to the Rust forward: no usable variant (the trace says why)".to_owned(),
+                None => (false, "falls back to the Rust forward: no usable variant (the trace says why)".to_owned()),
             };
-            (chosen, outcome, Some(trace.to_string()))
+            (chosen, runs, outcome, Some(trace.to_string()))
         };
         text.push_str(&format!("\n  here, {device}: {outcome}"));
         if let Some(t) = &trace {
@@ -300,7 +370,9 @@ fn explain_mapping(
                 text.push_str(&format!("\n    {line}"));
             }
         }
-        decisions.push(json!({ "device": device, "chosen": chosen, "outcome": outcome, "trace": trace }));
+        decisions.push(
+            json!({ "device": device, "chosen": chosen, "runs_kernel": runs, "outcome": outcome, "trace": trace }),
+        );
     }
     let value = json!({
         "layer": m.layer,
@@ -320,4 +392,26 @@ fn explain_mapping(
         "decisions": decisions,
     });
     (value, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny_elf::{Hash, Sym, TinyElf};
+
+    #[test]
+    fn exports_reads_the_library_of_a_tvm_ffi_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = TinyElf::new(true, true).symbols(&[Sym::func("__tvm_ffi_silu_and_mul")], Hash::Gnu).build().bytes;
+        std::fs::write(dir.path().join("_ops_abc1234.so"), bytes).unwrap();
+        let variant = "tvm-ffi01-cpu-x86_64-linux";
+        assert_eq!(exports(dir.path(), variant, "silu_and_mul"), Ok(true));
+        assert_eq!(exports(dir.path(), variant, "rms_norm"), Ok(false));
+        // Ops of other variants are registered at load: not checked.
+        assert_eq!(exports(dir.path(), "torch-stable-abi211-cpu-x86_64-linux", "rms_norm"), Ok(true));
+        std::fs::write(dir.path().join("_ops_abc1234.so"), b"not elf").unwrap();
+        assert!(exports(dir.path(), variant, "silu_and_mul").is_err());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(exports(empty.path(), variant, "silu_and_mul").unwrap_err().contains("no library"));
+    }
 }

@@ -74,7 +74,7 @@ commands:
             platform, mappings: [{ layer, device, key, location, kernel, function, capability,
             mode, deterministic, source: { type: hub, repo, requested, commit } or { type: path,
             path, layout }, variants, notes, present, absent, decisions: [{ device, chosen,
-            outcome, trace }] }] }, one mapping per layer, device and entry
+            runs_kernel, outcome, trace }] }] }, one mapping per layer, device and entry
   lock      resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
             --update re-resolves every kernel; --check only checks, offline, that kernels.lock
             matches kernels.toml: exit status 1 when it is missing or out of date, for CI)

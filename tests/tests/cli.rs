@@ -286,6 +286,7 @@ fn explain_names_the_chosen_variant_and_the_absent_devices() {
     assert_eq!(cpu_entry["present"], true);
     assert_eq!(cpu_entry["decisions"][0]["device"], "cpu");
     assert_eq!(cpu_entry["decisions"][0]["chosen"], cpu.as_str());
+    assert_eq!(cpu_entry["decisions"][0]["runs_kernel"], true);
     let cuda_entry = on("cuda");
     assert_eq!(cuda_entry["capability"], "8.0..");
     if !cuda_present {
