@@ -78,7 +78,8 @@ fn kernel_name(kernel: &KernelFrom) -> String {
     };
     let name: String =
         raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
-    if name.is_empty() { "kernel".to_owned() } else { name }
+    let name = name.trim_matches('-');
+    if name.is_empty() { "kernel".to_owned() } else { name.to_owned() }
 }
 
 /// `to` relative to `from` (both absolute), with `..` where needed; `to` itself when they
@@ -380,5 +381,7 @@ mod tests {
         assert_eq!(relative(Path::new("/a"), Path::new("/a")), PathBuf::from("."));
         assert_eq!(relative(Path::new("/tmp/x"), Path::new("/work/k")), PathBuf::from("/work/k"));
         assert_eq!(kernel_name(&KernelFrom::Hub("org/act.v2".into())), "act-v2");
+        assert_eq!(kernel_name(&KernelFrom::Path("/tmp/.tmpAb1".into())), "tmpAb1");
+        assert_eq!(kernel_name(&KernelFrom::Path("/tmp/..".into())), "kernel");
     }
 }

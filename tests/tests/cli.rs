@@ -35,6 +35,25 @@ fn package_lays_out_a_loadable_verified_variant() {
     }
     let want = silu_and_mul_ref(&x, 2);
     assert!(max_rel_diff(&o, &want) < 1e-5, "{o:?} vs {want:?}");
+
+    // `explain` reads the library and finds the mapped function; an unexported one falls back.
+    let app = out.path().join("app");
+    check(kernels(&[&"init", &app, &"--path", &out.path()]), "cargo kernels init --path");
+    let manifest = app.join("kernels.toml");
+    let variant = "tvm-ffi01-cpu-x86_64-linux";
+    let text = check(kernels(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    let name = out.path().file_name().unwrap().to_string_lossy().trim_start_matches('.').to_owned();
+    assert!(text.contains(&format!("here, cpu: runs {name}::silu_and_mul from {variant}\n")), "{text}");
+    let args: [&dyn AsRef<std::ffi::OsStr>; 7] =
+        [&"init", &app, &"--path", &out.path(), &"--function", &"no_such_function", &"--force"];
+    check(kernels(&args), "cargo kernels init --force");
+    let text = check(kernels(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    assert!(
+        text.contains(&format!(
+            "falls back to the Rust forward: {variant} does not export `__tvm_ffi_no_such_function`"
+        )),
+        "{text}"
+    );
 }
 
 /// `cargo kernels variants ARGS` against the loopback Hub, with an empty Hugging Face home.
