@@ -113,6 +113,11 @@ options:
   --version N           `variants`: Hub branch vN
   --revision R          `variants`: a branch, tag or commit (not with --version)
   --json                `describe`, `variants`, `explain`: print JSON
+  --kernel REPO         `init`: the Hub kernel repo to declare (default kernels-community/activation)
+  --path KERNEL_DIR     `init`: a local kernel instead (a Hub layout or a Rust kernel crate)
+  --layer NAME          `init`: the layer to map (default SiluAndMul)
+  --function NAME       `init`: the function the kernel exports for it (default silu_and_mul)
+  --force               `init`: overwrite existing files
 
 exit status: 0 done; 1 failed (Hub or network error, unknown repo or version), or `lock --check`
 found the lock stale; 2 bad usage
@@ -148,8 +153,6 @@ struct Options {
     force: bool,
     /// `init --path-deps WORKSPACE` (hidden, for tests): depend on a checkout by path.
     path_deps: Option<PathBuf>,
-    /// Whether `--manifest-path` was given.
-    manifest_given: bool,
     rest: Vec<String>,
 }
 
@@ -175,7 +178,6 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         function: None,
         force: false,
         path_deps: None,
-        manifest_given: false,
         rest: Vec::new(),
     };
     let mut version = None;
@@ -183,10 +185,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--manifest-path" => {
-                o.manifest = it.next().ok_or("--manifest-path needs a path")?.into();
-                o.manifest_given = true;
-            }
+            "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
             "--kernel" => o.kernel = Some(it.next().ok_or("--kernel needs a Hub repo id, org/name")?.clone()),
             "--path" => o.kernel_path = Some(it.next().ok_or("--path needs a kernel directory")?.into()),
             "--layer" => o.layer = Some(it.next().ok_or("--layer needs a layer name")?.clone()),
