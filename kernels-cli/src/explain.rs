@@ -156,8 +156,13 @@ fn source_of(
                 });
             }
             if !absent.is_empty() {
+                let then = if manifest.build.embed {
+                    "a build fetches them too"
+                } else {
+                    "with [build].embed = false the binary loads them from this cache, and falls back without them"
+                };
                 notes.push(format!(
-                    "not downloaded into {}: {} (run `cargo kernels download`; a build fetches them too)",
+                    "not downloaded into {}: {} (run `cargo kernels download`; {then})",
                     cache.map_or_else(|| "the Hugging Face cache".to_owned(), |c| c.display().to_string()),
                     absent.join(", ")
                 ));

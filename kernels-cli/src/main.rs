@@ -785,6 +785,22 @@ mod tests {
     }
 
     #[test]
+    fn init_takes_one_dir_and_one_kernel() {
+        let query = |list: &[&str]| init_query(&parse_options(&args(list)).unwrap());
+        let q = query(&[]).unwrap();
+        assert_eq!(q.dir, PathBuf::from("."));
+        assert_eq!(q.kernel, init::KernelFrom::Hub(init::DEFAULT_REPO.into()));
+        assert_eq!((q.layer.as_str(), q.function.as_str(), q.force), ("SiluAndMul", "silu_and_mul", false));
+        let q = query(&["app", "--path", "k", "--layer", "RMSNorm", "--function", "rms_norm", "--force"]).unwrap();
+        assert_eq!(q.dir, PathBuf::from("app"));
+        assert_eq!(q.kernel, init::KernelFrom::Path("k".into()));
+        assert_eq!((q.layer.as_str(), q.function.as_str(), q.force), ("RMSNorm", "rms_norm", true));
+        assert!(query(&["a", "b"]).unwrap_err().contains("at most one DIR"));
+        assert!(query(&["--kernel", "o/k", "--path", "k"]).unwrap_err().contains("exclusive"));
+        assert!(query(&["--path-deps", "/no/such/dir"]).unwrap_err().starts_with("--path-deps /no/such/dir"));
+    }
+
+    #[test]
     fn the_target_defaults_to_this_machine() {
         let o = parse_options(&[]).unwrap();
         assert_eq!(o.target, None);
