@@ -1,6 +1,9 @@
 //! `cargo kernels`: the command-line face of kernels-rs.
 //!
 //! ```text
+//! cargo kernels init [DIR] [--kernel REPO | --path KERNEL_DIR] [--layer NAME] [--function NAME] [--force]
+//!                                                         a kernels.toml and build.rs starter (or a whole crate)
+//! cargo kernels explain [--manifest-path PATH] [--json]  each layer mapping: its kernel's source, and what runs here
 //! cargo kernels lock [--manifest-path PATH] [--update]   pin kernels.toml's Hub kernels in kernels.lock
 //! cargo kernels download [--manifest-path PATH] [--target TRIPLE]   prefetch the pinned variants
 //! cargo kernels verify [--manifest-path PATH] [--target TRIPLE]     check cached variants against the lock
@@ -15,6 +18,8 @@
 //! chosen for each device; `--target aarch64-unknown-linux-gnu` says instead which of them a
 //! build for that target embeds.
 
+mod explain;
+mod init;
 mod variants;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +56,25 @@ const USAGE: &str = "\
 usage: cargo kernels <command> [options]
 
 commands:
+  init [DIR] [--kernel REPO | --path KERNEL_DIR] [--layer NAME] [--function NAME] [--force]
+            start using kernels-rs in the crate in DIR (default: the current directory): write
+            kernels.toml (one kernel: the Hub repo REPO at version 1, default
+            kernels-community/activation, or the local kernel directory or crate KERNEL_DIR; and
+            [layers.NAME] mapping cpu and cuda to its FUNCTION, default SiluAndMul and
+            silu_and_mul, each key commented) and build.rs, then print what to add to Cargo.toml
+            and the crate root. Where DIR holds no Cargo.toml (or does not exist), make a whole
+            crate there: also Cargo.toml (named after DIR) and src/main.rs with a kernelized
+            layer on HostTensors, ready for `cargo build`. Never overwrites a file unless --force
+  explain [--json]
+            for every layer mapping of kernels.toml: the kernel, function, capability, mode and
+            determinism, where the kernel comes from (Hub repo@commit from kernels.lock, or its
+            path), and on this machine, from local files only, the variant the real selection
+            chooses for each device present, with its trace, or why the layer falls back; a
+            device kind absent here is said to be. --json prints { manifest, lock, lock_stale,
+            platform, mappings: [{ layer, device, key, location, kernel, function, capability,
+            mode, deterministic, source: { type: hub, repo, requested, commit } or { type: path,
+            path, layout }, variants, notes, present, absent, decisions: [{ device, chosen,
+            runs_kernel, outcome, trace }] }] }, one mapping per layer, device and entry
   lock      resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
             --update re-resolves every kernel; --check only checks, offline, that kernels.lock
             matches kernels.toml: exit status 1 when it is missing or out of date, for CI)
@@ -91,7 +115,12 @@ options:
   --target TRIPLE       target to download/verify/package for (default: this machine's)
   --version N           `variants`: Hub branch vN
   --revision R          `variants`: a branch, tag or commit (not with --version)
-  --json                `describe`, `variants`: print JSON
+  --json                `describe`, `variants`, `explain`: print JSON
+  --kernel REPO         `init`: the Hub kernel repo to declare (default kernels-community/activation)
+  --path KERNEL_DIR     `init`: a local kernel instead (a Hub layout or a Rust kernel crate)
+  --layer NAME          `init`: the layer to map (default SiluAndMul)
+  --function NAME       `init`: the function the kernel exports for it (default silu_and_mul)
+  --force               `init`: overwrite existing files
 
 exit status: 0 done; 1 failed (Hub or network error, unknown repo or version), or `lock --check`
 found the lock stale; 2 bad usage
@@ -115,6 +144,18 @@ struct Options {
     out: Option<PathBuf>,
     /// `--version N` or `--revision R`, never both.
     requested: Option<Requested>,
+    /// `init --kernel REPO`.
+    kernel: Option<String>,
+    /// `init --path KERNEL_DIR`.
+    kernel_path: Option<PathBuf>,
+    /// `init --layer NAME`.
+    layer: Option<String>,
+    /// `init --function NAME`.
+    function: Option<String>,
+    /// `init --force`.
+    force: bool,
+    /// `init --path-deps WORKSPACE` (hidden, for tests): depend on a checkout by path.
+    path_deps: Option<PathBuf>,
     rest: Vec<String>,
 }
 
@@ -134,6 +175,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         json: false,
         out: None,
         requested: None,
+        kernel: None,
+        kernel_path: None,
+        layer: None,
+        function: None,
+        force: false,
+        path_deps: None,
         rest: Vec::new(),
     };
     let mut version = None;
@@ -142,6 +189,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--manifest-path" => o.manifest = it.next().ok_or("--manifest-path needs a path")?.into(),
+            "--kernel" => o.kernel = Some(it.next().ok_or("--kernel needs a Hub repo id, org/name")?.clone()),
+            "--path" => o.kernel_path = Some(it.next().ok_or("--path needs a kernel directory")?.into()),
+            "--layer" => o.layer = Some(it.next().ok_or("--layer needs a layer name")?.clone()),
+            "--function" => o.function = Some(it.next().ok_or("--function needs a function name")?.clone()),
+            "--force" => o.force = true,
+            "--path-deps" => o.path_deps = Some(it.next().ok_or("--path-deps needs a directory")?.into()),
             "--target" => o.target = Some(it.next().ok_or("--target needs a triple")?.clone()),
             "--version" => {
                 let v = it.next().ok_or("--version needs a major version, e.g. `--version 1` for Hub branch v1")?;
@@ -177,6 +230,37 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         (None, None) => None,
     };
     Ok(o)
+}
+
+/// What `init` was asked: at most one DIR, and `--kernel` or `--path`, not both.
+fn init_query(o: &Options) -> Result<init::Init, String> {
+    let dir = match &o.rest[..] {
+        [] => PathBuf::from("."),
+        [dir] => PathBuf::from(dir),
+        more => return Err(format!("init takes at most one DIR, got {}", more.join(" "))),
+    };
+    let kernel = match (&o.kernel, &o.kernel_path) {
+        (Some(_), Some(_)) => {
+            return Err("--kernel and --path are exclusive: the starter declares one kernel, \
+                        from the Hub (--kernel org/name) or from a directory (--path DIR)"
+                .into());
+        }
+        (Some(repo), None) => init::KernelFrom::Hub(repo.clone()),
+        (None, Some(path)) => init::KernelFrom::Path(path.clone()),
+        (None, None) => init::KernelFrom::Hub(init::DEFAULT_REPO.to_owned()),
+    };
+    let path_deps = match &o.path_deps {
+        Some(p) => Some(p.canonicalize().map_err(|e| format!("--path-deps {}: {e}", p.display()))?),
+        None => None,
+    };
+    Ok(init::Init {
+        dir,
+        kernel,
+        layer: o.layer.clone().unwrap_or_else(|| init::DEFAULT_LAYER.to_owned()),
+        function: o.function.clone().unwrap_or_else(|| init::DEFAULT_FUNCTION.to_owned()),
+        force: o.force,
+        path_deps,
+    })
 }
 
 /// What `variants` was asked, checked before any network use: exactly one REPO of the form
@@ -231,6 +315,14 @@ fn main() -> ExitCode {
         "download" => download(&options, false),
         "verify" => download(&options, true),
         "package" => package(&options),
+        "init" => match init_query(&options) {
+            Ok(query) => init::run(&query),
+            Err(e) => {
+                eprintln!("error: {e}\n\n{}", usage());
+                return ExitCode::from(2);
+            }
+        },
+        "explain" => explain::run(&options.manifest, options.json),
         "describe" => describe(&options),
         "variants" => match variants_query(&options) {
             Ok(query) => variants::run(&query, &mut hub()),
@@ -766,6 +858,22 @@ mod tests {
         assert!(err.contains("exclusive"), "{err}");
         let err = parse_options(&args(&["--revision", "main", "--version", "1"])).unwrap_err();
         assert!(err.contains("exclusive"), "{err}");
+    }
+
+    #[test]
+    fn init_takes_one_dir_and_one_kernel() {
+        let query = |list: &[&str]| init_query(&parse_options(&args(list)).unwrap());
+        let q = query(&[]).unwrap();
+        assert_eq!(q.dir, PathBuf::from("."));
+        assert_eq!(q.kernel, init::KernelFrom::Hub(init::DEFAULT_REPO.into()));
+        assert_eq!((q.layer.as_str(), q.function.as_str(), q.force), ("SiluAndMul", "silu_and_mul", false));
+        let q = query(&["app", "--path", "k", "--layer", "RMSNorm", "--function", "rms_norm", "--force"]).unwrap();
+        assert_eq!(q.dir, PathBuf::from("app"));
+        assert_eq!(q.kernel, init::KernelFrom::Path("k".into()));
+        assert_eq!((q.layer.as_str(), q.function.as_str(), q.force), ("RMSNorm", "rms_norm", true));
+        assert!(query(&["a", "b"]).unwrap_err().contains("at most one DIR"));
+        assert!(query(&["--kernel", "o/k", "--path", "k"]).unwrap_err().contains("exclusive"));
+        assert!(query(&["--path-deps", "/no/such/dir"]).unwrap_err().starts_with("--path-deps /no/such/dir"));
     }
 
     #[test]

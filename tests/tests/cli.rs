@@ -48,6 +48,26 @@ fn package_lays_out_a_loadable_verified_variant() {
         assert!(!text.contains(".symtab"), "the library keeps its symbol table:\n{text}");
     }
 
+    // `explain` reads the library and finds the mapped function; an unexported one falls back.
+    let apps = tempfile::tempdir().unwrap();
+    let app = apps.path().join("app");
+    check(kernels(&[&"init", &app, &"--path", &out.path()]), "cargo kernels init --path");
+    let manifest = app.join("kernels.toml");
+    let variant = "tvm-ffi01-cpu-x86_64-linux";
+    let text = check(kernels(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    let name = out.path().file_name().unwrap().to_string_lossy().trim_start_matches('.').to_owned();
+    assert!(text.contains(&format!("here, cpu: runs {name}::silu_and_mul from {variant}\n")), "{text}");
+    let args: [&dyn AsRef<std::ffi::OsStr>; 7] =
+        [&"init", &app, &"--path", &out.path(), &"--function", &"no_such_function", &"--force"];
+    check(kernels(&args), "cargo kernels init --force");
+    let text = check(kernels(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    assert!(
+        text.contains(&format!(
+            "falls back to the Rust forward: {variant} does not export `__tvm_ffi_no_such_function`"
+        )),
+        "{text}"
+    );
+
     // Python's `kernels` loads it as a Hub kernel (its digest, its __init__.py and _ops.py
     // through tvm-ffi) and runs it.
     let Some(python) = std::env::var_os("KERNELS_TEST_PYTHON_KERNELS").filter(|p| !p.is_empty()) else {
@@ -214,4 +234,224 @@ fn variants_fails_clearly_for_an_unknown_repo_or_version_and_bad_usage() {
     assert!(err.contains("exclusive"), "{err}");
     let out = variants(dir.path(), &["not-a-repo-id"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `cargo kernels ARGS` (the CLI as built from this workspace).
+fn kernels(args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    cargo()
+        .current_dir(workspace())
+        .args(["run", "-q", "-p", "kernels-cli", "--", "kernels"])
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn init_writes_a_starter_that_parses_and_never_overwrites() {
+    use kernels_build::manifest::{KernelSource, Manifest, Requested};
+    let tmp = tempfile::tempdir().unwrap();
+
+    // In a crate: kernels.toml and build.rs, and what to paste.
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("Cargo.toml"), "[package]\nname = \"app\"\n").unwrap();
+    let text = check(kernels(&[&"init", &app]), "cargo kernels init");
+    eprintln!("{text}");
+    let manifest = Manifest::from_path(&app.join("kernels.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+    let decl = manifest.kernel("activation").expect("[kernels.activation]");
+    assert_eq!(
+        decl.source,
+        KernelSource::Hub { repo: "kernels-community/activation".into(), requested: Requested::Version(1) }
+    );
+    let devices: Vec<String> = manifest.layers.iter().map(|m| format!("{}:{}", m.layer, m.device)).collect();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    assert!(devices.contains(&"SiluAndMul:cpu".into()) && devices.contains(&"SiluAndMul:cuda".into()));
+    assert!(manifest.layers.iter().all(|m| m.function == "silu_and_mul"));
+    let build_rs = std::fs::read_to_string(app.join("build.rs")).unwrap();
+    assert!(build_rs.contains("kernels_build::build().unwrap();"), "{build_rs}");
+    for want in
+        ["kernels-runtime = { git = ", "[build-dependencies]", "include_kernels!();", "#[kernels_runtime::kernelize("]
+    {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(text.contains("cargo kernels lock") && text.contains("cargo build"), "{text}");
+    assert_eq!(std::fs::read_to_string(app.join("Cargo.toml")).unwrap(), "[package]\nname = \"app\"\n");
+    assert!(!app.join("src").exists(), "an existing crate gets no src/main.rs");
+
+    // Again: refused, naming the file and --force; nothing is touched.
+    std::fs::write(app.join("build.rs"), "// mine\n").unwrap();
+    let out = kernels(&[&"init", &app, &"--kernel", &"org/other"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&app.join("kernels.toml").display().to_string()) && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(app.join("build.rs")).unwrap(), "// mine\n");
+    // With --force: written, with the kernel and layer asked for.
+    let args: [&dyn AsRef<std::ffi::OsStr>; 9] =
+        [&"init", &app, &"--kernel", &"org/other", &"--layer", &"RmsNorm", &"--function", &"rms_norm", &"--force"];
+    check(kernels(&args), "cargo kernels init --force");
+    let manifest = Manifest::from_path(&app.join("kernels.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(matches!(&manifest.kernel("other").unwrap().source, KernelSource::Hub { repo, .. } if repo == "org/other"));
+    assert!(manifest.layers.iter().all(|m| m.layer == "RmsNorm" && m.function == "rms_norm"));
+    assert!(std::fs::read_to_string(app.join("build.rs")).unwrap().contains("kernels_build::build()"));
+
+    // Bad usage: exit status 2, saying what to give.
+    let out = kernels(&[&"init", &app, &"--kernel", &"org/k", &"--path", &app]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exclusive"));
+    let out = kernels(&[&"init", &tmp.path().join("x"), &"--layer", &"Not-A-Name"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--layer \"Not-A-Name\""));
+    let out = kernels(&[&"init", &tmp.path().join("9lives")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid package name"));
+    assert!(!tmp.path().join("9lives/kernels.toml").exists());
+}
+
+/// A Hub layout with a CPU variant for this machine, a CUDA one and a full-ABI torch one.
+fn fake_hub_layout(root: &std::path::Path) -> (String, String) {
+    let cpu = kernels_build::local::cpu_variant_for(target()).unwrap().to_string();
+    let here = cpu.strip_prefix("tvm-ffi01-cpu-").unwrap().to_owned();
+    let cuda = format!("tvm-ffi01-cu130-{here}");
+    for v in [&cpu, &cuda, &format!("torch212-cxx11-cpu-{here}")] {
+        let d = root.join("build").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("metadata.json"), "{\"version\": 1, \"backend\": {\"type\": \"cpu\"}}\n").unwrap();
+        std::fs::write(d.join("_ops_0000000.so"), "not a library\n").unwrap();
+    }
+    (cpu, cuda)
+}
+
+#[test]
+fn explain_names_the_chosen_variant_and_the_absent_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kernel = tmp.path().join("ops");
+    let (cpu, _cuda) = fake_hub_layout(&kernel);
+    let app = tmp.path().join("explained");
+    check(kernels(&[&"init", &app, &"--path", &kernel]), "cargo kernels init --path");
+    let manifest = app.join("kernels.toml");
+    assert!(std::fs::read_to_string(&manifest).unwrap().contains("path = \"../ops\""));
+
+    let text = check(kernels(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    eprintln!("{text}");
+    assert!(text.contains(&format!("here, cpu: runs ops::silu_and_mul from {cpu}")), "{text}");
+    let row = text.lines().map(str::trim).find(|l| l.starts_with(&format!("{cpu} "))).unwrap_or_default();
+    assert!(row.ends_with(" chosen"), "{text}");
+    assert!(text.contains(&format!("source: path {} (hub)", kernel.canonicalize().unwrap().display())), "{text}");
+    let cuda_present = kernels_runtime::platform::Platform::detect().cuda.present().is_some();
+    if !cuda_present {
+        assert!(text.contains("here: no cuda device on this machine"), "{text}");
+    }
+
+    let out = kernels(&[&"explain", &"--manifest-path", &manifest, &"--json"]);
+    let json: serde_json::Value = serde_json::from_str(&check(out, "cargo kernels explain --json")).unwrap();
+    let mappings = json["mappings"].as_array().unwrap();
+    let on = |device: &str| mappings.iter().find(|m| m["device"] == device).unwrap_or_else(|| panic!("{json}"));
+    let cpu_entry = on("cpu");
+    assert_eq!(cpu_entry["layer"], "SiluAndMul");
+    assert_eq!(cpu_entry["kernel"], "ops");
+    assert_eq!(cpu_entry["function"], "silu_and_mul");
+    assert_eq!(cpu_entry["mode"], "inference");
+    assert_eq!(cpu_entry["deterministic"], false);
+    assert_eq!(cpu_entry["source"]["type"], "path");
+    assert_eq!(cpu_entry["source"]["layout"], "hub");
+    assert_eq!(cpu_entry["present"], true);
+    assert_eq!(cpu_entry["decisions"][0]["device"], "cpu");
+    assert_eq!(cpu_entry["decisions"][0]["chosen"], cpu.as_str());
+    assert_eq!(cpu_entry["decisions"][0]["runs_kernel"], true);
+    let cuda_entry = on("cuda");
+    assert_eq!(cuda_entry["capability"], "8.0..");
+    if !cuda_present {
+        assert_eq!(cuda_entry["present"], false);
+        assert!(cuda_entry["absent"].as_str().unwrap().contains("no cuda device"), "{json}");
+        assert_eq!(cuda_entry["decisions"], serde_json::json!([]));
+    }
+
+    // A Hub kernel without a lock: the command that pins it.
+    let hub_app = tmp.path().join("hub-app");
+    check(kernels(&[&"init", &hub_app]), "cargo kernels init");
+    let text =
+        check(kernels(&[&"explain", &"--manifest-path", &hub_app.join("kernels.toml")]), "cargo kernels explain (Hub)");
+    assert!(text.contains("not locked: run `cargo kernels lock`"), "{text}");
+}
+
+#[test]
+fn the_crate_init_makes_builds_and_runs_the_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("init-app");
+    let kernel = workspace().join("examples/kernels/rust-cpu");
+    let text = check(
+        kernels(&[&"init", &app, &"--path", &kernel, &"--path-deps", &workspace()]),
+        "cargo kernels init (new crate)",
+    );
+    for file in ["Cargo.toml", "src/main.rs", "kernels.toml", "build.rs"] {
+        assert!(app.join(file).is_file(), "{file}: {text}");
+    }
+    std::fs::copy(workspace().join("Cargo.lock"), app.join("Cargo.lock")).unwrap();
+    let target_dir = workspace().join("target").join("kernels-app");
+    let out = cargo()
+        .current_dir(&app)
+        .args(["build", "--offline"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    check(out, "cargo build of the crate init made");
+    let out =
+        std::process::Command::new(target_dir.join("debug/init-app")).env("KERNELS_STRICT", "1").output().unwrap();
+    let text = check(out, "the crate init made");
+    eprintln!("{text}");
+    assert!(text.contains("kernel rust-cpu::silu_and_mul"), "{text}");
+}
+
+#[test]
+fn explain_reads_a_locked_hub_kernel_from_the_lock_and_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let (cpu, cuda) = fake_hub_layout(&repo_dir);
+    std::fs::write(repo_dir.join("README.md"), "# explain\n").unwrap();
+    let commit = publish("kernels-test/explain", &repo_dir, &["main", "v1"]);
+    let app = tmp.path().join("hub-explained");
+    check(kernels(&[&"init", &app, &"--kernel", &"kernels-test/explain"]), "cargo kernels init --kernel");
+    let manifest = app.join("kernels.toml");
+    let hf_home = tmp.path().join("hf");
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = cargo();
+        cmd.current_dir(workspace())
+            .args(["run", "-q", "-p", "kernels-cli", "--", "kernels"])
+            .args(args.iter().map(|a| a.as_ref()))
+            .env("HF_ENDPOINT", hub_endpoint())
+            .env("HF_HOME", &hf_home)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("KERNELS_CACHE")
+            .env_remove("HF_HUB_OFFLINE");
+        cmd.output().unwrap()
+    };
+    check(run(&[&"lock", &"--manifest-path", &manifest]), "cargo kernels lock");
+    // Locking fetched the files into the cache; take them away, as on a fresh checkout.
+    let snapshot = kernels_runtime::hub_cache::snapshot(&hf_home.join("hub"), "kernels-test/explain", &commit);
+    let aside = tmp.path().join("aside");
+    std::fs::rename(&snapshot, &aside).unwrap();
+
+    // Locked, nothing downloaded: the lock's variants are selected from, and the command that
+    // fetches them is named.
+    let text = check(run(&[&"explain", &"--manifest-path", &manifest]), "cargo kernels explain");
+    eprintln!("{text}");
+    assert!(text.contains(&format!("source: Hub kernels-test/explain@{commit} (version 1)")), "{text}");
+    assert!(text.contains("run `cargo kernels download`"), "{text}");
+    assert!(text.contains(&format!("here, cpu: runs explain::silu_and_mul from {cpu}")), "{text}");
+
+    // In the cache: no note, the same choice; JSON names the commit.
+    std::fs::rename(&aside, &snapshot).unwrap();
+    assert!(snapshot.join("build").join(&cuda).join("metadata.json").is_file());
+    let out = run(&[&"explain", &"--manifest-path", &manifest, &"--json"]);
+    let json: serde_json::Value = serde_json::from_str(&check(out, "cargo kernels explain --json")).unwrap();
+    let entry = json["mappings"].as_array().unwrap().iter().find(|m| m["device"] == "cpu").unwrap().clone();
+    assert_eq!(entry["source"]["type"], "hub");
+    assert_eq!(entry["source"]["commit"], commit.as_str());
+    assert_eq!(entry["decisions"][0]["chosen"], cpu.as_str());
+    assert!(
+        entry["notes"].as_array().unwrap().iter().all(|n| !n.as_str().unwrap().contains("not downloaded")),
+        "{json}"
+    );
+    assert_eq!(json["lock_stale"], serde_json::Value::Null);
 }
