@@ -15,6 +15,8 @@
 #   lib/libtvm_ffi.so  the tvm-ffi runtime of the pinned wheel (scripts/tvm-ffi-env.sh)
 #   lib/libcudart.so.13  the CUDA runtime from PyPI, which candle-kernels and the stable-ABI
 #                      kernel link
+#   latency-cpu        the CPU latency table (benches/benches/latency_cpu.rs), on cpu-kernel/,
+#                      the Rust example kernel laid out by `cargo kernels package`
 #   MANIFEST           sha256 and size of every file
 # and OUTDIR.tar.xz, the folder packed for the trip (scripts/gpu-check.sh takes either).
 # Binaries are release builds with debug info stripped.
@@ -87,16 +89,31 @@ step "cargo build --release: gpu-check, gpu-check-cuda (candle CUDA), cargo-kern
 step "cargo rustc --release: kernels-demo with candle CUDA (embeds the CUDA variants, libtvm_ffi.so and libcudart.so.13)"
 KERNELS_TVM_FFI_LIB="$TVM_FFI_LIB" KERNELS_CUDART_LIB="$cudart" "$cargo" rustc --release --locked -p kernels-demo --features cuda --bin kernels-demo \
     -- -L "native=$link_dir"
+step "cargo bench --no-run: latency_cpu (the CPU half of the latency table), and the Rust example kernel it calls"
+latency_cpu="$("$cargo" bench --locked -p kernels-benches --bench latency_cpu --no-run --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "latency_cpu" and m.get("executable"):
+        print(m["executable"])
+')"
+[ -x "$latency_cpu" ] || die "cargo bench --no-run built no latency_cpu executable"
+cpu_kernel_layout="$repo/target/gpu-check-cpu-kernel"
+rm -rf "$cpu_kernel_layout"
+"$cargo" run -q --release --locked -p kernels-cli -- kernels package examples/kernels/rust-cpu --out "$cpu_kernel_layout" >&2
 release="$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 
 step "assembling $out"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 rm -rf "$out/gpu-check" "$out/gpu-check-cuda" "$out/cargo-kernels" "$out/kernels-demo" "$out/kernel" "$out/lib" "$out/MANIFEST" \
-    "$out/gpu-check.log" "$out/stable-abi-cuda"
+    "$out/gpu-check.log" "$out/stable-abi-cuda" "$out/latency-cpu" "$out/cpu-kernel"
 for bin in gpu-check gpu-check-cuda cargo-kernels kernels-demo; do
     objcopy --strip-debug "$release/$bin" "$out/$bin"
 done
+objcopy --strip-debug "$latency_cpu" "$out/latency-cpu"
+cp -r "$cpu_kernel_layout" "$out/cpu-kernel"
 mkdir -p "$out/kernel/build" "$out/lib"
 cp -r "$variant_dir" "$out/kernel/build/$variant"
 mkdir -p "$out/stable-abi-cuda/build"

@@ -180,6 +180,14 @@ PY
         echo "gpu-check.sh: kernels-demo exited with $demo_status"
         [ "$status" -ne 0 ] || status=$demo_status
     fi
+    # The CPU half of the latency table, on this machine's (quieter, larger) CPU.
+    if [ -x "$dir/latency-cpu" ]; then
+        local latency_status=0
+        echo "== latency-cpu (kernelized, adapter, raw, candle on the CPU)"
+        "$dir/latency-cpu" --kernel-dir "$dir/cpu-kernel" || latency_status=$?
+        echo "gpu-check.sh: latency-cpu exited with $latency_status"
+        [ "$status" -ne 0 ] || status=$latency_status
+    fi
     return "$status"
 }
 

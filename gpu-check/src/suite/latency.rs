@@ -21,10 +21,11 @@
 
 use std::time::Instant;
 
+use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
 use candle_core::{DType, Device, Result, Tensor};
 use kernels_runtime::candle::{self as kc, CandleArg, output, output_like};
-use kernels_runtime::dispatch::{self, Choice, Mode, Target};
+use kernels_runtime::dispatch::{self, Choice, KernelArg, KernelOutput, Mode, Target};
 use kernels_runtime::ffi::{KernelError, KernelFunction};
 use kernels_runtime::kernelize;
 
@@ -94,6 +95,74 @@ fn raw<'a>(f: &'a KernelFunction, args: &'a [CandleArg<'a>]) -> Run<'a> {
         .map_err(candle_core::Error::from)?
         .map_err(|e| candle_core::Error::Msg(e.to_string()))
     })
+}
+
+/// The pieces of the host path, measured alone on `x`'s device and stream (`op` = "piece"):
+///
+/// - `event`: a CUDA event created and destroyed (cudarc makes two per allocation while it
+///   tracks streams, as candle's context does);
+/// - `wait+record`: one tensor access as cudarc makes it (the stream waits for the slice's
+///   pending write, then records the read);
+/// - `candle-alloc`: an uninitialised candle tensor allocated and dropped (what candle's own op
+///   pays for its output);
+/// - `our-output`: a `#[kernelize]` output made, lent to a kernel and its write recorded, then
+///   dropped (no kernel);
+/// - `our-input`: a `#[kernelize]` input held for a call and released (its storage locked, the
+///   stream's wait and the read recorded).
+fn pieces<'a>(
+    x: &'a Tensor,
+    out: &'a Tensor,
+    dtype: DType,
+    device: &'a Device,
+) -> Result<Vec<(&'static str, &'static str, Run<'a>)>> {
+    let Device::Cuda(cuda) = device else {
+        candle_core::bail!("the pieces need a CUDA device");
+    };
+    let stream = cuda.cuda_stream();
+    let shape = out.shape().clone();
+    let ctx = stream.context().clone();
+    let slice = stream.alloc_zeros::<u8>(4).map_err(cuda_err)?;
+    let event: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            drop(ctx.new_event(None).map_err(cuda_err)?);
+        }
+        Ok(())
+    });
+    let access: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            let (_, record) = slice.device_ptr(&stream);
+            drop(record);
+        }
+        Ok(())
+    });
+    let candle_alloc: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            // SAFETY: dropped unread.
+            drop(unsafe { Tensor::empty(shape.clone(), dtype, device) }?);
+        }
+        Ok(())
+    });
+    let our_output: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            let mut o = output_like(x)?;
+            let value = o.kernel_output();
+            value.map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        }
+        Ok(())
+    });
+    let our_input: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            x.kernel_arg().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        }
+        Ok(())
+    });
+    Ok(vec![
+        ("piece", "event", event),
+        ("piece", "wait+record", access),
+        ("piece", "candle-alloc", candle_alloc),
+        ("piece", "our-output", our_output),
+        ("piece", "our-input", our_input),
+    ])
 }
 
 /// Runs the latency table; `kernels` are the tvm-ffi variant's functions.
@@ -186,6 +255,12 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
                 ),
                 ("launch", "floor", floor),
             ];
+            // The pieces of a kernelized call's host path, each alone (1x4096 only: they do not
+            // depend on the shape), to tell by difference where its time goes.
+            let mut cases = cases;
+            if rows == 1 {
+                cases.extend(pieces(&x, &out, dtype, device)?);
+            }
             // Enough calls per round for about a millisecond of host time at small shapes.
             let calls = if rows * hidden >= 2048 * 4096 { 20 } else { 200 };
             let rounds = 11;
@@ -210,7 +285,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
             let median = |v: &[f64]| Timing::from_samples(v).map_or(f64::NAN, |t| t.median_us);
             let dt = dtype_name(dtype);
             let shape = format!("{rows}x{hidden}");
-            for op in ["rms_norm", "silu_and_mul", "launch"] {
+            for op in ["rms_norm", "silu_and_mul", "launch", "piece"] {
                 let of = |imp: &str| cases.iter().position(|c| c.0 == op && c.1 == imp);
                 let (candle_host, candle_dev) =
                     of("candle").map_or((f64::NAN, f64::NAN), |i| (median(&host[i]), median(&dev[i])));

@@ -6,7 +6,7 @@ use core::ffi::c_void;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorageSlice;
 pub(super) use candle_core::cuda_backend::cudarc::driver::CudaStream;
-use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, SyncOnDrop};
 use candle_core::{CpuStorage, CudaStorage, Device, InplaceOp1, Layout, Tensor};
 
 use super::CandleError;
@@ -41,6 +41,46 @@ pub(super) fn read<R>(
         };
     }
     read!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+}
+
+/// The base of `storage`, read on `stream`: `stream` waits for the slice's pending writes
+/// now, and the returned guard records the read on `stream` when dropped (after the kernel was
+/// enqueued). One wait and one record per tensor and call, as candle's own ops make.
+pub(super) fn read_held<'s>(storage: &'s CudaStorage, stream: &'s CudaStream) -> (Locked, SyncOnDrop<'s>) {
+    let dtype = storage.dtype();
+    macro_rules! read {
+        ($($variant:ident),*) => {
+            match &storage.slice {
+                $(CudaStorageSlice::$variant(slice) => {
+                    let (ptr, record) = slice.device_ptr(stream);
+                    (Locked { base: address(ptr), len: slice.len(), dtype }, record)
+                })*
+            }
+        };
+    }
+    read!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+}
+
+/// The base of `storage`, about to be written on `stream`: `stream` waits for the slice's
+/// pending reads and writes now; nothing is recorded, since the write has not been enqueued
+/// yet: the caller records it afterwards ([`record_write`], or [`write`]).
+pub(super) fn write_unrecorded(storage: &mut CudaStorage, stream: &CudaStream) -> Locked {
+    let dtype = storage.dtype();
+    macro_rules! write {
+        ($($variant:ident),*) => {
+            match &mut storage.slice {
+                $(CudaStorageSlice::$variant(slice) => {
+                    let len = slice.len();
+                    let (ptr, record) = slice.device_ptr_mut(stream);
+                    // The guard only refers to the slice's event and the stream: forgetting it
+                    // skips the record and leaks nothing.
+                    core::mem::forget(record);
+                    Locked { base: address(ptr), len, dtype }
+                })*
+            }
+        };
+    }
+    write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
 }
 
 /// Runs `then` with the base of `storage`, written on `stream`: `stream` first waits for

@@ -7,6 +7,9 @@ use core::fmt;
 #[cfg(feature = "candle-cuda")]
 use std::sync::Arc;
 
+#[cfg(feature = "candle-cuda")]
+use candle_core::cuda_backend::cudarc::driver::SyncOnDrop;
+
 use candle_core::backend::BackendDevice;
 use candle_core::cpu_backend::CpuDevice;
 use candle_core::op::BackpropOp;
@@ -25,10 +28,13 @@ use super::mapping::{check_device, check_tensor, dl_dtype};
 /// same lock again waits behind any writer already waiting for it (candle's task-fair
 /// `parking_lot` lock), which never comes.
 pub struct CandleInput {
-    // Field order is drop order: the lock is released before the tensor that owns it.
-    /// Held for its lock (and, on CUDA, read again on drop).
-    #[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
-    storage: StorageRef<'static>,
+    // Field order is drop order: the read is recorded on the stream first, then the lock is
+    // released, then the tensor that owns it.
+    /// On CUDA: records the read on the stream when dropped (after the kernel was enqueued).
+    #[cfg(feature = "candle-cuda")]
+    _record: Option<SyncOnDrop<'static>>,
+    /// Held for its lock.
+    _storage: StorageRef<'static>,
     view: TensorView<'static>,
     #[cfg(feature = "candle-cuda")]
     stream: Option<Arc<super::cuda::CudaStream>>,
@@ -62,11 +68,22 @@ impl CandleInput {
         // `Tensor` handle it was borrowed through; `_tensor` owns a clone of that `Arc` and is
         // dropped after `storage` (field order), and the guard never leaves `self`.
         let storage = unsafe { core::mem::transmute::<StorageRef<'_>, StorageRef<'static>>(storage) };
+        #[cfg(feature = "candle-cuda")]
+        let mut record = None;
         let locked = match &*storage {
             Storage::Cpu(cpu) => cpu_read(cpu),
-            // The stream waits for pending writes now; the read is recorded again on drop.
+            // The stream waits for pending writes now; the read is recorded when `record` is
+            // dropped, after the kernel using the view was enqueued.
             #[cfg(feature = "candle-cuda")]
-            Storage::Cuda(gpu) => super::cuda::read(gpu, super::cuda::expect(stream.as_deref())?, Ok)?,
+            Storage::Cuda(gpu) => {
+                let stream = super::cuda::expect(stream.as_deref())?;
+                let (locked, guard) = super::cuda::read_held(gpu, stream);
+                // SAFETY: only the lifetime changes. The guard refers to the slice's event,
+                // inside the storage `_storage` keeps locked (and `_tensor` alive), and to the
+                // stream the `Arc` in `stream` owns; `_record` is the first field dropped.
+                record = Some(unsafe { core::mem::transmute::<SyncOnDrop<'_>, SyncOnDrop<'static>>(guard) });
+                locked
+            }
             other => {
                 return Err(CandleError::UnsupportedDevice {
                     index: None,
@@ -78,7 +95,9 @@ impl CandleInput {
         // Valid while `storage` holds the lock: lent out only borrowed from `self`.
         let view = view_of(device, None, &layout, strided, &locked)?;
         Ok(Self {
-            storage,
+            #[cfg(feature = "candle-cuda")]
+            _record: record,
+            _storage: storage,
             view,
             #[cfg(feature = "candle-cuda")]
             stream,
@@ -105,17 +124,6 @@ impl CandleInput {
             return Some(unsafe { Stream::from_raw(self.device(), stream.cu_stream().cast()) });
         }
         None
-    }
-}
-
-impl Drop for CandleInput {
-    fn drop(&mut self) {
-        // Record the read on the stream now that the kernel using the view is enqueued, so
-        // later writers on other streams wait for it.
-        #[cfg(feature = "candle-cuda")]
-        if let (Storage::Cuda(gpu), Some(stream)) = (&*self.storage, &self.stream) {
-            let _ = super::cuda::read(gpu, stream, |_| Ok(()));
-        }
     }
 }
 
@@ -181,10 +189,11 @@ impl CandleOutput {
     fn lock_mut(&mut self) -> Result<Locked, CandleError> {
         Ok(match &mut self.storage {
             Storage::Cpu(cpu) => cpu_write(cpu),
-            // The stream waits for pending work on the slice now; the write is recorded again
-            // in `into_tensor`, after the kernel was enqueued.
+            // The stream waits for pending work on the slice now; the write is recorded in
+            // `into_tensor` (or by the caller of `into_tensor_and_view`), after the kernel was
+            // enqueued.
             #[cfg(feature = "candle-cuda")]
-            Storage::Cuda(gpu) => super::cuda::write(gpu, super::cuda::expect(self.stream.as_deref())?, Ok)?,
+            Storage::Cuda(gpu) => super::cuda::write_unrecorded(gpu, super::cuda::expect(self.stream.as_deref())?),
             other => {
                 return Err(CandleError::UnsupportedDevice {
                     index: None,
