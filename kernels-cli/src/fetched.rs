@@ -37,25 +37,17 @@ impl Progress for Bars {
     fn bytes(&mut self, path: &str, so_far: u64, total: Option<u64>) {
         let bar = self.bar.get_or_insert_with(|| {
             let name = path.rsplit('/').next().unwrap_or(path).to_owned();
-            let bar = match total {
+            // `wide_bar` takes what the terminal's width leaves, so a bar never wraps.
+            let (template, len) = match total {
                 Some(total) => {
-                    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                    if let Ok(style) = ProgressStyle::with_template(
-                        "  {msg:32!} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec}",
-                    ) {
-                        bar.set_style(style.progress_chars("=> "));
-                    }
-                    bar
+                    ("  {msg:24!} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} [{wide_bar}]", Some(total))
                 }
-                None => {
-                    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                    if let Ok(style) = ProgressStyle::with_template("  {msg:32!} {spinner} {bytes:>10} {bytes_per_sec}")
-                    {
-                        bar.set_style(style);
-                    }
-                    bar
-                }
+                None => ("  {msg:24!} {bytes:>10} {bytes_per_sec:>12} {spinner}", None),
             };
+            let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
             bar.set_message(name);
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
@@ -217,7 +209,7 @@ pub(crate) fn verify(
             "variants": variant_rows,
             "files": files,
         });
-        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+        crate::print_json(&value)?;
     }
     match (failed_variants, failed_files) {
         (0, _) => Ok(()),
@@ -280,7 +272,7 @@ pub(crate) fn download(
             },
             "variants": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+        crate::print_json(&value)?;
     }
     Ok(())
 }

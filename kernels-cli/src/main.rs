@@ -387,6 +387,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `value` on stdout, pretty: the one object a `--json` command answers with. A reader
+/// that stops early (`| head`) is no failure.
+pub(crate) fn print_json(value: &serde_json::Value) -> Result<(), String> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
 fn read_manifest(path: &Path) -> Result<Manifest, String> {
     Manifest::from_path(path).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
 }
@@ -419,7 +430,7 @@ fn check_lock(manifest_path: &Path, json: bool) -> Result<(), String> {
             "changes": changes,
             "fix": if checked.is_ok() { None } else { Some("cargo kernels lock") },
         });
-        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+        print_json(&value)?;
     }
     checked.map_err(|e| e.to_string())?;
     eprintln!("{} is up to date", path.display());
@@ -624,7 +635,7 @@ fn describe(o: &Options) -> Result<(), String> {
     let described: Vec<serde_json::Value> =
         libraries_under(Path::new(path))?.into_iter().map(|(v, lib)| describe_library(v, &lib)).collect();
     if o.json {
-        println!("{}", serde_json::to_string_pretty(&described).map_err(|e| e.to_string())?);
+        print_json(&serde_json::Value::from(described))?;
         return Ok(());
     }
     for d in &described {
@@ -789,7 +800,7 @@ fn platform(names: &[String], json: bool) -> Result<(), String> {
             "sample": names.is_empty(),
             "devices": devices,
         });
-        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+        print_json(&value)?;
         return Ok(());
     }
     println!("{platform}\n");

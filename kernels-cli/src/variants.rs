@@ -175,7 +175,7 @@ pub(crate) fn run(query: &Query, hub: &mut Hub) -> Result<(), String> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&header).map_err(|e| e.to_string())?);
+        crate::print_json(&header)?;
         return Ok(());
     }
     println!("{} at {} (commit {})", query.repo, resolved.revision, resolved.commit);
