@@ -158,9 +158,12 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
     assert!(!d.choice.to_string().contains("prefetch"), "{}", d.choice);
 }
 
+/// One call a progress hook heard: the path, and bytes so far and total (`None, None`: done).
+type Call = (String, Option<u64>, Option<u64>);
+
 /// Every call a [`kernels_build::hub::Progress`] hook hears, shared with the test.
 #[derive(Debug, Clone, Default)]
-struct Heard(std::sync::Arc<std::sync::Mutex<Vec<(String, Option<u64>, Option<u64>)>>>);
+struct Heard(std::sync::Arc<std::sync::Mutex<Vec<Call>>>);
 
 impl kernels_build::hub::Progress for Heard {
     fn bytes(&mut self, path: &str, so_far: u64, total: Option<u64>) {
