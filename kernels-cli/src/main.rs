@@ -108,7 +108,7 @@ commands:
             print the detected platform and, for each device present, which of the given
             variant names (default: a sample of real ones) would be selected and why (ARCHS:
             backend.archs, e.g. 8.0,9.0+PTX)
-            e.g. cargo kernels platform tvm-ffi01-cu130-x86_64-linux:8.0,9.0 tvm-ffi01-cpu-x86_64-linux
+            e.g. cargo kernels platform tvm-ffi01-cu130-x86_64-linux:8.0,9.0 --json
             --json prints { platform, sample (bool: no names given), devices: [{ device (cpu,
             cuda:0, ...), platform (the facts that mattered), chosen (a name or null),
             variants: [{ name, archs, verdict (chosen, accepted or rejected), reason }] }] }
@@ -117,7 +117,7 @@ commands:
             functions a tvm-ffi library exports, or what a torch stable-ABI library imports
             and whether this runtime can serve it. PATH: a library, a variant directory, or
             a Hub layout (its build/<variant>/ directories)
-            e.g. cargo kernels describe ~/.cache/huggingface/hub/kernels--org--name/snapshots/<commit>
+            e.g. cargo kernels describe hub/build/tvm-ffi01-cpu-x86_64-linux --json
             --json prints [{ library, variant, needed, abi (tvm-ffi, torch stable-ABI or
             unknown), functions | shim_functions, aten_ops, servable, why_not | error }]
   package CRATE_DIR [--out DIR]
@@ -145,7 +145,7 @@ commands:
 
 options:
   --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
-  --target TRIPLE       target to download/verify/package/list variants for (default: this machine's)
+  --target TRIPLE       target to download/verify/package for (default: this machine's)
   --version N           `variants`: Hub branch vN
   --revision R          `variants`: a branch, tag or commit (not with --version)
   --json                `describe`, `variants`, `explain`, `platform`, `download`, `verify`,
