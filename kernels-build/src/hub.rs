@@ -299,10 +299,34 @@ pub struct RemoteFile {
     pub size: u64,
 }
 
+/// Told how each download advances, e.g. to draw a progress bar. A [`Hub`] has none unless
+/// one is given ([`Hub::with_progress`]); the build never gives one (cargo captures its output).
+pub trait Progress: Send {
+    /// `so_far` bytes of `path` (in the repo) received, of `total` when known; called with 0
+    /// when the download starts, then after each chunk.
+    fn bytes(&mut self, path: &str, so_far: u64, total: Option<u64>);
+
+    /// The download of `path` ended, received or not.
+    fn done(&mut self, path: &str) {
+        let _ = path;
+    }
+}
+
+/// A [`Progress`] hook, kept by the [`Hub`].
+struct ProgressHook(Box<dyn Progress>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// A Hub client for kernel repos.
 #[derive(Debug)]
 pub struct Hub {
     settings: HubSettings,
+    /// Told of each download's bytes, when set ([`Hub::with_progress`]).
+    progress: Option<ProgressHook>,
     /// Why the network is off, when a caller switched it off ([`Hub::offline_because`]).
     offline_why: Option<&'static str>,
     /// What the caller should tell the user ([`Hub::take_notes`]).
@@ -408,6 +432,7 @@ impl Hub {
     pub fn new(settings: HubSettings) -> Self {
         Hub {
             settings,
+            progress: None,
             offline_why: None,
             notes: Vec::new(),
             http: None,
@@ -429,6 +454,13 @@ impl Hub {
     /// A download gets one more second for each 128 KiB it may carry.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Tells `progress` how each download advances (files found in the cache are not downloaded,
+    /// so it hears nothing of them).
+    pub fn with_progress(mut self, progress: Box<dyn Progress>) -> Self {
+        self.progress = Some(ProgressHook(progress));
         self
     }
 
@@ -833,7 +865,14 @@ impl Hub {
 
         let too_large =
             || FetchError::TooLarge { repo: repo.to_owned(), commit: commit.to_owned(), path: path.to_owned(), limit };
-        let http = self.http(&what)?;
+        let mut progress = self.progress.take();
+        let http = match self.http(&what) {
+            Ok(http) => http,
+            Err(e) => {
+                self.progress = progress;
+                return Err(e);
+            }
+        };
         let received = http.runtime.block_on(async {
             let deadline = tokio::time::Instant::now() + timeout;
             let mut response = http.get(url, timeout).await?;
@@ -842,6 +881,10 @@ impl Hub {
             }
             if response.content_length().is_some_and(|n| n > limit) {
                 return Err(Stop::Fetch(too_large()));
+            }
+            let total = size.or(response.content_length());
+            if let Some(p) = progress.as_mut() {
+                p.0.bytes(path, 0, total);
             }
             let mut hasher = Sha256::new();
             let capacity = response.content_length().unwrap_or(0).min(limit).min(256 << 20);
@@ -859,9 +902,16 @@ impl Hub {
                 temp.file.write_all(&chunk).map_err(|source| Stop::Fetch(temp.io(source)))?;
                 hasher.update(&chunk);
                 bytes.extend_from_slice(&chunk);
+                if let Some(p) = progress.as_mut() {
+                    p.0.bytes(path, bytes.len() as u64, total);
+                }
             }
             Ok((bytes, hasher.finalize()))
         });
+        if let Some(mut p) = progress {
+            p.0.done(path);
+            self.progress = Some(p);
+        }
         let (bytes, digest) = match received {
             Ok(received) => received,
             Err(Stop::Hub(source)) => return Err(self.hub_err(&what, source)),

@@ -66,7 +66,7 @@ pub(crate) fn run(manifest_path: &Path, json_out: bool) -> Result<(), String> {
             "platform": platform.to_string(),
             "mappings": entries,
         });
-        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        crate::print_json(&out)?;
         return Ok(());
     }
     println!("{}", platform);

@@ -4,10 +4,10 @@
 //! cargo kernels init [DIR] [--kernel REPO | --path KERNEL_DIR] [--layer NAME] [--function NAME] [--force]
 //!                                                         a kernels.toml and build.rs starter (or a whole crate)
 //! cargo kernels explain [--manifest-path PATH] [--json]  each layer mapping: its kernel's source, and what runs here
-//! cargo kernels lock [--manifest-path PATH] [--update]   pin kernels.toml's Hub kernels in kernels.lock
-//! cargo kernels download [--manifest-path PATH] [--target TRIPLE]   prefetch the pinned variants
-//! cargo kernels verify [--manifest-path PATH] [--target TRIPLE]     check cached variants against the lock
-//! cargo kernels platform [VARIANT[:ARCHS]...]             what this machine offers, and what would be chosen
+//! cargo kernels lock [--manifest-path PATH] [--update | --check [--json]]   pin kernels.toml's Hub kernels in kernels.lock
+//! cargo kernels download [--manifest-path PATH] [--target TRIPLE] [--json]   prefetch the pinned variants
+//! cargo kernels verify [--manifest-path PATH] [--target TRIPLE] [--json]     check cached variants against the lock
+//! cargo kernels platform [VARIANT[:ARCHS]...] [--json]    what this machine offers, and what would be chosen
 //! cargo kernels variants REPO [--version N | --revision R] [--target TRIPLE] [--json]
 //!                                                         a Hub repo's variants, and which this machine would choose
 //! cargo kernels package CRATE_DIR [--out DIR] [--target TRIPLE]  a Rust kernel crate as a Hub-layout variant
@@ -19,6 +19,7 @@
 //! build for that target embeds.
 
 mod explain;
+mod fetched;
 mod init;
 mod variants;
 
@@ -30,8 +31,8 @@ use kernels_build::env::Env;
 use kernels_build::hub::{Hub, HubSettings};
 use kernels_build::lock::{LOCK_FILE, Lock, RuntimePin};
 use kernels_build::manifest::{MANIFEST_FILE, Manifest, Requested};
+use kernels_build::resolve;
 use kernels_build::target::TargetSpec;
-use kernels_build::{resolve, verify};
 use kernels_runtime::env::{CUDART_LIB, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN};
 use kernels_runtime::platform::Platform;
 use kernels_runtime::select::{Candidate, select};
@@ -65,29 +66,60 @@ commands:
             and the crate root. Where DIR holds no Cargo.toml (or does not exist), make a whole
             crate there: also Cargo.toml (named after DIR) and src/main.rs with a kernelized
             layer on HostTensors, ready for `cargo build`. Never overwrites a file unless --force
+            e.g. cargo kernels init --kernel kernels-community/activation
   explain [--json]
             for every layer mapping of kernels.toml: the kernel, function, capability, mode and
             determinism, where the kernel comes from (Hub repo@commit from kernels.lock, or its
             path), and on this machine, from local files only, the variant the real selection
             chooses for each device present, with its trace, or why the layer falls back; a
-            device kind absent here is said to be. --json prints { manifest, lock, lock_stale,
+            device kind absent here is said to be.
+            e.g. cargo kernels explain --manifest-path app/kernels.toml
+            --json prints { manifest, lock, lock_stale,
             platform, mappings: [{ layer, device, key, location, kernel, function, capability,
             mode, deterministic, source: { type: hub, repo, requested, commit } or { type: path,
             path, layout }, variants, notes, present, absent, decisions: [{ device, chosen,
             runs_kernel, outcome, trace }] }] }, one mapping per layer, device and entry
-  lock      resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
+  lock [--update | --check [--json]]
+            resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
             --update re-resolves every kernel; --check only checks, offline, that kernels.lock
-            matches kernels.toml: exit status 1 when it is missing or out of date, for CI)
-  download  fetch the pinned variants the target can run into the Hugging Face cache
-  verify    check that the cached variants match kernels.lock, byte for byte
-  platform [VARIANT[:ARCHS]...]
+            matches kernels.toml: exit status 1 when it is missing or out of date, for CI).
+            Files it downloads show a progress bar on stderr when that is a terminal.
+            e.g. cargo kernels lock --check --json
+            --check --json prints { manifest, lock, fresh (bool), state (fresh, missing or
+            out of date), changes: [what differs], fix (the command, or null) }
+  download [--target TRIPLE] [--json]
+            fetch the pinned variants the target can run into the Hugging Face cache, each
+            file checked against kernels.lock (a progress bar per file on stderr when that is
+            a terminal); variants intact in the cache are not fetched again.
+            e.g. cargo kernels download --target aarch64-unknown-linux-gnu
+            --json prints { target, cache, summary: { variants, fetched, cached, bytes },
+            variants: [{ kernel, repo, commit, variant, status (fetched or cached), dir, bytes,
+            files: [{ file, path, bytes, sha256 }] }] }
+  verify [--target TRIPLE] [--json]
+            check, offline, that the cached variants match kernels.lock byte for byte (each
+            pinned file's sha256 and size, then the variant's metadata.json digest); names each
+            missing or mismatching file and exits 1; changes nothing (`download` repairs).
+            e.g. cargo kernels verify
+            --json prints { target, cache, ok (bool), summary: { variants, variants_failed,
+            files, ok, mismatch, missing }, variants: [{ kernel, variant, status (ok or failed),
+            error }], files: [{ kernel, repo, commit, variant, file, path, status (ok, mismatch
+            or missing), expected_sha256, actual_sha256, expected_size, actual_size, error }] }
+  platform [VARIANT[:ARCHS]...] [--json]
             print the detected platform and, for each device present, which of the given
-            variant names would be selected and why (ARCHS: backend.archs, e.g. 8.0,9.0+PTX)
+            variant names (default: a sample of real ones) would be selected and why (ARCHS:
+            backend.archs, e.g. 8.0,9.0+PTX)
+            e.g. cargo kernels platform tvm-ffi01-cu130-x86_64-linux:8.0,9.0 --json
+            --json prints { platform, sample (bool: no names given), devices: [{ device (cpu,
+            cuda:0, ...), platform (the facts that mattered), chosen (a name or null),
+            variants: [{ name, archs, verdict (chosen, accepted or rejected), reason }] }] }
   describe PATH [--json]
             what a kernel library offers, read from its ELF file without loading it: the
             functions a tvm-ffi library exports, or what a torch stable-ABI library imports
             and whether this runtime can serve it. PATH: a library, a variant directory, or
             a Hub layout (its build/<variant>/ directories)
+            e.g. cargo kernels describe hub/build/tvm-ffi01-cpu-x86_64-linux --json
+            --json prints [{ library, variant, needed, abi (tvm-ffi, torch stable-ABI or
+            unknown), functions | shim_functions, aten_ops, servable, why_not | error }]
   package CRATE_DIR [--out DIR]
             compile a Rust kernel crate (cdylib exporting the TVM-FFI ABI) for the target and
             lay it out as the Hub does: DIR/build/tvm-ffi01-cpu-<arch>-<os>/ holding <id>.so
@@ -95,6 +127,7 @@ commands:
             `kernels` imports: it loads the library with tvm_ffi.load_module) and metadata.json
             (default DIR: CRATE_DIR/hub; the build's files go to the crate's cargo target directory,
             under kernels-package/)
+            e.g. cargo kernels package examples/kernels/rust-cpu --out hub
   variants REPO [--version N | --revision R] [--target TRIPLE] [--json]
             every variant the Hub kernel repo REPO (org/name) publishes, whether this runtime
             can load it, and its verdict with the reason: on this machine, from the real
@@ -115,15 +148,17 @@ options:
   --target TRIPLE       target to download/verify/package for (default: this machine's)
   --version N           `variants`: Hub branch vN
   --revision R          `variants`: a branch, tag or commit (not with --version)
-  --json                `describe`, `variants`, `explain`: print JSON
+  --json                `describe`, `variants`, `explain`, `platform`, `download`, `verify`,
+                        `lock --check`: print one JSON object on stdout (messages stay on stderr)
+  -h, --help            print this text (also `cargo kernels help`)
   --kernel REPO         `init`: the Hub kernel repo to declare (default kernels-community/activation)
   --path KERNEL_DIR     `init`: a local kernel instead (a Hub layout or a Rust kernel crate)
   --layer NAME          `init`: the layer to map (default SiluAndMul)
   --function NAME       `init`: the function the kernel exports for it (default silu_and_mul)
   --force               `init`: overwrite existing files
 
-exit status: 0 done; 1 failed (Hub or network error, unknown repo or version), or `lock --check`
-found the lock stale; 2 bad usage
+exit status: 0 done; 1 failed (Hub or network error, unknown repo or version, a file that does
+not match kernels.lock), or `lock --check` found the lock stale; 2 bad usage
 
 environment: ";
 
@@ -303,6 +338,11 @@ fn main() -> ExitCode {
         eprintln!("{}", usage());
         return ExitCode::from(2);
     };
+    // `--help` or `-h` anywhere asks for the usage, whatever else is given.
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
     let options = match parse_options(&args[1..]) {
         Ok(o) => o,
         Err(e) => {
@@ -331,10 +371,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        "platform" => {
-            platform(&options.rest);
-            Ok(())
-        }
+        "platform" => platform(&options.rest, options.json),
         "-h" | "--help" | "help" => {
             println!("{}", usage());
             Ok(())
@@ -350,6 +387,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `value` on stdout, pretty: the one object a `--json` command answers with. A reader
+/// that stops early (`| head`) is no failure.
+pub(crate) fn print_json(value: &serde_json::Value) -> Result<(), String> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
 fn read_manifest(path: &Path) -> Result<Manifest, String> {
     Manifest::from_path(path).map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
 }
@@ -362,24 +410,41 @@ fn hub() -> Hub {
     Hub::new(HubSettings::from_env(&Env::process()))
 }
 
-/// `lock --check`: whether `kernels.lock` matches `kernels.toml`, without the network.
-fn check_lock(manifest_path: &Path) -> Result<(), String> {
+/// `lock --check`: whether `kernels.lock` matches `kernels.toml`, without the network. With
+/// `json`, one object on stdout says so either way.
+fn check_lock(manifest_path: &Path, json: bool) -> Result<(), String> {
     let manifest = read_manifest(manifest_path)?;
     let path = lock_path(manifest_path);
     let lock = Lock::read(&path).map_err(|e| e.to_string())?;
-    Lock::check(&path, lock.as_ref(), &manifest).map_err(|e| e.to_string())?;
+    let checked = Lock::check(&path, lock.as_ref(), &manifest);
+    if json {
+        let (state, changes): (&str, Vec<String>) = match &checked {
+            Ok(()) => ("fresh", Vec::new()),
+            Err(stale) => (stale.state(), stale.changes.iter().map(ToString::to_string).collect()),
+        };
+        let value = serde_json::json!({
+            "manifest": manifest_path.display().to_string(),
+            "lock": path.display().to_string(),
+            "fresh": checked.is_ok(),
+            "state": state,
+            "changes": changes,
+            "fix": if checked.is_ok() { None } else { Some("cargo kernels lock") },
+        });
+        print_json(&value)?;
+    }
+    checked.map_err(|e| e.to_string())?;
     eprintln!("{} is up to date", path.display());
     Ok(())
 }
 
 fn lock(o: &Options) -> Result<(), String> {
     if o.check {
-        return check_lock(&o.manifest);
+        return check_lock(&o.manifest, o.json);
     }
     let manifest = read_manifest(&o.manifest)?;
     let path = lock_path(&o.manifest);
     let old = Lock::read(&path).map_err(|e| e.to_string())?;
-    let mut new = resolve::relock(&manifest, old.as_ref(), &mut hub(), o.update, |k| {
+    let mut new = resolve::relock(&manifest, old.as_ref(), &mut fetched::with_bars(hub()), o.update, |k| {
         eprintln!("  locked {} ({} @ {}) at {}", k.name, k.repo, k.requested, k.commit);
     })
     .map_err(|e| e.to_string())?;
@@ -469,24 +534,18 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
     Lock::check(&path, lock.as_ref(), &manifest).map_err(|e| e.to_string())?;
     let lock = lock.unwrap_or_default();
     let spec = TargetSpec::new(&o.target(), manifest.build.backends.as_deref()).map_err(|e| e.to_string())?;
-    let mut hub = Hub::new(HubSettings::from_env(&Env::process()));
+    let variants: Vec<_> = lock
+        .kernels
+        .iter()
+        .flat_map(|k| k.variants.iter().filter(|v| spec.wants(&v.name).is_ok()).map(move |v| (k, v)))
+        .collect();
     if verify_only {
-        hub = hub.offline_because("`cargo kernels verify` reads the cache only");
+        let mut hub = hub().offline_because("`cargo kernels verify` reads the cache only");
+        fetched::verify(&mut hub, &variants, &spec.triple, &spec.os, o.json)
+    } else {
+        let mut hub = fetched::with_bars(hub());
+        fetched::download(&mut hub, &variants, &spec.triple, &spec.os, o.json)
     }
-    let mut count = 0;
-    for k in &lock.kernels {
-        for v in k.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
-            let checked = verify::hub_variant(&mut hub, &k.repo, &k.commit, v, &spec.os);
-            for note in hub.take_notes() {
-                eprintln!("  note: {note}");
-            }
-            checked.map_err(|e| format!("kernel `{}`, variant {}: {e}", k.name, v.name))?;
-            eprintln!("  {} {} {}", if verify_only { "verified" } else { "cached" }, k.name, v.name);
-            count += 1;
-        }
-    }
-    eprintln!("{count} variant(s) for {} in {}", spec.triple, hub.settings().cache_dir.display());
-    Ok(())
 }
 
 /// The libraries under `path`: itself if a file, the `.so` files of a variant directory, or
@@ -576,7 +635,7 @@ fn describe(o: &Options) -> Result<(), String> {
     let described: Vec<serde_json::Value> =
         libraries_under(Path::new(path))?.into_iter().map(|(v, lib)| describe_library(v, &lib)).collect();
     if o.json {
-        println!("{}", serde_json::to_string_pretty(&described).map_err(|e| e.to_string())?);
+        print_json(&serde_json::Value::from(described))?;
         return Ok(());
     }
     for d in &described {
@@ -700,9 +759,8 @@ fn python_package(name: &str, library_file: &str, functions: &[String]) -> Vec<(
     vec![("__init__.py".to_owned(), init.into_bytes()), ("_ops.py".to_owned(), ops.into_bytes())]
 }
 
-fn platform(names: &[String]) {
+fn platform(names: &[String], json: bool) -> Result<(), String> {
     let platform = Platform::detect();
-    println!("{platform}\n");
     let candidates: Vec<Candidate> = if names.is_empty() {
         SAMPLE_VARIANTS.iter().map(|n| Candidate::new(*n).with_archs(["8.0", "9.0+PTX"])).collect()
     } else {
@@ -714,9 +772,42 @@ fn platform(names: &[String]) {
             })
             .collect()
     };
-    for request in variants::requests(&platform) {
-        println!("{}\n", select(&platform, request, &candidates).trace);
+    let traces: Vec<_> = variants::requests(&platform)
+        .into_iter()
+        .map(|request| select(&platform, request, &candidates).trace)
+        .collect();
+    if json {
+        let devices: Vec<serde_json::Value> = traces
+            .iter()
+            .map(|t| {
+                let judged: Vec<serde_json::Value> = candidates
+                    .iter()
+                    .map(|c| {
+                        let (verdict, reason) = variants::verdict_of(t, &c.name);
+                        serde_json::json!({ "name": c.name, "archs": c.archs, "verdict": verdict, "reason": reason })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "device": variants::device_label(t.request),
+                    "platform": t.platform,
+                    "chosen": t.chosen(),
+                    "variants": judged,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "platform": platform.to_string(),
+            "sample": names.is_empty(),
+            "devices": devices,
+        });
+        print_json(&value)?;
+        return Ok(());
     }
+    println!("{platform}\n");
+    for trace in &traces {
+        println!("{trace}\n");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -826,10 +917,10 @@ mod tests {
              commit = \"0123456789abcdef0123456789abcdef01234567\"\n",
         )
         .unwrap();
-        let err = check_lock(&manifest).unwrap_err();
+        let err = check_lock(&manifest, false).unwrap_err();
         assert!(err.contains("out of date") && err.contains("cargo kernels lock"), "{err}");
         std::fs::write(dir.path().join("kernels.lock"), Lock::default().render()).unwrap();
-        check_lock(&manifest).unwrap();
+        check_lock(&manifest, false).unwrap();
         assert!(parse_options(&["--check".into()]).unwrap().check);
     }
 

@@ -50,7 +50,7 @@ struct Row {
 }
 
 /// The label of the device a request is for: `cpu`, or `<backend>:<ordinal>`.
-fn device_label(request: Request) -> String {
+pub(crate) fn device_label(request: Request) -> String {
     match request.backend {
         BackendKind::Cpu => "cpu".to_owned(),
         kind => format!("{kind}:{}", request.device),
@@ -144,23 +144,7 @@ pub(crate) fn run(query: &Query, hub: &mut Hub) -> Result<(), String> {
                         (Some(_), true) => Some(device_label(trace.request)),
                         (Some(kind), false) => Some(kind.as_str().to_owned()),
                     };
-                    let (verdict, reason) = match trace.verdict(name) {
-                        Some(Verdict::Chosen { note }) => (
-                            "chosen",
-                            note.clone().unwrap_or_else(|| {
-                                format!("the best usable variant for {}", device_label(trace.request))
-                            }),
-                        ),
-                        Some(Verdict::Accepted { rank, note }) => (
-                            "accepted",
-                            match note {
-                                Some(n) => format!("usable, ranked {rank}; {n}"),
-                                None => format!("usable, ranked {rank}"),
-                            },
-                        ),
-                        Some(Verdict::Rejected(r)) => ("rejected", r.to_string()),
-                        None => ("rejected", "not judged".into()),
-                    };
+                    let (verdict, reason) = verdict_of(trace, name);
                     rows.push(Row { name: name.clone(), unloadable: unloadable(name), device, verdict, reason });
                 }
             }
@@ -191,7 +175,7 @@ pub(crate) fn run(query: &Query, hub: &mut Hub) -> Result<(), String> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&header).map_err(|e| e.to_string())?);
+        crate::print_json(&header)?;
         return Ok(());
     }
     println!("{} at {} (commit {})", query.repo, resolved.revision, resolved.commit);
@@ -206,6 +190,25 @@ pub(crate) fn run(query: &Query, hub: &mut Hub) -> Result<(), String> {
     println!("{}", table(&rows));
     println!("\n{summary}");
     Ok(())
+}
+
+/// `chosen`, `accepted` or `rejected`, and why, for `name` in `trace`.
+pub(crate) fn verdict_of(trace: &DecisionTrace, name: &str) -> (&'static str, String) {
+    match trace.verdict(name) {
+        Some(Verdict::Chosen { note }) => (
+            "chosen",
+            note.clone().unwrap_or_else(|| format!("the best usable variant for {}", device_label(trace.request))),
+        ),
+        Some(Verdict::Accepted { rank, note }) => (
+            "accepted",
+            match note {
+                Some(n) => format!("usable, ranked {rank}; {n}"),
+                None => format!("usable, ranked {rank}"),
+            },
+        ),
+        Some(Verdict::Rejected(r)) => ("rejected", r.to_string()),
+        None => ("rejected", "not judged".into()),
+    }
 }
 
 /// The backend kind a variant name is built for; `None` when it names none.

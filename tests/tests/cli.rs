@@ -455,3 +455,211 @@ fn explain_reads_a_locked_hub_kernel_from_the_lock_and_the_cache() {
     );
     assert_eq!(json["lock_stale"], serde_json::Value::Null);
 }
+
+/// `cargo kernels ARGS` against the loopback Hub, with `hf_home` as the Hugging Face home.
+fn kernels_on_hub(hf_home: &std::path::Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    cargo()
+        .current_dir(workspace())
+        .args(["run", "-q", "-p", "kernels-cli", "--", "kernels"])
+        .args(args.iter().map(|a| a.as_ref()))
+        .env("HF_ENDPOINT", hub_endpoint())
+        .env("HF_HOME", hf_home)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("KERNELS_CACHE")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// The JSON object a command printed on stdout, whatever its exit status.
+fn json_of(out: &std::process::Output, what: &str) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: stdout is not one JSON object ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn lock_download_and_verify_a_hub_kernel() {
+    use kernels_build::lock::Lock;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = rust_cpu_repo_dir();
+    let commit = publish("kernels-test/cli-fetch", repo_dir, &["main", "v1"]);
+    let app = tmp.path().join("fetch-app");
+    check(kernels(&[&"init", &app, &"--kernel", &"kernels-test/cli-fetch"]), "cargo kernels init --kernel");
+    let manifest = app.join("kernels.toml");
+    let lock_path = app.join("kernels.lock");
+    let lock_home = tmp.path().join("hf-lock");
+
+    // No lock yet: --check says it is missing, exit 1.
+    let out = kernels_on_hub(&lock_home, &[&"lock", &"--check", &"--manifest-path", &manifest, &"--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = json_of(&out, "lock --check --json (missing)");
+    assert_eq!(json["fresh"], false, "{json}");
+    assert_eq!(json["state"], "missing", "{json}");
+    assert_eq!(json["fix"], "cargo kernels lock", "{json}");
+
+    // `lock` pins the commit and the sha256 of every file of the CPU variant.
+    check(kernels_on_hub(&lock_home, &[&"lock", &"--manifest-path", &manifest]), "cargo kernels lock");
+    let lock = Lock::read(&lock_path).unwrap().expect("kernels.lock");
+    let cpu = kernels_build::local::cpu_variant_for(target()).unwrap().to_string();
+    let kernel = &lock.kernels[0];
+    assert_eq!((kernel.repo.as_str(), kernel.commit.as_str()), ("kernels-test/cli-fetch", commit.as_str()));
+    let variant = kernel.variants.iter().find(|v| v.name == cpu).unwrap_or_else(|| panic!("{cpu} not locked"));
+    let published: Vec<_> = std::fs::read_dir(repo_dir.join("build").join(&cpu)).unwrap().map(|e| e.unwrap()).collect();
+    assert_eq!(variant.files.len(), published.len(), "{:?}", variant.files);
+    for file in &published {
+        let name = file.file_name().into_string().unwrap();
+        let pin = variant.files.iter().find(|f| f.path == name).unwrap_or_else(|| panic!("{name} not pinned"));
+        let bytes = std::fs::read(file.path()).unwrap();
+        assert_eq!(pin.sha256, kernels_runtime::digest::sha256_hex(&bytes), "{name}");
+        assert_eq!(pin.size, bytes.len() as u64, "{name}");
+    }
+    let library = variant.files.iter().find(|f| f.path.ends_with(".so")).expect("a pinned library").path.clone();
+
+    // Fresh: exit 0, text and JSON.
+    let out = kernels_on_hub(&lock_home, &[&"lock", &"--check", &"--manifest-path", &manifest]);
+    assert!(check(out, "lock --check").contains("is up to date"));
+    let out = kernels_on_hub(&lock_home, &[&"lock", &"--check", &"--manifest-path", &manifest, &"--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = json_of(&out, "lock --check --json (fresh)");
+    assert_eq!((json["fresh"].clone(), json["state"].clone()), (true.into(), "fresh".into()), "{json}");
+    assert_eq!(json["changes"], serde_json::json!([]));
+
+    // Stale once kernels.toml asks for another version: exit 1, saying what changed.
+    let toml = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, toml.replacen("version = 1", "version = 2", 1)).unwrap();
+    let out = kernels_on_hub(&lock_home, &[&"lock", &"--check", &"--manifest-path", &manifest, &"--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = json_of(&out, "lock --check --json (stale)");
+    assert_eq!((json["fresh"].clone(), json["state"].clone()), (false.into(), "out of date".into()), "{json}");
+    assert!(!json["changes"].as_array().unwrap().is_empty(), "{json}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of date"));
+    std::fs::write(&manifest, toml).unwrap();
+
+    // `download` into an empty cache: the CPU variant is fetched, its files land there.
+    let hf_home = tmp.path().join("hf-download");
+    let out = kernels_on_hub(&hf_home, &[&"download", &"--manifest-path", &manifest, &"--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    // stderr is no terminal here: no progress bar is drawn.
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\r'), "{stderr:?}");
+    let json = json_of(&out, "download --json");
+    eprintln!("{}", serde_json::to_string_pretty(&json).unwrap());
+    assert!(json["cache"].as_str().unwrap().starts_with(hf_home.to_str().unwrap()), "{json}");
+    let fetched = json["variants"].as_array().unwrap();
+    assert_eq!(fetched.len(), 1, "{json}");
+    assert_eq!(fetched[0]["variant"], cpu.as_str());
+    assert_eq!(fetched[0]["status"], "fetched");
+    assert_eq!(fetched[0]["commit"], commit.as_str());
+    assert_eq!(json["summary"]["fetched"], 1);
+    let files = fetched[0]["files"].as_array().unwrap();
+    assert_eq!(files.len(), variant.files.len(), "{json}");
+    for f in files {
+        let path = std::path::Path::new(f["path"].as_str().unwrap());
+        assert!(path.starts_with(&hf_home) && path.is_file(), "{json}");
+        assert_eq!(std::fs::metadata(path).unwrap().len(), f["bytes"].as_u64().unwrap(), "{json}");
+    }
+    let total: u64 = variant.files.iter().map(|f| f.size).sum();
+    assert_eq!(json["summary"]["bytes"], total);
+    // Again: found in the cache.
+    let out = kernels_on_hub(&hf_home, &[&"download", &"--manifest-path", &manifest, &"--json"]);
+    let json = json_of(&out, "download --json (cached)");
+    assert!(out.status.success());
+    assert_eq!(json["variants"][0]["status"], "cached", "{json}");
+    assert_eq!(json["summary"]["fetched"], 0, "{json}");
+
+    // `verify` on the fresh download: every file ok.
+    let text = check(kernels_on_hub(&hf_home, &[&"verify", &"--manifest-path", &manifest]), "cargo kernels verify");
+    assert!(text.contains(&format!("verified cli-fetch {cpu}")), "{text}");
+    let out = kernels_on_hub(&hf_home, &[&"verify", &"--manifest-path", &manifest, &"--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = json_of(&out, "verify --json");
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["summary"]["files"], variant.files.len());
+    assert_eq!(json["summary"]["ok"], variant.files.len());
+    assert!(
+        json["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["status"] == "ok" && f["actual_sha256"] == f["expected_sha256"])
+    );
+
+    // One cached file corrupted: named with its sha256 mismatch, exit 1, and left as it is.
+    let cached = kernels_runtime::hub_cache::snapshot(&hf_home.join("hub"), "kernels-test/cli-fetch", &commit)
+        .join("build")
+        .join(&cpu)
+        .join(&library);
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::remove_file(&cached).unwrap();
+    std::fs::write(&cached, &bytes).unwrap();
+    let out = kernels_on_hub(&hf_home, &[&"verify", &"--manifest-path", &manifest]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("sha256 mismatch")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&library) && line.contains(&kernels_runtime::digest::sha256_hex(&bytes)), "{stderr}");
+    let out = kernels_on_hub(&hf_home, &[&"verify", &"--manifest-path", &manifest, &"--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json = json_of(&out, "verify --json (corrupted)");
+    assert_eq!(json["ok"], false, "{json}");
+    assert_eq!(json["summary"]["mismatch"], 1, "{json}");
+    let bad = json["files"].as_array().unwrap().iter().find(|f| f["status"] == "mismatch").unwrap();
+    assert_eq!(bad["file"], library.as_str());
+    assert_eq!(bad["actual_sha256"], kernels_runtime::digest::sha256_hex(&bytes).as_str());
+    assert_ne!(bad["actual_sha256"], bad["expected_sha256"]);
+    assert_eq!(std::fs::read(&cached).unwrap(), bytes, "verify changed the cache");
+
+    // `download` repairs it.
+    check(kernels_on_hub(&hf_home, &[&"download", &"--manifest-path", &manifest]), "cargo kernels download (repair)");
+    check(kernels_on_hub(&hf_home, &[&"verify", &"--manifest-path", &manifest]), "cargo kernels verify (repaired)");
+}
+
+#[test]
+fn platform_json_names_the_cpu_device_and_judges_the_names_given() {
+    let cpu = kernels_build::local::cpu_variant_for(target()).unwrap().to_string();
+    let ffi02 = cpu.replacen("tvm-ffi01", "tvm-ffi02", 1);
+    let out = kernels(&[&"platform", &cpu, &ffi02, &"--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = json_of(&out, "platform --json");
+    eprintln!("{}", serde_json::to_string_pretty(&json).unwrap());
+    assert!(!json["platform"].as_str().unwrap().is_empty());
+    assert_eq!(json["sample"], false);
+    let device = &json["devices"][0];
+    assert_eq!(device["device"], "cpu", "{json}");
+    assert_eq!(device["chosen"], cpu.as_str(), "{json}");
+    let judged = device["variants"].as_array().unwrap();
+    assert_eq!(judged.len(), 2, "{json}");
+    assert_eq!((judged[0]["name"].as_str(), judged[0]["verdict"].as_str()), (Some(cpu.as_str()), Some("chosen")));
+    assert_eq!(judged[1]["verdict"], "rejected", "{json}");
+    assert!(judged[1]["reason"].as_str().unwrap().contains("tvm-ffi 0.2"), "{json}");
+    // Without names: a sample, judged for the same devices; the text output is unchanged.
+    let json = json_of(&kernels(&[&"platform", &"--json"]), "platform --json (sample)");
+    assert_eq!(json["sample"], true);
+    assert!(json["devices"][0]["variants"].as_array().unwrap().len() > 2, "{json}");
+    let text = check(kernels(&[&"platform", &cpu]), "cargo kernels platform");
+    assert!(text.contains("variant selection for cpu") && text.contains(&cpu), "{text}");
+}
+
+#[test]
+fn help_has_an_example_per_command_and_the_exit_codes() {
+    for args in [&["help"][..], &["-h"], &["--help"], &["lock", "--help"], &["verify", "-h", "--json"]] {
+        let args: Vec<&dyn AsRef<std::ffi::OsStr>> = args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+        let out = kernels(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        for command in ["init", "explain", "lock", "download", "verify", "platform", "describe", "package", "variants"]
+        {
+            assert!(text.contains(&format!("e.g. cargo kernels {command}")), "no example for {command}:\n{text}");
+        }
+        assert!(text.contains("exit status: 0 done; 1 failed") && text.contains("2 bad usage"), "{text}");
+    }
+    let out = kernels(&[&"verify", &"--no-such-option"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option `--no-such-option`"));
+}

@@ -157,3 +157,49 @@ fn prefetched_variants_load_from_the_hub_cache_at_run_time() {
     assert!(matches!(&d.choice, Choice::Fallback(FallbackReason::LoadFailed { .. })), "{}", d.choice);
     assert!(!d.choice.to_string().contains("prefetch"), "{}", d.choice);
 }
+
+/// One call a progress hook heard: the path, and bytes so far and total (`None, None`: done).
+type Call = (String, Option<u64>, Option<u64>);
+
+/// Every call a [`kernels_build::hub::Progress`] hook hears, shared with the test.
+#[derive(Debug, Clone, Default)]
+struct Heard(std::sync::Arc<std::sync::Mutex<Vec<Call>>>);
+
+impl kernels_build::hub::Progress for Heard {
+    fn bytes(&mut self, path: &str, so_far: u64, total: Option<u64>) {
+        self.0.lock().unwrap().push((path.to_owned(), Some(so_far), total));
+    }
+
+    fn done(&mut self, path: &str) {
+        self.0.lock().unwrap().push((path.to_owned(), None, None));
+    }
+}
+
+#[test]
+fn a_progress_hook_hears_each_download_from_zero_to_its_size() {
+    let commit = publish("kernels-test/progress", rust_cpu_repo_dir(), &["main", "v1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let heard = Heard::default();
+    let mut hub = hub(cache.path(), false).with_progress(Box::new(heard.clone()));
+    let variant = "tvm-ffi01-cpu-x86_64-linux";
+    let local = rust_cpu_kernel().join("build").join(variant);
+    let lib = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".so"))
+        .unwrap();
+    let bytes = std::fs::read(local.join(&lib)).unwrap();
+    let path = format!("build/{variant}/{lib}");
+    let size = bytes.len() as u64;
+    hub.fetch_expecting("kernels-test/progress", &commit, &path, Some(&sha256_hex(&bytes)), Some(size)).unwrap();
+    let calls = std::mem::take(&mut *heard.0.lock().unwrap());
+    assert!(calls.iter().all(|(p, ..)| *p == path), "{calls:?}");
+    assert_eq!(calls.first(), Some(&(path.clone(), Some(0), Some(size))), "{calls:?}");
+    assert_eq!(calls[calls.len() - 2], (path.clone(), Some(size), Some(size)), "{calls:?}");
+    assert_eq!(calls.last(), Some(&(path.clone(), None, None)), "done last: {calls:?}");
+    let so_far: Vec<u64> = calls.iter().filter_map(|c| c.1).collect();
+    assert!(so_far.windows(2).all(|w| w[0] <= w[1]), "{so_far:?}");
+    // From the cache: nothing is downloaded, nothing heard.
+    hub.fetch_expecting("kernels-test/progress", &commit, &path, Some(&sha256_hex(&bytes)), Some(size)).unwrap();
+    assert!(heard.0.lock().unwrap().is_empty());
+}
