@@ -3,11 +3,11 @@
 
 use core::ffi::c_void;
 
+use candle_core::CudaStorage;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorageSlice;
 pub(super) use candle_core::cuda_backend::cudarc::driver::CudaStream;
-use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, SyncOnDrop};
-use candle_core::{CpuStorage, CudaStorage, Device, InplaceOp1, Layout, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, SyncOnDrop, sys};
 
 use super::CandleError;
 use super::lock::Locked;
@@ -63,7 +63,7 @@ pub(super) fn read_held<'s>(storage: &'s CudaStorage, stream: &'s CudaStream) ->
 
 /// The base of `storage`, about to be written on `stream`: `stream` waits for the slice's
 /// pending reads and writes now; nothing is recorded, since the write has not been enqueued
-/// yet: the caller records it afterwards ([`record_write`], or [`write`]).
+/// yet: the caller records it afterwards (`CandleOutput::into_tensor`, through [`write`]).
 pub(super) fn write_unrecorded(storage: &mut CudaStorage, stream: &CudaStream) -> Locked {
     let dtype = storage.dtype();
     macro_rules! write {
@@ -76,6 +76,60 @@ pub(super) fn write_unrecorded(storage: &mut CudaStorage, stream: &CudaStream) -
                     // skips the record and leaks nothing.
                     core::mem::forget(record);
                     Locked { base: address(ptr), len, dtype }
+                })*
+            }
+        };
+    }
+    write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+}
+
+/// A kernel's write of a fresh output, enqueued on a stream but not yet recorded: dropping it
+/// records the write in the slice's write event (as cudarc's own guard would), so that later
+/// users on other streams wait for the kernel. It holds the event by its handle, not by a
+/// reference into the storage: the owner keeps the slice (and so the event) alive.
+pub(super) struct PendingWrite {
+    stream: std::sync::Arc<CudaStream>,
+    event: Option<sys::CUevent>,
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        let Some(event) = self.event else { return };
+        let ctx = self.stream.context();
+        if !ctx.is_managing_stream_synchronization() {
+            return;
+        }
+        if ctx.bind_to_thread().is_ok() {
+            // SAFETY: the event is the write event of a live slice (the owner keeps it), made
+            // in the stream's context; recording it has no other effect.
+            let _ = unsafe {
+                candle_core::cuda_backend::cudarc::driver::result::event::record(event, self.stream.cu_stream())
+            };
+        }
+    }
+}
+
+/// The base of a fresh output `storage`, about to be written on `stream`: `stream` waits for
+/// the slice's pending work now (none, for a fresh allocation), and the returned
+/// [`PendingWrite`] records the write when dropped, after the kernel was enqueued. The caller
+/// keeps the storage alive at least as long as the `PendingWrite`.
+pub(super) fn write_pending(storage: &mut CudaStorage, stream: &std::sync::Arc<CudaStream>) -> (Locked, PendingWrite) {
+    let dtype = storage.dtype();
+    macro_rules! write {
+        ($($variant:ident),*) => {
+            match &mut storage.slice {
+                $(CudaStorageSlice::$variant(slice) => {
+                    let len = slice.len();
+                    let (ptr, record) = slice.device_ptr_mut(stream);
+                    let event = match &record {
+                        // Only the handle is copied: the event lives as long as the slice.
+                        SyncOnDrop::Record(Some((event, _))) => Some(event.cu_event()),
+                        _ => None,
+                    };
+                    // The guard only refers to the slice's event and the stream: forgetting it
+                    // skips its record (the `PendingWrite` makes it later) and leaks nothing.
+                    core::mem::forget(record);
+                    (Locked { base: address(ptr), len, dtype }, PendingWrite { stream: stream.clone(), event })
                 })*
             }
         };
@@ -104,28 +158,4 @@ pub(super) fn write<R>(
         };
     }
     write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
-}
-
-/// Takes the storage's device pointer for writing on candle's stream and lets it go: cudarc
-/// records the write as an event on that stream, so later users on other streams wait for the
-/// kernel enqueued before.
-pub(super) fn record_write(tensor: &Tensor) {
-    let Device::Cuda(device) = tensor.device() else { return };
-    let _ = tensor.inplace_op1(&RecordWrite(device.cuda_stream()));
-}
-
-struct RecordWrite(std::sync::Arc<CudaStream>);
-
-impl InplaceOp1 for RecordWrite {
-    fn name(&self) -> &'static str {
-        "kernels-runtime record kernel write"
-    }
-
-    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout) -> candle_core::Result<()> {
-        Ok(())
-    }
-
-    fn cuda_fwd(&self, storage: &mut CudaStorage, _: &Layout) -> candle_core::Result<()> {
-        write(storage, &self.0, |_| Ok(())).map_err(candle_core::Error::wrap)
-    }
 }

@@ -151,11 +151,25 @@ pub struct CandleOutput {
 impl CandleOutput {
     /// An output of `shape` and `dtype` on `device` (see the type's docs for its contents).
     pub fn new(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Self, CandleError> {
-        let shape = shape.into();
+        Self::make(shape.into(), dtype, device, true)
+    }
+
+    /// Like [`new`](Self::new), with CPU memory not filled either.
+    ///
+    /// # Safety
+    /// Nothing reads the tensor made of it before a kernel has written every element (the
+    /// contract of a `#[kernelize]` call's outputs): the memory is uninitialised.
+    pub(super) unsafe fn new_unfilled(shape: Shape, dtype: DType, device: &Device) -> Result<Self, CandleError> {
+        Self::make(shape, dtype, device, false)
+    }
+
+    fn make(shape: Shape, dtype: DType, device: &Device, zero_cpu: bool) -> Result<Self, CandleError> {
         dl_dtype(dtype)?;
         let dl = check_device(None, device)?;
         let storage = match device {
-            Device::Cpu => Storage::Cpu(CpuDevice.zeros_impl(&shape, dtype)?),
+            Device::Cpu if zero_cpu => Storage::Cpu(CpuDevice.zeros_impl(&shape, dtype)?),
+            // SAFETY: the caller of `new_unfilled` writes every element before anything reads it.
+            Device::Cpu => Storage::Cpu(unsafe { CpuDevice.alloc_uninit(&shape, dtype)? }),
             // SAFETY: device memory holds no Rust values, so reading it unwritten is not
             // undefined behaviour, only garbage; the kernel's contract is to write all of it.
             #[cfg(feature = "candle-cuda")]
@@ -235,11 +249,23 @@ impl CandleOutput {
     /// The view points into the tensor's storage (a `Vec`'s heap buffer or device memory,
     /// which moving the storage into the tensor does not move): the caller uses it only while
     /// the tensor lives and while nothing else reaches that tensor.
-    pub(super) unsafe fn into_tensor_and_view(mut self) -> Result<(Tensor, TensorView<'static>), CandleError> {
+    pub(super) unsafe fn into_tensor_and_view(mut self) -> Result<(Tensor, TensorView<'static>, Pending), CandleError> {
         // The view's memory is the storage's, not `self`'s: valid as long as the caller says.
-        let locked = self.lock_mut()?;
+        let (locked, pending) = self.lock_pending()?;
         let view = view_of(self.device, None, &self.layout, false, &locked)?;
-        Ok((Tensor::from_storage(self.storage, self.layout.shape().clone(), BackpropOp::none(), false), view))
+        let tensor = Tensor::from_storage(self.storage, self.layout.shape().clone(), BackpropOp::none(), false);
+        Ok((tensor, view, pending))
+    }
+
+    /// The base for the kernel's write, and the record of that write to make once it is
+    /// enqueued (on CUDA).
+    fn lock_pending(&mut self) -> Result<(Locked, Pending), CandleError> {
+        #[cfg(feature = "candle-cuda")]
+        if let (Storage::Cuda(gpu), Some(stream)) = (&mut self.storage, &self.stream) {
+            let (locked, write) = super::cuda::write_pending(gpu, stream);
+            return Ok((locked, Pending { _write: Some(write) }));
+        }
+        Ok((self.lock_mut()?, Pending::NONE))
     }
 
     /// The output as a candle tensor (after the kernel call).
@@ -255,6 +281,22 @@ impl CandleOutput {
         }
         Tensor::from_storage(this.storage, this.layout.shape().clone(), BackpropOp::none(), false)
     }
+}
+
+/// The write of an output made by [`CandleOutput::into_tensor_and_view`], recorded on its CUDA
+/// stream when dropped (nothing on the CPU): drop it once the kernel is enqueued, before the
+/// tensor.
+pub(super) struct Pending {
+    /// Held for its `Drop`, which records the write.
+    #[cfg(feature = "candle-cuda")]
+    _write: Option<super::cuda::PendingWrite>,
+}
+
+impl Pending {
+    const NONE: Self = Pending {
+        #[cfg(feature = "candle-cuda")]
+        _write: None,
+    };
 }
 
 impl fmt::Debug for CandleOutput {

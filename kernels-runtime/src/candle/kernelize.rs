@@ -57,7 +57,7 @@
 //!   [`call`](super::call) for such calls.
 //! - **Outputs**: the `output = …` tensor only describes the result ([`output_like`],
 //!   [`output`]); the call replaces it by a new [`CandleOutput`] of that shape, dtype and
-//!   device, which the kernel must write in full (on CUDA it is not filled before). On CUDA the
+//!   device, which the kernel must write in full (it is not filled before, on any device). On CUDA the
 //!   kernel's write is recorded on candle's stream once it is enqueued.
 //! - **Errors**: `From<DispatchError> for candle_core::Error` wraps the error
 //!   (`candle_core::Error::wrap`): the message is kept, the type is not. A layer whose callers
@@ -78,6 +78,7 @@ use crate::dispatch::{
 use crate::ffi::{DLDevice, Stream, TensorView, Value};
 use crate::registry::Tolerance;
 
+use super::held::Pending;
 use super::mapping::{dl_device, dl_dtype};
 use super::{CandleError, CandleInput, CandleOutput};
 
@@ -147,17 +148,21 @@ impl KernelOutput for Tensor {
     /// Replaces `self` by a new [`CandleOutput`] of its shape, dtype and device (made a tensor
     /// at once), and lends the kernel a writable view of it.
     fn kernel_output(&mut self) -> KernelValue<'_> {
-        let output =
-            CandleOutput::new(self.shape().clone(), self.dtype(), Tensor::device(self)).map_err(adapter_error)?;
+        // SAFETY: a `#[kernelize]` call's kernel writes its outputs in full before anything
+        // reads them (the call's contract); a failed call drops them unread.
+        let output = unsafe { CandleOutput::new_unfilled(self.shape().clone(), self.dtype(), Tensor::device(self)) }
+            .map_err(adapter_error)?;
         let stream = output.stream();
         // SAFETY: the tensor becomes `*self`, its only handle, which the returned value
         // borrows mutably: the view is used while the tensor lives and nothing else reaches it.
-        let (tensor, view) = unsafe { output.into_tensor_and_view() }.map_err(adapter_error)?;
+        let (tensor, view, pending) = unsafe { output.into_tensor_and_view() }.map_err(adapter_error)?;
         *self = tensor;
         Ok(Value::Tensor(match stream {
             None => KernelTensor::Made(view),
             // On CUDA, record the kernel's write on the stream once the call is done.
-            Some(stream) => KernelTensor::Held(Rc::new(HeldOutput { view, stream, tensor: self.clone() })),
+            Some(stream) => {
+                KernelTensor::Held(Rc::new(HeldOutput { _pending: pending, view, stream, _tensor: self.clone() }))
+            }
         }))
     }
 
@@ -188,10 +193,13 @@ impl KernelOutput for Tensor {
 /// A CUDA output during the call: its view, and (on drop) the kernel's write recorded on the
 /// stream.
 struct HeldOutput {
+    // Field order is drop order: the write is recorded while the tensor still holds the slice.
+    /// Records the kernel's write on the stream when dropped.
+    _pending: Pending,
     view: TensorView<'static>,
     stream: Stream,
-    #[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
-    tensor: Tensor,
+    /// Keeps the slice whose write event `pending` records alive.
+    _tensor: Tensor,
 }
 
 impl HeldTensor for HeldOutput {
@@ -207,12 +215,5 @@ impl HeldTensor for HeldOutput {
 impl fmt::Debug for HeldOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeldOutput").field("view", &self.view).finish_non_exhaustive()
-    }
-}
-
-impl Drop for HeldOutput {
-    fn drop(&mut self) {
-        #[cfg(feature = "candle-cuda")]
-        super::cuda::record_write(&self.tensor);
     }
 }

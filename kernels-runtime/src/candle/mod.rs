@@ -69,8 +69,12 @@
 //! # Cost
 //!
 //! A [`CandleOutput`] is zero-filled on the CPU (one pass; host memory is never left
-//! uninitialised) and not filled on CUDA (no `memset` before the kernel). [`output`] and
-//! [`output_like`] allocate nothing: they broadcast one shared element.
+//! uninitialised) and not filled on CUDA (no `memset` before the kernel). The outputs of a
+//! `#[kernelize]` call are filled on neither: its kernel writes them in full before anything
+//! reads them, and a failed call drops them unread. [`output`] and [`output_like`] allocate
+//! nothing: they broadcast one shared element. On CUDA, each tensor of a call costs what it
+//! costs candle's own ops: the stream waits for the slice's pending work once, and the kernel's
+//! read or write is recorded once, after the launch.
 
 mod call;
 #[cfg(feature = "candle-cuda")]
