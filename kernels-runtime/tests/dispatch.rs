@@ -356,6 +356,7 @@ fn mapped_layers_run_the_example_kernels() {
 /// A directory holding a loadable library named `libcuda.so.1` (a copy of this process's
 /// `libgcc_s.so.1`): a "driver" that `dlopen` finds through `LD_LIBRARY_PATH`, and that stays
 /// mapped once opened, so `/proc/self/maps` shows whether anything tried to probe CUDA.
+#[cfg(target_os = "linux")]
 fn fake_cuda_driver_dir() -> std::path::PathBuf {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let gcc = maps
@@ -369,6 +370,7 @@ fn fake_cuda_driver_dir() -> std::path::PathBuf {
     dir
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn cpu_layers_probe_no_gpu_driver() {
     let dir = if own_process::is_child() { std::path::PathBuf::new() } else { fake_cuda_driver_dir() };
