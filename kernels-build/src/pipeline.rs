@@ -210,7 +210,7 @@ fn local_variants(
     let local_err = |source| BuildError::Local { name: name.to_owned(), path: dir.clone(), source: Box::new(source) };
     let root = match local::classify(&dir).map_err(local_err)? {
         local::LocalKind::Crate(crate_dir) => {
-            let lib = local::build_crate(&crate_dir, &spec.triple, &kernels_dir.join("crates"), env, out)
+            let lib = local::build_crate_for_embedding(&crate_dir, &spec.triple, &kernels_dir.join("crates"), env, out)
                 .map_err(local_err)?;
             let variant = local::cpu_variant_for(&spec.triple).map_err(local_err)?;
             let root = kernels_dir.join("local").join(name);

@@ -102,12 +102,14 @@ impl Strategy {
     }
 }
 
-/// Puts `file` (whose bytes are checked against its digest first) where it can be loaded:
-/// a sealed memfd, else the first of `dirs` that is private and writable.
+/// Puts `file` where it can be loaded: a sealed memfd, else the first of `dirs` that is
+/// private and writable. The embedded bytes are checked against their digest before they are
+/// written anywhere; an intact copy already in a cache directory is checked through the
+/// descriptor that is loaded instead, so a warm start hashes the library once, not twice.
 pub(crate) fn unpack(file: &EmbeddedFile, dirs: &[PathBuf], strategy: Strategy) -> Result<Unpacked, LoadError> {
-    verify_bytes(file)?;
     let mut refused = Vec::new();
     if strategy == Strategy::Memfd && cfg!(target_os = "linux") {
+        verify_bytes(file)?;
         match sealed_memfd(&memfd_name(file), file.bytes) {
             Ok(fd) => return Ok(Unpacked { fd, path: PathBuf::from(format!("memfd:{}", memfd_name(file))) }),
             Err(e) => {
@@ -116,8 +118,20 @@ pub(crate) fn unpack(file: &EmbeddedFile, dirs: &[PathBuf], strategy: Strategy) 
             }
         }
     }
+    let mut verified = strategy == Strategy::Memfd && cfg!(target_os = "linux");
     for dir in dirs {
-        match private_dir(dir).and_then(|()| cache_file(dir, file)) {
+        if let Err(e) = private_dir(dir) {
+            refused.push((dir.clone(), e.to_string()));
+            continue;
+        }
+        if let Some(unpacked) = trusted_copy(dir, file) {
+            return Ok(unpacked);
+        }
+        if !verified {
+            verify_bytes(file)?;
+            verified = true;
+        }
+        match write_copy(dir, file) {
             Ok(unpacked) => return Ok(unpacked),
             Err(e) => refused.push((dir.clone(), e.to_string())),
         }
@@ -278,18 +292,37 @@ fn open_trusted(path: &Path, len: u64, sha256: &str) -> Result<File, Distrust> {
 }
 
 /// `<dir>/<sha256>.<ext>`: the intact copy already there, else a fresh one written through a
-/// temp file, `fsync` and an atomic `rename` over whatever held the name.
+/// temp file, `fsync` and an atomic `rename` over whatever held the name. `file`'s bytes must
+/// have been checked against its digest ([`verify_bytes`]).
+#[cfg(test)]
 pub(crate) fn cache_file(dir: &Path, file: &EmbeddedFile) -> Result<Unpacked, DirError> {
+    match trusted_copy(dir, file) {
+        Some(unpacked) => Ok(unpacked),
+        None => write_copy(dir, file),
+    }
+}
+
+/// The intact copy of `file` at `<dir>/<sha256>.<ext>`, if there is one (see [`open_trusted`]).
+fn trusted_copy(dir: &Path, file: &EmbeddedFile) -> Option<Unpacked> {
+    let target = dir.join(file_name(file));
+    match open_trusted(&target, file.bytes.len() as u64, file.sha256) {
+        Ok(f) => Some(Unpacked { fd: f.into(), path: target }),
+        Err(Distrust::Missing) => None,
+        Err(Distrust::Bad(why)) => {
+            tracing::warn!("{}: {why}; replacing it", target.display());
+            None
+        }
+    }
+}
+
+/// Writes `file`'s (verified) bytes to `<dir>/<sha256>.<ext>` through a temp file, `fsync` and
+/// an atomic `rename` over whatever held the name.
+fn write_copy(dir: &Path, file: &EmbeddedFile) -> Result<Unpacked, DirError> {
     let target = dir.join(file_name(file));
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| DirError::Write(LoadError::Io { path, source })
     };
-    match open_trusted(&target, file.bytes.len() as u64, file.sha256) {
-        Ok(f) => return Ok(Unpacked { fd: f.into(), path: target }),
-        Err(Distrust::Missing) => {}
-        Err(Distrust::Bad(why)) => tracing::warn!("{}: {why}; replacing it", target.display()),
-    }
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", file.sha256))
         .suffix(".tmp")
@@ -372,6 +405,23 @@ mod tests {
         let mode = std::fs::metadata(good.path().join("k")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700, "created private");
         assert_eq!(read_fd(&u), b"second dir");
+    }
+
+    #[test]
+    fn a_warm_copy_is_checked_through_its_descriptor_and_the_embedded_bytes_only_before_writing() {
+        let good = embedded(b"warm copy");
+        let dir = tempfile::tempdir().unwrap();
+        unpack(&good, &[dir.path().to_owned()], Strategy::File).unwrap();
+        // Embedded bytes that no longer match: the intact copy is what gets loaded (it hashes
+        // to the digest through the descriptor returned), so they are not hashed again.
+        let damaged = EmbeddedFile { bytes: b"warm cop!", ..good };
+        let u = unpack(&damaged, &[dir.path().to_owned()], Strategy::File).unwrap();
+        assert_eq!(read_fd(&u), b"warm copy");
+        // Without an intact copy they are checked before anything is written.
+        let empty = tempfile::tempdir().unwrap();
+        let err = unpack(&damaged, &[empty.path().to_owned()], Strategy::File).unwrap_err();
+        assert!(matches!(err, LoadError::DigestMismatch { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing written");
     }
 
     #[test]

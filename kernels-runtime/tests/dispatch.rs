@@ -353,6 +353,43 @@ fn mapped_layers_run_the_example_kernels() {
     });
 }
 
+/// A directory holding a loadable library named `libcuda.so.1` (a copy of this process's
+/// `libgcc_s.so.1`): a "driver" that `dlopen` finds through `LD_LIBRARY_PATH`, and that stays
+/// mapped once opened, so `/proc/self/maps` shows whether anything tried to probe CUDA.
+#[cfg(target_os = "linux")]
+fn fake_cuda_driver_dir() -> std::path::PathBuf {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let gcc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libgcc_s.so.1"))
+        .expect("a Rust test binary links libgcc_s.so.1");
+    let dir = std::env::temp_dir().join(format!("kernels-fake-cuda-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(gcc, dir.join("libcuda.so.1")).unwrap();
+    dir
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn cpu_layers_probe_no_gpu_driver() {
+    let dir = if own_process::is_child() { std::path::PathBuf::new() } else { fake_cuda_driver_dir() };
+    let env = [local_kernels(), ("LD_LIBRARY_PATH", dir.display().to_string())];
+    in_own_process("cpu_layers_probe_no_gpu_driver", &env, || {
+        let norm = RmsNorm::new(16);
+        let x = HostTensor::new(values(16, 11), &[1, 16]).unwrap();
+        norm.kernel_forward(&x).unwrap();
+        let Choice::Kernel(k) = resolution("RMSNorm", Mode::Inference).choice() else { panic!("{}", report()) };
+        assert!(!k.trace.to_string().contains("CUDA"), "{}", k.trace);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let driver: Vec<&str> = maps.lines().filter(|l| l.contains("libcuda")).collect();
+        assert!(driver.is_empty(), "a layer on the CPU loaded a CUDA driver: {driver:?}");
+    });
+    if !dir.as_os_str().is_empty() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[test]
 fn decisions_are_made_once_and_shared_by_threads() {
     in_own_process("decisions_are_made_once_and_shared_by_threads", &[local_kernels()], || {

@@ -4,12 +4,17 @@
 //!
 //! ```text
 //! cargo run --release -p kernels-demo [-- --device cpu|cuda] [--dtype f32|bf16|f16] [--runs N]
+//! cargo run --release -p kernels-demo -- --once [N]
 //! ```
 //!
 //! Prints what each layer uses and why, the largest difference between the block's output
 //! with kernels and with candle alone, and the time ratio of the two. Exits with status 1 when
 //! the difference exceeds the tolerance, 2 on any other error. `DISABLE_KERNEL_MAPPING=1`
 //! makes every layer use candle; `KERNELS_STRICT=1` makes a layer without a kernel an error.
+//!
+//! `--once N` does only what a program needs to start the kernels: each kernelized layer called
+//! once on `[1 × N]` (default 1024), one line printed. The cold-start benchmark
+//! (`cargo bench -p kernels-benches --bench cold_start`) times it.
 
 mod model;
 
@@ -23,12 +28,13 @@ use crate::model::{Block, Config, LAYERS, Path};
 
 kernels_runtime::include_kernels!();
 
-const USAGE: &str = "usage: kernels-demo [--device cpu|cuda] [--dtype f32|bf16|f16] [--runs N] [--seq N]
+const USAGE: &str = "usage: kernels-demo [--device cpu|cuda] [--dtype f32|bf16|f16] [--runs N] [--seq N] [--once N]
 
   --device  where the block runs (default: cpu; env KERNELS_DEMO_DEVICE)
   --dtype   the block's dtype (default: f32)
   --runs    timed runs per path, after one warm-up (default: 7)
-  --seq     tokens (default: 128)";
+  --seq     tokens (default: 128)
+  --once    only call each kernelized layer once on [1 x N] (N = 1024 if no number follows) and exit";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -37,6 +43,8 @@ struct Options {
     dtype: DType,
     runs: usize,
     seq: usize,
+    /// `--once N`: call each layer once on `[1 × N]` and exit.
+    once: Option<usize>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -45,9 +53,18 @@ fn parse_options() -> Result<Options, String> {
         dtype: DType::F32,
         runs: 7,
         seq: Config::DEFAULT.seq,
+        once: None,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
+        if arg == "--once" {
+            let width = match args.next_if(|a| !a.starts_with("--")) {
+                Some(n) => n.parse().map_err(|e| format!("--once: {e}"))?,
+                None => 1024,
+            };
+            options.once = Some(width);
+            continue;
+        }
         let (key, inline) = match arg.split_once('=') {
             Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
             None => (arg.clone(), None),
@@ -69,8 +86,8 @@ fn parse_options() -> Result<Options, String> {
             _ => return Err(format!("unknown argument `{arg}`\n{USAGE}")),
         }
     }
-    if options.runs == 0 || options.seq == 0 {
-        return Err("--runs and --seq must be at least 1".to_owned());
+    if options.runs == 0 || options.seq == 0 || options.once == Some(0) {
+        return Err("--runs, --seq and --once must be at least 1".to_owned());
     }
     Ok(options)
 }
@@ -160,6 +177,11 @@ fn ms(seconds: f64) -> String {
 
 fn run(options: &Options) -> Result<bool, String> {
     let device = device(&options.device)?;
+    if let Some(width) = options.once {
+        let sum = model::each_layer_once(width, options.dtype, &device).map_err(|e| e.to_string())?;
+        println!("kernels-demo --once {width}: each layer called once on {}, sum of outputs {sum}", options.device);
+        return Ok(true);
+    }
     if device.is_cpu() && options.dtype == DType::BF16 {
         return Err("candle's CPU backend has no bf16 matmul: use --dtype f16 or f32 on the CPU".to_owned());
     }

@@ -280,6 +280,25 @@ impl Block {
     }
 }
 
+/// Calls each kernelizable layer once on a `[1 × width]` input, through its kernel where one
+/// is usable, and returns the sum of the outputs' elements (so nothing is optimised away).
+/// What `--once` runs: the smallest program that starts the kernels, for cold-start timing.
+pub(crate) fn each_layer_once(width: usize, dtype: DType, device: &Device) -> Result<f32> {
+    let mut rng = Rng(0x6F6E_6365);
+    let norm = RmsNorm { weight: rng.norm_weight(width, dtype, device)?, eps: 1e-5 };
+    let x = rng.tensor(1, width, 1.0, dtype, device)?;
+    let residual = rng.tensor(1, width, 1.0, dtype, device)?;
+    let a = norm.run(&x, Path::Kernels)?;
+    let add_norm = AddRmsNorm { norm };
+    let (b, sum) = add_norm.run(&x, &residual, Path::Kernels)?;
+    let c = SiluAndMul.run(&x, Path::Kernels)?;
+    let mut total = 0f32;
+    for t in [a, b, sum, c] {
+        total += t.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    }
+    Ok(total)
+}
+
 /// What the kernelizable layers of a block receive for one input.
 #[derive(Debug)]
 pub(crate) struct LayerInputs {

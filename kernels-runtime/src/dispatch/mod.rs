@@ -124,6 +124,7 @@ mod verify;
 use std::sync::OnceLock;
 
 use crate::platform::Platform;
+use crate::variant::BackendKind;
 
 pub use adapter::{AdapterError, ArgError, HeldTensor, KernelArg, KernelOutput, KernelTensor, KernelValue};
 pub use cache::Resolution;
@@ -144,7 +145,18 @@ pub mod __private {
     pub use super::private::*;
 }
 
-pub(super) fn platform() -> &'static Platform {
-    static PLATFORM: OnceLock<Platform> = OnceLock::new();
-    PLATFORM.get_or_init(Platform::detect)
+/// The platform as selection for `kind` sees it, probed once per kind and process: the CPU's
+/// needs no driver probe, so a process whose layers all run on the CPU never loads one
+/// ([`Platform::detect_for`]).
+pub(super) fn platform_for(kind: BackendKind) -> &'static Platform {
+    static PLATFORMS: [OnceLock<Platform>; 5] = [const { OnceLock::new() }; 5];
+    let (slot, probed) = match kind {
+        BackendKind::Cuda => (1, kind),
+        BackendKind::Rocm => (2, kind),
+        BackendKind::Xpu => (3, kind),
+        BackendKind::Metal => (4, kind),
+        // Kinds kernels-rs has no probe for are absent on every platform.
+        BackendKind::Cpu | BackendKind::Cann | BackendKind::Neuron | BackendKind::Tpu => (0, BackendKind::Cpu),
+    };
+    PLATFORMS[slot].get_or_init(|| Platform::detect_for(probed))
 }

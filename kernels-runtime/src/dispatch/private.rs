@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::ffi::{Arg, DLDevice, KernelFunction, MAX_ARGS, Value};
 use crate::registry::Registry;
+use crate::variant::BackendKind;
 
 use super::adapter::{KernelTensor, KernelValue};
 use super::cache::{Resolution, SLOTS, State, log_resolution, slot_index, state};
 use super::decide::{Choice, decide};
 use super::disable;
 use super::mode::{Mode, Settings, is_deterministic, is_strict};
-use super::platform;
+use super::platform_for;
 use super::target::Target;
 use super::verify::{self, Difference, VerifyState};
 
@@ -212,7 +213,11 @@ impl Layer {
         // loader makes each library load only once.
         // The slot's setting, even if another thread has changed it since.
         let settings = Settings { deterministic, ..Settings::from_env() };
-        let decision = decide(self.registry, self.name, target, mode, &settings, platform());
+        let kind = match target {
+            Target::Device(kind, _) => kind,
+            Target::Unsupported(_) => BackendKind::Cpu,
+        };
+        let decision = decide(self.registry, self.name, target, mode, &settings, platform_for(kind));
         let mut state = state();
         if let Some(r) = made(&state) {
             return r;

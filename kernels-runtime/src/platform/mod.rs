@@ -2,7 +2,8 @@
 //!
 //! [`Platform::detect`] probes the machine; every probe is a `dlopen` or a file read that
 //! reports [`Probe::Absent`] with a reason on any failure, so detection never panics and
-//! needs no GPU toolkit at build or link time. [`Platform::new`] and the `with_*` methods
+//! needs no GPU toolkit at build or link time. [`Platform::detect_for`] probes only one kind
+//! of accelerator: dispatch uses it, so a layer on the CPU loads no GPU driver. [`Platform::new`] and the `with_*` methods
 //! build a platform from parts, so selection can be tested without hardware.
 
 mod cuda;
@@ -18,6 +19,10 @@ use crate::variant::{BackendKind, CpuArch, Os, Version};
 pub use cuda::{CudaDevice, CudaInfo};
 pub use rocm::{RocmDevice, RocmInfo};
 pub use xpu::XpuInfo;
+
+/// The reason an accelerator shows as absent when it was not probed ([`Platform::new`],
+/// [`Platform::detect_for`] another kind).
+pub const NOT_PROBED: &str = "not probed";
 
 /// The TVM-FFI ABI version (major.minor) this runtime speaks.
 pub const TVM_FFI_ABI_VERSION: Version = Version::new(0, 1);
@@ -84,10 +89,10 @@ impl Platform {
             os,
             cpu,
             cpu_features: Vec::new(),
-            cuda: Probe::absent("not probed"),
-            rocm: Probe::absent("not probed"),
-            xpu: Probe::absent("not probed"),
-            metal: Probe::absent("not probed"),
+            cuda: Probe::absent(NOT_PROBED),
+            rocm: Probe::absent(NOT_PROBED),
+            xpu: Probe::absent(NOT_PROBED),
+            metal: Probe::absent(NOT_PROBED),
             tvm_ffi: TVM_FFI_ABI_VERSION,
         }
     }
@@ -128,7 +133,8 @@ impl Platform {
         self
     }
 
-    /// Probes this machine. Never panics; anything missing is [`Probe::Absent`] with a reason.
+    /// Probes this machine: every accelerator. Never panics; anything missing is
+    /// [`Probe::Absent`] with a reason.
     pub fn detect() -> Self {
         Platform {
             os: Os::current(),
@@ -140,6 +146,22 @@ impl Platform {
             metal: probe_metal(),
             tvm_ffi: TVM_FFI_ABI_VERSION,
         }
+    }
+
+    /// Probes only what selecting a variant for `kind` needs: the OS, the CPU, and `kind`'s
+    /// own driver. Every other accelerator is left [`Probe::Absent`] with the reason
+    /// [`NOT_PROBED`], so no GPU driver is loaded (`libcuda.so.1`, `cuInit`, ROCm, Level Zero)
+    /// for a layer whose tensors are on the CPU. Selection for `kind` reads nothing else.
+    pub fn detect_for(kind: BackendKind) -> Self {
+        let mut platform = Platform::new(Os::current(), CpuArch::current()).with_cpu_features(cpu_features());
+        match kind {
+            BackendKind::Cuda => platform.cuda = cuda::probe(),
+            BackendKind::Rocm => platform.rocm = rocm::probe(),
+            BackendKind::Xpu => platform.xpu = xpu::probe(),
+            BackendKind::Metal => platform.metal = probe_metal(),
+            BackendKind::Cpu | BackendKind::Cann | BackendKind::Neuron | BackendKind::Tpu => {}
+        }
+        platform
     }
 
     /// Whether kernels for `kind` could run here at all (the device is present).
@@ -273,6 +295,23 @@ mod tests {
         // Whatever is or is not installed, the report renders.
         let shown = p.to_string();
         assert!(shown.contains("cuda"), "{shown}");
+    }
+
+    fn not_probed<T>(p: &Probe<T>) -> bool {
+        matches!(p, Probe::Absent(r) if r == NOT_PROBED)
+    }
+
+    #[test]
+    fn detect_for_probes_only_the_kind_asked_for() {
+        let cpu = Platform::detect_for(BackendKind::Cpu);
+        assert_eq!((&cpu.os, &cpu.cpu), (&Os::current(), &CpuArch::current()));
+        assert_eq!(cpu.cpu_features, cpu_features());
+        assert!(not_probed(&cpu.cuda) && not_probed(&cpu.rocm) && not_probed(&cpu.xpu) && not_probed(&cpu.metal));
+        assert!(cpu.has_backend(BackendKind::Cpu).is_ok());
+        // CUDA's own probe runs for CUDA, and only it: whatever it finds, it is not "not probed".
+        let cuda = Platform::detect_for(BackendKind::Cuda);
+        assert!(!not_probed(&cuda.cuda), "{cuda}");
+        assert!(not_probed(&cuda.rocm) && not_probed(&cuda.xpu) && not_probed(&cuda.metal), "{cuda}");
     }
 
     #[test]
