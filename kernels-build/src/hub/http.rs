@@ -96,6 +96,9 @@ impl Hub {
             .enable_all()
             .build()
             .map_err(|e| HubError::Invalid(format!("cannot start the HTTP runtime: {e}")))?;
+        // rustls's crypto provider is ring (see Cargo.toml): made the process default unless one
+        // is already (whichever was installed first serves every client of the process).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = {
             let _context = runtime.enter();
             reqwest::Client::builder()
