@@ -30,6 +30,15 @@
 //!    (`libcudart.so.<major>`, embedded for kernels that link it) that differs from its
 //!    `[cuda-runtime]` pin, is a warning, and an error when the build is locked.
 //!
+//! ## Features
+//!
+//! - `hub` (default): the Hub client (reqwest with rustls, tokio), for resolving versions and
+//!   downloading variants. Without it (`default-features = false`) the crate builds with far
+//!   fewer dependencies and reads `path` kernels and the Hugging Face cache only: a Hub kernel
+//!   that is pinned by `kernels.lock` and already in the cache (`cargo kernels download`)
+//!   builds as before, and one that needs the network fails with a message naming the fix
+//!   (enable the feature, or run `cargo kernels download`). For offline and vendored builds.
+//!
 //! Every variable read is tracked with `cargo:rerun-if-env-changed` and `rerun-if-changed` is
 //! emitted only for files that exist.
 //!

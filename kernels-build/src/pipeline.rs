@@ -455,6 +455,83 @@ mod tests {
         assert!(shown.contains("cargo kernels lock") && !shown.contains("Locked {"), "{shown}");
     }
 
+    /// A Hub kernel pinned by kernels.lock and already in the Hub cache builds without any
+    /// network call, with or without the `hub` feature; without it, a file missing from the
+    /// cache is an error naming the fix.
+    #[test]
+    fn a_locked_hub_kernel_in_the_cache_builds_without_the_network() {
+        use crate::lock::{ResolvedFile, ResolvedKernel, ResolvedVariant};
+        use crate::manifest::Requested;
+        use kernels_runtime::digest::sha256_hex;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, commit, variant) =
+            ("org/ops", "0123456789abcdef0123456789abcdef01234567", "tvm-ffi01-cpu-x86_64-linux");
+        let lib = dir.path().join("ops.so");
+        std::fs::write(&lib, super::tiny_elf::tiny_elf(true, true, &["libc.so.6"])).unwrap();
+        let name = kernels_runtime::variant::VariantName::parse(variant).unwrap();
+        let laid_out = crate::local::lay_out(&lib, "ops", "Apache-2.0", &name, &dir.path().join("src")).unwrap();
+        // Into the Hub cache, as a download leaves it, and pinned by the lock.
+        let hub = crate::hub::Hub::new(HubSettings {
+            endpoint: "http://127.0.0.1:9".into(),
+            cache_dir: dir.path().join("hub"),
+            token: None,
+            offline: false,
+        });
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&laid_out).unwrap() {
+            let entry = entry.unwrap();
+            let rel = entry.file_name().into_string().unwrap();
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let cached = hub.cache_path(repo, commit, &format!("build/{variant}/{rel}"));
+            std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+            std::fs::write(&cached, &bytes).unwrap();
+            files.push(ResolvedFile { path: rel, sha256: sha256_hex(&bytes), size: bytes.len() as u64 });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let lock = Lock {
+            kernels: vec![ResolvedKernel {
+                name: "ops".into(),
+                repo: repo.into(),
+                requested: Requested::Version(1),
+                commit: commit.into(),
+                variants: vec![ResolvedVariant { name: variant.into(), files }],
+            }],
+            ..Lock::default()
+        };
+        std::fs::write(dir.path().join("kernels.lock"), lock.render()).unwrap();
+        std::fs::write(
+            dir.path().join("kernels.toml"),
+            format!("[kernels.ops]\nrepo = \"{repo}\"\nversion = 1\n\n[layers.RMSNorm]\ncpu = {{ kernel = \"ops\", function = \"rms_norm\" }}\n"),
+        )
+        .unwrap();
+        let online = |dir: &std::path::Path| {
+            Builder::new()
+                .env(Env::fixed([(LOCKED, "1")]))
+                .manifest_dir(dir)
+                .out_dir(dir.join("out"))
+                .target("x86_64-unknown-linux-gnu")
+                .hub(hub.settings().clone())
+                .run()
+        };
+        let report = online(dir.path()).unwrap();
+        assert!(report.registry.exists() && report.proposed_lock.is_none(), "{report:?}");
+
+        // Without the network side, a file the cache lacks cannot be had.
+        #[cfg(not(feature = "hub"))]
+        {
+            let cached = hub.cache_path(repo, commit, &format!("build/{variant}/metadata.json"));
+            std::fs::remove_file(&cached).unwrap();
+            let err = online(dir.path()).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("{repo}@{commit}: downloading build/{variant}/metadata.json"))
+                    && text.contains("enable kernels-build's \"hub\" feature, or run `cargo kernels download`"),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn a_locked_build_refuses_to_embed_a_tvm_ffi_kernel_without_the_runtime() {
         // A path kernel whose library needs libtvm_ffi.so, laid out as the Hub does.

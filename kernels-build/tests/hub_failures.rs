@@ -3,7 +3,8 @@
 //! corrupt or partial file, and nothing the server sends reaches a path outside the cache,
 //! leaks the token, hangs or crashes the build. The failures come from a scripted loopback
 //! server (`support/mod.rs`), because a real Hub server cannot be made to produce them on
-//! demand.
+//! demand. They need the network side, the `hub` feature.
+#![cfg(feature = "hub")]
 
 mod support;
 
