@@ -16,9 +16,13 @@
 //!    must leave that context current (`cuCtxGetCurrent` before and after; the runtime must
 //!    restore what it or candle made current for the call), and its result must match
 //!    candle's op on the same device (computed in f32 from the same inputs, within
-//!    [`Tolerance::for_dtype`]). A runtime that launched into the thread's current context
-//!    instead of the tensors' device fails the call or writes nothing into the output; one that
-//!    leaves the tensors' context current fails the context check.
+//!    [`Tolerance::for_dtype`]). A call that leaves another context current than it found
+//!    (candle binds the tensors' context to allocate the output and to wait on and record
+//!    events, and the kernel may make its device current) fails `context-kept`: code after
+//!    the call that relies on the thread's current device (the CUDA runtime API, another
+//!    library's kernels) would run on the wrong GPU. The `context-kept` line also says, for
+//!    comparison, whether candle's own op on the same tensors kept it
+//!    (`candle_op_keeps_context`).
 //! 2. `stream-order` (per layer, dtype, device): the kernel runs on the stream of its tensors,
 //!    shown by a data dependency held back on that stream. See [`stream_order`].
 //! 3. `concurrent` (per device, layer): two threads, one per device, each call the layer
@@ -373,8 +377,9 @@ impl Drop for Hold {
 ///   that the call did not wait for S (a call that synchronised S would have hung until
 ///   [`HOLD_LIMIT`], which is reported too).
 ///
-/// The earlier parts already made the decisions and loaded the kernel into both contexts, so
-/// nothing in the call has a reason to wait for the held stream.
+/// The earlier parts already made the decisions and loaded the kernel into both contexts, and
+/// the copy into `x` runs once before the hold, so nothing has a reason to wait for the held
+/// stream (CUDA's lazy loading may synchronise a context to load a function).
 fn stream_order(gpus: &[Gpu; 2], outcome: &mut Outcome) -> Result<()> {
     let mut seed = 200;
     for dtype in [DType::F32, DType::BF16] {
@@ -386,6 +391,9 @@ fn stream_order(gpus: &[Gpu; 2], outcome: &mut Outcome) -> Result<()> {
                 let b = Case::new(layer, dtype, &gpu.device, seed + 2)?.x;
                 let want = case.want(&b)?;
                 let x = case.x.copy()?;
+                // The copy's own CUDA function, loaded now: a function loaded lazily while the
+                // stream is held could wait for the held stream.
+                x.slice_set(&case.x, 0, 0)?;
                 gpu.stream.synchronize().map_err(cuda_err)?;
 
                 let held = Hold::new(&gpu.stream)?;
