@@ -201,6 +201,23 @@ fn report(outcome: &mut Outcome, case: &str, fields: &[(&str, String)], problem:
     result_line(KIND, &line);
 }
 
+/// Strict mode for the life of the value, then as it was.
+struct Strict(bool);
+
+impl Strict {
+    fn on() -> Strict {
+        let was = dispatch::is_strict();
+        dispatch::set_strict(true);
+        Strict(was)
+    }
+}
+
+impl Drop for Strict {
+    fn drop(&mut self) {
+        dispatch::set_strict(self.0);
+    }
+}
+
 /// Runs the case on `device0` (the suite's `cuda:0`) and a new `cuda:1`, or prints why it is
 /// skipped.
 pub(crate) fn run(device0: &Device) -> Result<Outcome> {
@@ -218,7 +235,7 @@ pub(crate) fn run(device0: &Device) -> Result<Outcome> {
         }
     };
     println!("{count} CUDA devices; using cuda:0 and cuda:1, each on its own stream, strict");
-    dispatch::set_strict(true);
+    let _strict = Strict::on();
     let device1 =
         Device::new_cuda_with_stream(1).map_err(|e| candle_core::Error::Msg(format!("cannot open cuda:1: {e}")))?;
     let gpus = [Gpu::new(0, device0.clone())?, Gpu::new(1, device1)?];
