@@ -10,9 +10,9 @@
 //!
 //! The checks, each a `RESULT two-gpus case=… status=pass|fail` line:
 //!
-//! 1. `alternate` (per layer, dtype f32 and bf16, device): calls alternate between the two
-//!    devices, four rounds. Before each call on one device the *other* device's context is made
-//!    current on the thread (`CudaContext::bind_to_thread`, a `cuCtxSetCurrent`). The call
+//! 1. `context-kept` and `alternate` (per layer, dtype f32 and bf16, device): calls alternate
+//!    between the two devices, four rounds. Before each call on one device the *other*
+//!    device's context is made current on the thread (`CudaContext::bind_to_thread`, a `cuCtxSetCurrent`). The call
 //!    must leave that context current (`cuCtxGetCurrent` before and after; the runtime must
 //!    restore what it or candle made current for the call), and its result must match
 //!    candle's op on the same device (computed in f32 from the same inputs, within
