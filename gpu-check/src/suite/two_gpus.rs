@@ -12,10 +12,10 @@
 //!
 //! 1. `context-kept` and `alternate` (per layer, dtype f32 and bf16, device): calls alternate
 //!    between the two devices, four rounds. Before each call on one device the *other*
-//!    device's context is made current on the thread (`CudaContext::bind_to_thread`, a `cuCtxSetCurrent`). The call
-//!    must leave that context current (`cuCtxGetCurrent` before and after; the runtime must
-//!    restore what it or candle made current for the call), and its result must match
-//!    candle's op on the same device (computed in f32 from the same inputs, within
+//!    device's context is made current on the thread (`CudaContext::bind_to_thread`, a
+//!    `cuCtxSetCurrent`). The call must leave that context current (`cuCtxGetCurrent` before
+//!    and after; the runtime must restore what it or candle made current for the call), and
+//!    its result must match candle's op on the same device (computed in f32 from the same inputs, within
 //!    [`Tolerance::for_dtype`]). A call that leaves another context current than it found
 //!    (candle binds the tensors' context to allocate the output and to wait on and record
 //!    events, and the kernel may make its device current) fails `context-kept`: code after
