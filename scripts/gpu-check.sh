@@ -137,7 +137,7 @@ PY
     echo
     echo "== recap"
     grep -E '^RESULT (platform|select|bench|speedup|summary)' "$output"
-    grep -E '^RESULT (check|error-check) .*status=fail' "$output" || echo "no failed checks reported"
+    grep -E '^RESULT (check|error-check|two-gpus) .*status=fail' "$output" || echo "no failed checks reported"
     rm -f "$output"
     echo "gpu-check.sh: gpu-check exited with $status after $((SECONDS - start)) s"
 

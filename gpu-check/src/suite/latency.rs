@@ -47,6 +47,10 @@ pub(crate) struct RmsNorm {
 }
 
 impl RmsNorm {
+    pub(crate) fn new(weight: Tensor, eps: f32) -> Self {
+        RmsNorm { weight, eps }
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps)
     }

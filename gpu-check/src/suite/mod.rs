@@ -13,7 +13,11 @@
 //! 3. Benchmarks (`bench`, feature `cuda`).
 //! 4. Latency at decode and prefill shapes (`latency`): kernelized layer, adapter, raw call,
 //!    candle's op and a bare launch, host and device time.
-//! 5. The torch stable-ABI variant of the same kernels (`stable_abi`), when given: selection,
+//! 5. Two GPUs in one process (`two_gpus`), when the driver reports at least two devices
+//!    (else a `SKIPPED` line): the kernelized layers alternating between `cuda:0` and `cuda:1`
+//!    with the other device's context current, each kernel on its tensors' stream, one
+//!    dispatch decision per device, and two threads calling them concurrently.
+//! 6. The torch stable-ABI variant of the same kernels (`stable_abi`), when given: selection,
 //!    no libtorch in the process, the correctness suite, its errors, its benchmarks and its
 //!    per-call cost beside the tvm-ffi variant's.
 //!
@@ -29,6 +33,8 @@ mod errors;
 mod latency;
 #[cfg(feature = "cuda")]
 mod stable_abi;
+#[cfg(feature = "cuda")]
+mod two_gpus;
 
 /// The repo name under which the latency benchmark's kernelized layers find the kernel
 /// directory (`LOCAL_KERNELS`).
@@ -167,6 +173,27 @@ fn run() -> i32 {
                 checks += 1;
                 failures += 1;
             }
+        }
+    }
+
+    println!("\n== two GPUs in one process");
+    match two_gpus::run(&device) {
+        Ok(outcome) => {
+            checks += outcome.checks;
+            failures += outcome.failures;
+        }
+        Err(e) => {
+            println!("two-GPU case aborted: {e}");
+            result_line(
+                "two-gpus",
+                &[
+                    ("case", "run".into()),
+                    ("status", "fail".into()),
+                    ("problem", first_line(&e.to_string()).to_owned()),
+                ],
+            );
+            checks += 1;
+            failures += 1;
         }
     }
 
