@@ -10,6 +10,9 @@
 //!
 //! The checks, each a `RESULT two-gpus case=… status=pass|fail` line:
 //!
+//! 0. `context-none` and `result-none` (one device, run even with fewer than two): with no
+//!    context current on the thread, a call on `cuda:0` must leave none current and give
+//!    candle's result. See [`no_context`].
 //! 1. `context-kept` and `alternate` (per layer, dtype f32 and bf16, device): calls alternate
 //!    between the two devices, four rounds. Before each call on one device the *other*
 //!    device's context is made current on the thread (`CudaContext::bind_to_thread`, a
@@ -222,6 +225,7 @@ impl Drop for Strict {
 /// skipped.
 pub(crate) fn run(device0: &Device) -> Result<Outcome> {
     let mut outcome = Outcome::default();
+    no_context(device0, &mut outcome)?;
     let count = match device_count() {
         Ok(n) if n >= 2 => n,
         found => {
@@ -248,6 +252,51 @@ pub(crate) fn run(device0: &Device) -> Result<Outcome> {
     concurrent(&gpus, &mut outcome);
     decisions(&mut outcome);
     Ok(outcome)
+}
+
+/// Part 0, on one device (so it runs on any CUDA machine): with no context current on the
+/// thread, a kernelized call on `cuda:0` must leave none current (the runtime restores what it
+/// found; candle's own op, for comparison, leaves `cuda:0`'s current) and give candle's result.
+fn no_context(device: &Device, outcome: &mut Outcome) -> Result<()> {
+    let _strict = Strict::on();
+    for (seed, layer) in [(90, Layer::RmsNorm), (92, Layer::SiluAndMul)] {
+        let case = Case::new(layer, DType::F32, device, seed)?;
+        let want = case.want(&case.x)?;
+        let mut context_problem = None;
+        let mut result_problem = None;
+        for _ in 0..ROUNDS {
+            // SAFETY: a null context only unbinds the thread; candle binds its own again.
+            unsafe { cu::ctx::set_current(std::ptr::null_mut()) }.map_err(cuda_err)?;
+            let got = case.call(&case.x);
+            let after = current_context()?;
+            if after != 0 && context_problem.is_none() {
+                context_problem = Some(format!("no context was current before the call, {after:#x} after"));
+            }
+            let problem = match got {
+                Ok(got) => case.mismatch(&got, &want)?,
+                Err(e) => Some(format!("the call failed: {e}")),
+            };
+            if result_problem.is_none() {
+                result_problem = problem;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { cu::ctx::set_current(std::ptr::null_mut()) }.map_err(cuda_err)?;
+        drop(case.want(&case.x)?);
+        let candle_keeps = current_context()? == 0;
+        let fields = [
+            ("layer", layer.name().to_owned()),
+            ("dtype", dtype_name(DType::F32).to_owned()),
+            ("device", "cuda:0".to_owned()),
+            ("current_before", "none".to_owned()),
+            ("calls", ROUNDS.to_string()),
+        ];
+        let mut context_fields = fields.to_vec();
+        context_fields.push(("candle_op_keeps_context", candle_keeps.to_string()));
+        report(outcome, "context-none", &context_fields, context_problem);
+        report(outcome, "result-none", &fields, result_problem);
+    }
+    Ok(())
 }
 
 /// Part 1: calls alternating between the devices, each with the other device's context

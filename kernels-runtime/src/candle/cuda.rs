@@ -7,7 +7,7 @@ use candle_core::CudaStorage;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorageSlice;
 pub(super) use candle_core::cuda_backend::cudarc::driver::CudaStream;
-use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, SyncOnDrop, sys};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, SyncOnDrop, result as cudarc_result, sys};
 
 use super::CandleError;
 use super::lock::Locked;
@@ -102,9 +102,7 @@ impl Drop for PendingWrite {
         if ctx.bind_to_thread().is_ok() {
             // SAFETY: the event is the write event of a live slice (the owner keeps it), made
             // in the stream's context; recording it has no other effect.
-            let _ = unsafe {
-                candle_core::cuda_backend::cudarc::driver::result::event::record(event, self.stream.cu_stream())
-            };
+            let _ = unsafe { cudarc_result::event::record(event, self.stream.cu_stream()) };
         }
     }
 }
@@ -158,4 +156,47 @@ pub(super) fn write<R>(
         };
     }
     write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+}
+
+/// The CUDA context that was current on the thread when a kernelized call began, made current
+/// again once the call's last CUDA value is let go. Candle binds a tensor's context to allocate,
+/// wait on events and record them, and a kernel may make its device current: without this, the
+/// code after the call (the CUDA runtime API, another library's kernels) would run on whichever
+/// device the call's tensors live on. All values of one call on a thread share one keeper.
+pub(super) struct KeepContext {
+    /// The context found current (null: none).
+    found: sys::CUcontext,
+}
+
+thread_local! {
+    /// The keeper of the call in progress on this thread, while one of its values lives.
+    static CALL_CONTEXT: core::cell::RefCell<std::rc::Weak<KeepContext>> =
+        const { core::cell::RefCell::new(std::rc::Weak::new()) };
+}
+
+/// The keeper of the call in progress on this thread, made now (noting the current context)
+/// if none lives. Call it before anything binds a context for the call. `None` if the driver
+/// cannot say which context is current (then nothing is restored).
+pub(super) fn keep_context() -> Option<std::rc::Rc<KeepContext>> {
+    CALL_CONTEXT.with(|slot| {
+        if let Some(keeper) = slot.borrow().upgrade() {
+            return Some(keeper);
+        }
+        let found = cudarc_result::ctx::get_current().ok()?.unwrap_or(core::ptr::null_mut());
+        let keeper = std::rc::Rc::new(KeepContext { found });
+        *slot.borrow_mut() = std::rc::Rc::downgrade(&keeper);
+        Some(keeper)
+    })
+}
+
+impl Drop for KeepContext {
+    fn drop(&mut self) {
+        let now = cudarc_result::ctx::get_current().ok().flatten().unwrap_or(core::ptr::null_mut());
+        if now != self.found {
+            // SAFETY: the context was current on this thread when the call began, and the
+            // call's values (which keep their contexts' devices in use) are gone; setting a
+            // null context only unbinds the thread. An error leaves the thread as it is.
+            let _ = unsafe { cudarc_result::ctx::set_current(self.found) };
+        }
+    }
 }

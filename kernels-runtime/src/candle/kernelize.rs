@@ -135,6 +135,13 @@ impl HeldTensor for CandleInput {
 impl KernelArg for Tensor {
     /// The tensor's storage, read-locked until the value (and every clone of it) is dropped.
     fn kernel_arg(&self) -> KernelValue<'_> {
+        #[cfg(feature = "candle-cuda")]
+        if Tensor::device(self).is_cuda() {
+            // Noted before candle binds the tensor's context for the stream wait.
+            let context = super::cuda::keep_context();
+            let input = CandleInput::new(self).map_err(adapter_error)?;
+            return Ok(Value::Tensor(KernelTensor::Held(Rc::new(HeldInput { input, _context: context }))));
+        }
         let input = CandleInput::new(self).map_err(adapter_error)?;
         Ok(Value::Tensor(KernelTensor::Held(Rc::new(input))))
     }
@@ -148,6 +155,9 @@ impl KernelOutput for Tensor {
     /// Replaces `self` by a new [`CandleOutput`] of its shape, dtype and device (made a tensor
     /// at once), and lends the kernel a writable view of it.
     fn kernel_output(&mut self) -> KernelValue<'_> {
+        // Noted before candle binds the device's context to allocate.
+        #[cfg(feature = "candle-cuda")]
+        let context = if Tensor::device(self).is_cuda() { super::cuda::keep_context() } else { None };
         // SAFETY: a `#[kernelize]` call's kernel writes its outputs in full before anything
         // reads them (the call's contract); a failed call drops them unread.
         let output = unsafe { CandleOutput::new_unfilled(self.shape().clone(), self.dtype(), Tensor::device(self)) }
@@ -160,9 +170,14 @@ impl KernelOutput for Tensor {
         Ok(Value::Tensor(match stream {
             None => KernelTensor::Made(view),
             // On CUDA, record the kernel's write on the stream once the call is done.
-            Some(stream) => {
-                KernelTensor::Held(Rc::new(HeldOutput { _pending: pending, view, stream, _tensor: self.clone() }))
-            }
+            Some(stream) => KernelTensor::Held(Rc::new(HeldOutput {
+                _pending: pending,
+                view,
+                stream,
+                _tensor: self.clone(),
+                #[cfg(feature = "candle-cuda")]
+                _context: context,
+            })),
         }))
     }
 
@@ -200,6 +215,36 @@ struct HeldOutput {
     stream: Stream,
     /// Keeps the slice whose write event `pending` records alive.
     _tensor: Tensor,
+    /// Makes the caller's CUDA context current again once the call's last value is gone
+    /// (after the record above, which binds the tensor's).
+    #[cfg(feature = "candle-cuda")]
+    _context: Option<Rc<super::cuda::KeepContext>>,
+}
+
+/// A CUDA input during the call: the read-locked tensor, and the keeper of the caller's
+/// context (dropped after the input's read is recorded, which binds the tensor's).
+#[cfg(feature = "candle-cuda")]
+struct HeldInput {
+    input: CandleInput,
+    _context: Option<Rc<super::cuda::KeepContext>>,
+}
+
+#[cfg(feature = "candle-cuda")]
+impl HeldTensor for HeldInput {
+    fn view(&self) -> &TensorView<'_> {
+        self.input.view()
+    }
+
+    fn stream(&self) -> Option<Stream> {
+        self.input.stream()
+    }
+}
+
+#[cfg(feature = "candle-cuda")]
+impl fmt::Debug for HeldInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.input.fmt(f)
+    }
 }
 
 impl HeldTensor for HeldOutput {
