@@ -238,7 +238,7 @@ pub(crate) fn download(
             eprintln!("  note: {note}");
         }
         let verified = checked.map_err(|e| format!("kernel `{}`, variant {}: {e}", k.name, v.name))?;
-        eprintln!("  cached {} {}", k.name, v.name);
+        eprintln!("  {} {} {}", if cached { "cached" } else { "fetched" }, k.name, v.name);
         let bytes: u64 = v.files.iter().map(|f| f.size).sum();
         total_bytes += bytes;
         fetched += usize::from(!cached);

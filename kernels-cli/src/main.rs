@@ -4,7 +4,7 @@
 //! cargo kernels init [DIR] [--kernel REPO | --path KERNEL_DIR] [--layer NAME] [--function NAME] [--force]
 //!                                                         a kernels.toml and build.rs starter (or a whole crate)
 //! cargo kernels explain [--manifest-path PATH] [--json]  each layer mapping: its kernel's source, and what runs here
-//! cargo kernels lock [--manifest-path PATH] [--update | --check [--json]]   pin kernels.toml's Hub kernels in kernels.lock
+//! cargo kernels lock [--manifest-path PATH] [--update | --check] [--json]   pin kernels.toml's Hub kernels in kernels.lock
 //! cargo kernels download [--manifest-path PATH] [--target TRIPLE] [--json]   prefetch the pinned variants
 //! cargo kernels verify [--manifest-path PATH] [--target TRIPLE] [--json]     check cached variants against the lock
 //! cargo kernels platform [VARIANT[:ARCHS]...] [--json]    what this machine offers, and what would be chosen
@@ -79,7 +79,7 @@ commands:
             mode, deterministic, source: { type: hub, repo, requested, commit } or { type: path,
             path, layout }, variants, notes, present, absent, decisions: [{ device, chosen,
             runs_kernel, outcome, trace }] }] }, one mapping per layer, device and entry
-  lock [--update | --check [--json]]
+  lock [--update | --check] [--json]
             resolve kernels.toml's Hub kernels and write kernels.lock (keeps unchanged pins;
             --update re-resolves every kernel; --check only checks, offline, that kernels.lock
             matches kernels.toml: exit status 1 when it is missing or out of date, for CI).
@@ -87,6 +87,9 @@ commands:
             e.g. cargo kernels lock --check --json
             --check --json prints { manifest, lock, fresh (bool), state (fresh, missing or
             out of date), changes: [what differs], fix (the command, or null) }
+            --json prints { manifest, lock, written (bool), kernels: [{ kernel, repo,
+            requested: { version } or { revision }, commit, variants: [{ variant, files,
+            bytes }] }], tvm_ffi, cuda_runtime: { file, sha256, bytes, source } or null }
   download [--target TRIPLE] [--json]
             fetch the pinned variants the target can run into the Hugging Face cache, each
             file checked against kernels.lock (a progress bar per file on stderr when that is
@@ -112,12 +115,15 @@ commands:
             --json prints { platform, sample (bool: no names given), devices: [{ device (cpu,
             cuda:0, ...), platform (the facts that mattered), chosen (a name or null),
             variants: [{ name, archs, verdict (chosen, accepted or rejected), reason }] }] }
-  describe PATH [--json]
+  describe PATH|REPO [--version N | --revision R] [--target TRIPLE] [--json]
             what a kernel library offers, read from its ELF file without loading it: the
             functions a tvm-ffi library exports, or what a torch stable-ABI library imports
             and whether this runtime can serve it. PATH: a library, a variant directory, or
-            a Hub layout (its build/<variant>/ directories)
+            a Hub layout (its build/<variant>/ directories). REPO (`org/name`, not a path
+            here): the variants of that Hub kernel a build for the target embeds, fetched
+            into the cache and verified first (default: newest v<N> branch, else main)
             e.g. cargo kernels describe hub/build/tvm-ffi01-cpu-x86_64-linux --json
+            e.g. cargo kernels describe kernels-community/relu --version 1
             --json prints [{ library, variant, needed, abi (tvm-ffi, torch stable-ABI or
             unknown), functions | shim_functions, aten_ops, servable, why_not | error }]
   package CRATE_DIR [--out DIR]
@@ -146,10 +152,10 @@ commands:
 options:
   --manifest-path PATH  kernels.toml to use (default: ./kernels.toml)
   --target TRIPLE       target to download/verify/package for (default: this machine's)
-  --version N           `variants`: Hub branch vN
-  --revision R          `variants`: a branch, tag or commit (not with --version)
-  --json                `describe`, `variants`, `explain`, `platform`, `download`, `verify`,
-                        `lock --check`: print one JSON object on stdout (messages stay on stderr)
+  --version N           `variants`, `describe REPO`: Hub branch vN
+  --revision R          `variants`, `describe REPO`: a branch, tag or commit (not with --version)
+  --json                every command but `init` and `package`: print one JSON object on
+                        stdout (messages stay on stderr)
   -h, --help            print this text (also `cargo kernels help`)
   --kernel REPO         `init`: the Hub kernel repo to declare (default kernels-community/activation)
   --path KERNEL_DIR     `init`: a local kernel instead (a Hub layout or a Rust kernel crate)
@@ -350,6 +356,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if options.json && matches!(command.as_str(), "init" | "package") {
+        eprintln!("error: `{command}` has no --json output\n\n{}", usage());
+        return ExitCode::from(2);
+    }
     let result = match command.as_str() {
         "lock" => lock(&options),
         "download" => download(&options, false),
@@ -466,7 +476,51 @@ fn lock(o: &Options) -> Result<(), String> {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     eprintln!("{} {}", if unchanged { "unchanged" } else { "wrote" }, path.display());
+    if o.json {
+        print_json(&lock_json(&o.manifest, &path, &new, !unchanged))?;
+    }
     Ok(())
+}
+
+/// What `lock --json` prints: the lock just made, and whether the file changed.
+fn lock_json(manifest: &Path, path: &Path, lock: &Lock, written: bool) -> serde_json::Value {
+    let pin = |p: &Option<RuntimePin>| {
+        p.as_ref()
+            .map(|p| serde_json::json!({ "file": p.file, "sha256": p.sha256, "bytes": p.size, "source": p.source }))
+    };
+    let kernels: Vec<serde_json::Value> = lock
+        .kernels
+        .iter()
+        .map(|k| {
+            let requested = match &k.requested {
+                Requested::Version(v) => serde_json::json!({ "version": v }),
+                Requested::Revision(r) => serde_json::json!({ "revision": r }),
+            };
+            let variants: Vec<serde_json::Value> = k
+                .variants
+                .iter()
+                .map(|v| {
+                    let bytes: u64 = v.files.iter().map(|f| f.size).sum();
+                    serde_json::json!({ "variant": v.name, "files": v.files.len(), "bytes": bytes })
+                })
+                .collect();
+            serde_json::json!({
+                "kernel": k.name,
+                "repo": k.repo,
+                "requested": requested,
+                "commit": k.commit,
+                "variants": variants,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "manifest": manifest.display().to_string(),
+        "lock": path.display().to_string(),
+        "written": written,
+        "kernels": kernels,
+        "tvm_ffi": pin(&lock.tvm_ffi),
+        "cuda_runtime": pin(&lock.cuda_runtime),
+    })
 }
 
 /// Pins in `lock.cuda_runtime` the CUDA runtime its variants link (torch stable-ABI variants for
@@ -546,6 +600,33 @@ fn download(o: &Options, verify_only: bool) -> Result<(), String> {
         let mut hub = fetched::with_bars(hub());
         fetched::download(&mut hub, &variants, &spec.triple, &spec.os, o.json)
     }
+}
+
+/// The libraries of the variants of Hub kernel `repo` that a build for the target embeds, at
+/// the version or revision asked for (default: the newest `v<N>`, else `main`): each variant's
+/// files fetched into the cache (or found intact there) and verified against its digest first.
+fn hub_libraries(o: &Options, repo: &str) -> Result<Vec<(Option<String>, PathBuf)>, String> {
+    let query = variants_query(o)?;
+    let spec = TargetSpec::new(&o.target(), None).map_err(|e| format!("--target: {e}"))?;
+    let mut hub = fetched::with_bars(hub());
+    let resolved = variants::resolve(&query, &mut hub)?;
+    let name = repo.rsplit('/').next().unwrap_or(repo);
+    let kernel = resolve::resolve(&mut hub, name, repo, &Requested::Revision(resolved.commit.clone()))
+        .map_err(|e| e.to_string())?;
+    eprintln!("{repo} at {} ({})", resolved.revision, kernel.commit);
+    let mut out = Vec::new();
+    for variant in kernel.variants.iter().filter(|v| spec.wants(&v.name).is_ok()) {
+        let verified = kernels_build::verify::hub_variant(&mut hub, repo, &kernel.commit, variant, &spec.os)
+            .map_err(|e| format!("{repo}, variant {}: {e}", variant.name))?;
+        out.extend(libraries_under(&verified.dir)?.into_iter().map(|(_, lib)| (Some(variant.name.clone()), lib)));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{repo} at {} has no variant a build for {} embeds (see `cargo kernels variants {repo} --target {}`)",
+            resolved.revision, spec.triple, spec.triple
+        ));
+    }
+    Ok(out)
 }
 
 /// The libraries under `path`: itself if a file, the `.so` files of a variant directory, or
@@ -629,11 +710,16 @@ fn describe_library(variant: Option<String>, lib: &Path) -> serde_json::Value {
 }
 
 fn describe(o: &Options) -> Result<(), String> {
-    let [path] = &o.rest[..] else {
-        return Err("describe needs exactly one PATH".into());
+    let [what] = &o.rest[..] else {
+        return Err("describe needs exactly one PATH or Hub REPO".into());
     };
-    let described: Vec<serde_json::Value> =
-        libraries_under(Path::new(path))?.into_iter().map(|(v, lib)| describe_library(v, &lib)).collect();
+    let path = Path::new(what);
+    let libraries = if !path.exists() && what.split('/').count() == 2 && !what.starts_with('.') {
+        hub_libraries(o, what)?
+    } else {
+        libraries_under(path)?
+    };
+    let described: Vec<serde_json::Value> = libraries.into_iter().map(|(v, lib)| describe_library(v, &lib)).collect();
     if o.json {
         print_json(&serde_json::Value::from(described))?;
         return Ok(());

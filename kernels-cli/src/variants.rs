@@ -28,12 +28,12 @@ pub(crate) struct Query {
 }
 
 /// The revision listed: how it was named and the commit it points to.
-struct Resolved {
+pub(crate) struct Resolved {
     /// `v<N>`, or the revision as given (`main` by default).
-    revision: String,
+    pub(crate) revision: String,
     /// The major version, when a `v<N>` branch was listed.
-    version: Option<u64>,
-    commit: String,
+    pub(crate) version: Option<u64>,
+    pub(crate) commit: String,
 }
 
 /// One line of the answer: a variant as one device (or the target) sees it.
@@ -247,7 +247,8 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// The revision to list: the one asked for, else the newest `v<N>` branch, else `main`.
-fn resolve(query: &Query, hub: &mut Hub) -> Result<Resolved, String> {
+/// The revision `query` asks for (default: the newest `v<N>` branch, else `main`) and its commit.
+pub(crate) fn resolve(query: &Query, hub: &mut Hub) -> Result<Resolved, String> {
     let repo = &query.repo;
     match &query.requested {
         Some(Requested::Version(v)) => {

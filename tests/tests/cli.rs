@@ -503,9 +503,27 @@ fn lock_download_and_verify_a_hub_kernel() {
     assert_eq!(json["state"], "missing", "{json}");
     assert_eq!(json["fix"], "cargo kernels lock", "{json}");
 
-    // `lock` pins the commit and the sha256 of every file of the CPU variant.
-    check(kernels_on_hub(&lock_home, &[&"lock", &"--manifest-path", &manifest]), "cargo kernels lock");
+    // `lock` pins the commit and the sha256 of every file of the CPU variant; --json says so.
+    let out = kernels_on_hub(&lock_home, &[&"lock", &"--manifest-path", &manifest, &"--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = json_of(&out, "lock --json");
+    assert_eq!(json["written"], true, "{json}");
+    assert_eq!(json["kernels"][0]["repo"], "kernels-test/cli-fetch", "{json}");
+    assert_eq!(json["kernels"][0]["commit"], commit.as_str(), "{json}");
+    assert_eq!(json["kernels"][0]["requested"]["version"], 1, "{json}");
     let lock = Lock::read(&lock_path).unwrap().expect("kernels.lock");
+    let locked: Vec<_> =
+        json["kernels"][0]["variants"].as_array().unwrap().iter().map(|v| v["variant"].clone()).collect();
+    let want: Vec<serde_json::Value> = lock.kernels[0].variants.iter().map(|v| v.name.as_str().into()).collect();
+    assert_eq!(locked, want, "{json}");
+    // Again: nothing to write.
+    let out = kernels_on_hub(&lock_home, &[&"lock", &"--manifest-path", &manifest, &"--json"]);
+    assert_eq!(json_of(&out, "lock --json (again)")["written"], false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unchanged"));
+    // Commands with nothing to print as JSON refuse it: exit 2.
+    let out = kernels(&[&"package", &"--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`package` has no --json output"));
     let cpu = kernels_build::local::cpu_variant_for(target()).unwrap().to_string();
     let kernel = &lock.kernels[0];
     assert_eq!((kernel.repo.as_str(), kernel.commit.as_str()), ("kernels-test/cli-fetch", commit.as_str()));
@@ -548,6 +566,7 @@ fn lock_download_and_verify_a_hub_kernel() {
     assert!(out.status.success(), "{stderr}");
     // stderr is no terminal here: no progress bar is drawn.
     assert!(!stderr.contains('\u{1b}') && !stderr.contains('\r'), "{stderr:?}");
+    assert!(stderr.contains(&format!("fetched cli-fetch {cpu}")), "{stderr}");
     let json = json_of(&out, "download --json");
     eprintln!("{}", serde_json::to_string_pretty(&json).unwrap());
     assert!(json["cache"].as_str().unwrap().starts_with(hf_home.to_str().unwrap()), "{json}");
@@ -570,6 +589,7 @@ fn lock_download_and_verify_a_hub_kernel() {
     let out = kernels_on_hub(&hf_home, &[&"download", &"--manifest-path", &manifest, &"--json"]);
     let json = json_of(&out, "download --json (cached)");
     assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cached cli-fetch {cpu}")));
     assert_eq!(json["variants"][0]["status"], "cached", "{json}");
     assert_eq!(json["summary"]["fetched"], 0, "{json}");
 
@@ -662,4 +682,43 @@ fn help_has_an_example_per_command_and_the_exit_codes() {
     let out = kernels(&[&"verify", &"--no-such-option"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option `--no-such-option`"));
+}
+
+#[test]
+fn describe_reads_a_hub_kernel_as_it_reads_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = rust_cpu_repo_dir();
+    let commit = publish("kernels-test/cli-describe", repo_dir, &["main", "v1"]);
+    let cpu = kernels_build::local::cpu_variant_for(target()).unwrap().to_string();
+    let hf_home = tmp.path().join("hf-describe");
+
+    // From the Hub: the variant a build for this machine embeds, fetched, verified, described.
+    let out = kernels_on_hub(&hf_home, &[&"describe", &"kernels-test/cli-describe", &"--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("kernels-test/cli-describe at v1 ({commit})")), "{stderr}");
+    let json = json_of(&out, "describe REPO --json");
+    let described = json.as_array().unwrap();
+    assert_eq!(described.len(), 1, "only the CPU variant is embedded here: {json}");
+    assert_eq!(described[0]["variant"], cpu.as_str(), "{json}");
+    assert_eq!(described[0]["abi"], "tvm-ffi", "{json}");
+    let library = std::path::Path::new(described[0]["library"].as_str().unwrap());
+    assert!(library.starts_with(&hf_home), "the library is read from the cache: {json}");
+    // The same functions as the published directory itself.
+    let local = json_of(&kernels(&[&"describe", &repo_dir.join("build").join(&cpu), &"--json"]), "describe PATH");
+    assert_eq!(described[0]["functions"], local[0]["functions"], "{json}\n{local}");
+    assert!(!local[0]["functions"].as_array().unwrap().is_empty(), "{local}");
+
+    // Another target embeds none of it: exit 1, naming the command that lists the variants.
+    let out = kernels_on_hub(
+        &hf_home,
+        &[&"describe", &"kernels-test/cli-describe", &"--target", &"aarch64-unknown-linux-gnu"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cargo kernels variants kernels-test/cli-describe --target aarch64"), "{stderr}");
+    // An unknown version: exit 1, naming the repo.
+    let out = kernels_on_hub(&hf_home, &[&"describe", &"kernels-test/cli-describe", &"--version", &"7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernels-test/cli-describe"));
 }
