@@ -65,6 +65,12 @@ pub(super) fn read_held<'s>(storage: &'s CudaStorage, stream: &'s CudaStream) ->
 /// pending reads and writes now; nothing is recorded, since the write has not been enqueued
 /// yet: the caller records it afterwards (`CandleOutput::into_tensor`, through [`write`]).
 pub(super) fn write_unrecorded(storage: &mut CudaStorage, stream: &CudaStream) -> Locked {
+    write_base(storage, stream).0
+}
+
+/// The base of `storage` for a write on `stream` (which waits for the slice's pending reads
+/// and writes now), and the handle of the slice's write event, which nothing records yet.
+fn write_base(storage: &mut CudaStorage, stream: &CudaStream) -> (Locked, Option<sys::CUevent>) {
     let dtype = storage.dtype();
     macro_rules! write {
         ($($variant:ident),*) => {
@@ -72,10 +78,15 @@ pub(super) fn write_unrecorded(storage: &mut CudaStorage, stream: &CudaStream) -
                 $(CudaStorageSlice::$variant(slice) => {
                     let len = slice.len();
                     let (ptr, record) = slice.device_ptr_mut(stream);
+                    let event = match &record {
+                        // Only the handle is copied: the event lives as long as the slice.
+                        SyncOnDrop::Record(Some((event, _))) => Some(event.cu_event()),
+                        _ => None,
+                    };
                     // The guard only refers to the slice's event and the stream: forgetting it
-                    // skips the record and leaks nothing.
+                    // skips its record and leaks nothing.
                     core::mem::forget(record);
-                    Locked { base: address(ptr), len, dtype }
+                    (Locked { base: address(ptr), len, dtype }, event)
                 })*
             }
         };
@@ -112,27 +123,8 @@ impl Drop for PendingWrite {
 /// [`PendingWrite`] records the write when dropped, after the kernel was enqueued. The caller
 /// keeps the storage alive at least as long as the `PendingWrite`.
 pub(super) fn write_pending(storage: &mut CudaStorage, stream: &std::sync::Arc<CudaStream>) -> (Locked, PendingWrite) {
-    let dtype = storage.dtype();
-    macro_rules! write {
-        ($($variant:ident),*) => {
-            match &mut storage.slice {
-                $(CudaStorageSlice::$variant(slice) => {
-                    let len = slice.len();
-                    let (ptr, record) = slice.device_ptr_mut(stream);
-                    let event = match &record {
-                        // Only the handle is copied: the event lives as long as the slice.
-                        SyncOnDrop::Record(Some((event, _))) => Some(event.cu_event()),
-                        _ => None,
-                    };
-                    // The guard only refers to the slice's event and the stream: forgetting it
-                    // skips its record (the `PendingWrite` makes it later) and leaks nothing.
-                    core::mem::forget(record);
-                    (Locked { base: address(ptr), len, dtype }, PendingWrite { stream: stream.clone(), event })
-                })*
-            }
-        };
-    }
-    write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+    let (locked, event) = write_base(storage, stream);
+    (locked, PendingWrite { stream: stream.clone(), event })
 }
 
 /// Runs `then` with the base of `storage`, written on `stream`: `stream` first waits for
