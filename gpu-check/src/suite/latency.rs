@@ -169,8 +169,22 @@ fn pieces<'a>(
     ])
 }
 
-/// Runs the latency table; `kernels` are the tvm-ffi variant's functions.
+/// Runs the latency table on `device` (the suite's own: a stream of its own, so cudarc tracks
+/// events across streams), then its decode shapes again on candle's default device
+/// (`Device::new_cuda`: the per-thread stream, one stream, no event waits or records, as most
+/// candle applications run); `kernels` are the tvm-ffi variant's functions.
 pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
+    let mut outcome = table(kernels, device, &SHAPES, "own")?;
+    println!("-- again on Device::new_cuda(0): the per-thread stream, no cross-stream event tracking");
+    let default = Device::new_cuda(0)?;
+    let more = table(kernels, &default, &SHAPES[..2], "per-thread")?;
+    outcome.checks += more.checks;
+    outcome.failures += more.failures;
+    Ok(outcome)
+}
+
+/// One latency table: `shapes` on `device`, whose stream the lines name as `stream`.
+fn table(kernels: &Kernels, device: &Device, shapes: &[(usize, usize)], stream_name: &str) -> Result<Outcome> {
     let Device::Cuda(cuda) = device else {
         candle_core::bail!("the latency benchmark needs a CUDA device");
     };
@@ -184,7 +198,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
         "{:<13} {:<5} {:<10} {:<11} {:>9} {:>9} {:>12} {:>12}",
         "op", "dtype", "shape", "impl", "host us", "dev us", "host/candle", "dev/candle"
     );
-    for (rows, hidden) in SHAPES {
+    for &(rows, hidden) in shapes {
         for dtype in [DType::BF16, DType::F32] {
             let x = Tensor::randn(0f32, 1.0, (rows, hidden), device)?.to_dtype(dtype)?;
             let w = Tensor::rand(0.5f32, 1.5, hidden, device)?.to_dtype(dtype)?;
@@ -308,6 +322,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
                             ("dtype", dt.into()),
                             ("shape", shape.clone()),
                             ("impl", case.1.into()),
+                            ("stream", stream_name.into()),
                             ("host_us", format!("{h:.3}")),
                             ("device_us", format!("{d:.3}")),
                             ("host_over_candle", format!("{:.3}", h / candle_host)),
