@@ -177,7 +177,7 @@ fn run() -> i32 {
     }
 
     println!("\n== two GPUs in one process");
-    match two_gpus::run(&device) {
+    match two_gpus::run(&device, &kernels) {
         Ok(outcome) => {
             checks += outcome.checks;
             failures += outcome.failures;

@@ -11,8 +11,8 @@
 //! The checks, each a `RESULT two-gpus case=… status=pass|fail` line:
 //!
 //! 0. `context-none` and `result-none` (one device, run even with fewer than two): with no
-//!    context current on the thread, a call on `cuda:0` must leave none current and give
-//!    candle's result. See [`no_context`].
+//!    context current on the thread, a call on `cuda:0` (kernelized, or through
+//!    `candle::call`) must leave none current and give candle's result. See [`no_context`].
 //! 1. `context-kept` and `alternate` (per layer, dtype f32 and bf16, device): calls alternate
 //!    between the two devices, four rounds. Before each call on one device the *other*
 //!    device's context is made current on the thread (`CudaContext::bind_to_thread`, a
@@ -41,12 +41,13 @@ use std::time::{Duration, Instant};
 
 use candle_core::cuda_backend::cudarc::driver::{CudaContext, CudaStream, result as cu, sys};
 use candle_core::{DType, Device, Result, Tensor};
+use kernels_runtime::candle::CandleArg;
 use kernels_runtime::dispatch::{self, Choice, Target};
 use kernels_runtime::variant::BackendKind;
 
 use super::correctness::dtype_name;
 use super::latency::{RmsNorm, SiluAndMul};
-use super::{EPS, Outcome, uniform};
+use super::{EPS, Kernels, Outcome, uniform};
 use crate::check::{Tolerance, compare};
 use crate::{first_line, result_line};
 
@@ -223,9 +224,9 @@ impl Drop for Strict {
 
 /// Runs the case on `device0` (the suite's `cuda:0`) and a new `cuda:1`, or prints why it is
 /// skipped.
-pub(crate) fn run(device0: &Device) -> Result<Outcome> {
+pub(crate) fn run(device0: &Device, kernels: &Kernels) -> Result<Outcome> {
     let mut outcome = Outcome::default();
-    no_context(device0, &mut outcome)?;
+    no_context(device0, kernels, &mut outcome)?;
     let count = match device_count() {
         Ok(n) if n >= 2 => n,
         found => {
@@ -255,9 +256,10 @@ pub(crate) fn run(device0: &Device) -> Result<Outcome> {
 }
 
 /// Part 0, on one device (so it runs on any CUDA machine): with no context current on the
-/// thread, a kernelized call on `cuda:0` must leave none current (the runtime restores what it
-/// found; candle's own op, for comparison, leaves `cuda:0`'s current) and give candle's result.
-fn no_context(device: &Device, outcome: &mut Outcome) -> Result<()> {
+/// thread, a kernelized call on `cuda:0`, and a call through `candle::call`, must leave none
+/// current (the runtime restores what it found; candle's own op, for comparison, leaves
+/// `cuda:0`'s current) and give candle's result.
+fn no_context(device: &Device, kernels: &Kernels, outcome: &mut Outcome) -> Result<()> {
     let _strict = Strict::on();
     for (seed, layer) in [(90, Layer::RmsNorm), (92, Layer::SiluAndMul)] {
         let case = Case::new(layer, DType::F32, device, seed)?;
@@ -286,6 +288,7 @@ fn no_context(device: &Device, outcome: &mut Outcome) -> Result<()> {
         let candle_keeps = current_context()? == 0;
         let fields = [
             ("layer", layer.name().to_owned()),
+            ("path", "kernelize".to_owned()),
             ("dtype", dtype_name(DType::F32).to_owned()),
             ("device", "cuda:0".to_owned()),
             ("current_before", "none".to_owned()),
@@ -296,6 +299,32 @@ fn no_context(device: &Device, outcome: &mut Outcome) -> Result<()> {
         report(outcome, "context-none", &context_fields, context_problem);
         report(outcome, "result-none", &fields, result_problem);
     }
+
+    // The same through the adapter, into a preallocated output.
+    let case = Case::new(Layer::SiluAndMul, DType::F32, device, 94)?;
+    let want = case.want(&case.x)?;
+    let out = Tensor::zeros((ROWS, HIDDEN / 2), DType::F32, device)?;
+    // SAFETY: a null context only unbinds the thread; candle binds its own again.
+    unsafe { cu::ctx::set_current(std::ptr::null_mut()) }.map_err(cuda_err)?;
+    let args = [CandleArg::output(&out), CandleArg::input(&case.x)];
+    // SAFETY: silu_and_mul(out, x) reads x and writes all of out.
+    let called = unsafe { kernels_runtime::candle::call(&kernels.silu_and_mul, &args) };
+    let after = current_context()?;
+    let context_problem = (after != 0).then(|| format!("no context was current before the call, {after:#x} after"));
+    let result_problem = match called {
+        Ok(()) => case.mismatch(&out, &want)?,
+        Err(e) => Some(format!("the call failed: {e}")),
+    };
+    let fields = [
+        ("layer", "silu_and_mul".to_owned()),
+        ("path", "candle::call".to_owned()),
+        ("dtype", dtype_name(DType::F32).to_owned()),
+        ("device", "cuda:0".to_owned()),
+        ("current_before", "none".to_owned()),
+        ("calls", "1".to_owned()),
+    ];
+    report(outcome, "context-none", &fields, context_problem);
+    report(outcome, "result-none", &fields, result_problem);
     Ok(())
 }
 

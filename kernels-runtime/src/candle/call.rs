@@ -103,6 +103,11 @@ pub fn with_args<R>(
         return Err(CandleError::TooManyArgs { given: args.len() });
     }
     let plan = Plan::new(args)?;
+    // The caller's CUDA context, made current again once the locks are released (candle binds
+    // the tensors' to wait and record); declared first, so dropped last.
+    #[cfg(feature = "candle-cuda")]
+    let _context =
+        if plan.device.device_type == crate::ffi::DLDeviceType::CUDA { super::cuda::keep_context() } else { None };
     let ctx = LockCtx::new(&plan);
     let mut body = Some(body);
     let mut output = None;

@@ -53,11 +53,13 @@
 //!   candle's stream and its event guard is dropped only after the kernel is enqueued, so
 //!   candle's cross-stream event tracking orders the kernel after earlier writes and later
 //!   users after it;
-//! - on CUDA, a `#[kernelize]` call leaves the thread's current CUDA context as it found it
-//!   (candle binds the tensors' context to wait, allocate and record, and a kernel may set its
-//!   device): the context found before the call's first tensor is made current again when
-//!   the call's last tensor is let go, so code after the call (the CUDA runtime API, another
-//!   library) still runs on the device it chose. Candle's own ops leave the tensors' current.
+//! - on CUDA, a call ([`call`], [`with_args`] or `#[kernelize]`) leaves the thread's current
+//!   CUDA context as it found it (candle binds the tensors' context to wait, allocate and
+//!   record, and a kernel may set its device): the context found before the call's first
+//!   tensor is made current again when the call's last tensor is let go, so code after the
+//!   call (the CUDA runtime API, another library) still runs on the device it chose. Candle's
+//!   own ops leave the tensors' current. A [`CandleInput`] or [`CandleOutput`] made by hand is
+//!   not a call: it restores nothing.
 //!
 //! A [`CandleInput`] holds its read lock (and a clone of the tensor) until dropped; each one
 //! takes its own lock, so passing one storage twice this way can deadlock against a waiting
