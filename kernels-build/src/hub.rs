@@ -795,15 +795,15 @@ mod tests {
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
+    /// Settings with no token, for `endpoint` and the cache in `cache_dir`.
+    fn settings_for(endpoint: &str, cache_dir: impl Into<std::path::PathBuf>, offline: bool) -> HubSettings {
+        HubSettings { endpoint: endpoint.into(), cache_dir: cache_dir.into(), token: None, offline }
+    }
+
     #[test]
     fn offline_never_touches_the_network() {
         let cache = tempfile::tempdir().unwrap();
-        let settings = HubSettings {
-            endpoint: "http://127.0.0.1:9".into(),
-            cache_dir: cache.path().to_owned(),
-            token: None,
-            offline: true,
-        };
+        let settings = settings_for("http://127.0.0.1:9", cache.path().to_owned(), true);
         let mut hub = Hub::new(settings);
         let err = hub.resolve_version("org/k", 1).unwrap_err();
         // Without the network side, that it is missing is the first thing to fix.
@@ -842,12 +842,7 @@ mod tests {
 
     #[test]
     fn the_missing_hub_feature_is_named_with_its_fix() {
-        let hub = Hub::new(HubSettings {
-            endpoint: "https://huggingface.co".into(),
-            cache_dir: "/c".into(),
-            token: None,
-            offline: false,
-        });
+        let hub = Hub::new(settings_for("https://huggingface.co", "/c", false));
         let err = hub.needs_hub_feature("org/k@0123: downloading build/v/x.so");
         assert!(matches!(err, FetchError::NeedsHubFeature { .. }), "{err}");
         let text = err.to_string();
@@ -865,12 +860,7 @@ mod tests {
     #[test]
     fn without_the_hub_feature_only_the_cache_is_read() {
         let cache = tempfile::tempdir().unwrap();
-        let settings = HubSettings {
-            endpoint: "http://127.0.0.1:9".into(),
-            cache_dir: cache.path().to_owned(),
-            token: None,
-            offline: false,
-        };
+        let settings = settings_for("http://127.0.0.1:9", cache.path().to_owned(), false);
         let mut hub = Hub::new(settings);
         let fix = "enable kernels-build's \"hub\" feature, or run `cargo kernels download`";
         let err = hub.fetch("org/k", COMMIT, "build/v/x.so", Some(&sha256_hex(b"bytes"))).unwrap_err();
