@@ -360,6 +360,16 @@ fn split_repo(repo: &str) -> Result<(&str, &str), FetchError> {
     }
 }
 
+/// `repo` split as [`split_repo`] does, when `commit` is a commit id: what every request for
+/// a file or listing at a pinned commit checks first.
+fn split_pinned<'r>(repo: &'r str, commit: &str) -> Result<(&'r str, &'r str), FetchError> {
+    let parts = split_repo(repo)?;
+    if !is_commit_id(commit) {
+        return Err(FetchError::Commit { repo: repo.to_owned(), commit: commit.to_owned() });
+    }
+    Ok(parts)
+}
+
 /// Whether `s` is a commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 fn is_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -645,10 +655,7 @@ impl Hub {
         sha256: Option<&str>,
         size: Option<u64>,
     ) -> Result<(PathBuf, Vec<u8>), FetchError> {
-        split_repo(repo)?;
-        if !is_commit_id(commit) {
-            return Err(FetchError::Commit { repo: repo.to_owned(), commit: commit.to_owned() });
-        }
+        split_pinned(repo, commit)?;
         if let Some(problem) = path_problem(path) {
             return Err(FetchError::UnsafePath {
                 repo: repo.to_owned(),
@@ -715,10 +722,7 @@ impl Hub {
         _dir: &str,
         _recursive: bool,
     ) -> Result<Vec<TreeEntry>, FetchError> {
-        split_repo(repo)?;
-        if !is_commit_id(commit) {
-            return Err(FetchError::Commit { repo: repo.to_owned(), commit: commit.to_owned() });
-        }
+        split_pinned(repo, commit)?;
         Err(self.needs_hub_feature(what))
     }
 

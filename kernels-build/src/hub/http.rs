@@ -14,7 +14,7 @@ use reqwest::{StatusCode, Url};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    FetchError, Hub, HubError, MAX_FILE_SIZE, MAX_PAGES, Refs, RepoInfo, TreeEntry, folder_name, is_commit_id, shown,
+    FetchError, Hub, HubError, MAX_FILE_SIZE, MAX_PAGES, Refs, RepoInfo, TreeEntry, folder_name, shown, split_pinned,
     split_repo,
 };
 
@@ -180,10 +180,7 @@ impl Hub {
         dir: &str,
         recursive: bool,
     ) -> Result<Vec<TreeEntry>, FetchError> {
-        let (org, name) = split_repo(repo)?;
-        if !is_commit_id(commit) {
-            return Err(FetchError::Commit { repo: repo.to_owned(), commit: commit.to_owned() });
-        }
+        let (org, name) = split_pinned(repo, commit)?;
         let mut segments = vec!["api", "kernels", org, name, "tree", commit];
         segments.extend(dir.split('/'));
         let mut url = self.url(&segments).map_err(|e| self.hub_err(what, e))?;
