@@ -177,9 +177,7 @@ pub(crate) fn run(kernels: &Kernels, device: &Device) -> Result<Outcome> {
     let mut outcome = table(kernels, device, &SHAPES, "own")?;
     println!("-- again on Device::new_cuda(0): the per-thread stream, no cross-stream event tracking");
     let default = Device::new_cuda(0)?;
-    let more = table(kernels, &default, &SHAPES[..2], "per-thread")?;
-    outcome.checks += more.checks;
-    outcome.failures += more.failures;
+    outcome.add(table(kernels, &default, &SHAPES[..2], "per-thread")?);
     Ok(outcome)
 }
 

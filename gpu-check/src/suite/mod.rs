@@ -118,84 +118,25 @@ fn run() -> i32 {
     };
     println!("candle CUDA device 0 on its own stream");
 
-    let mut failures = 0;
-    let mut checks = 0;
+    let mut total = Outcome::default();
     println!("\n== correctness on candle CUDA tensors (reference: candle ops in f32)");
-    match correctness::run(&kernels, &device, correctness::Scope::CUDA) {
-        Ok(outcome) => {
-            checks += outcome.checks;
-            failures += outcome.failures;
-        }
-        Err(e) => {
-            println!("correctness suite aborted: {e}");
-            checks += 1;
-            failures += 1;
-        }
-    }
+    total.add_part(correctness::run(&kernels, &device, correctness::Scope::CUDA), "correctness suite", None);
 
     println!("\n== errors");
-    match errors::run(&kernels, &device) {
-        Ok(outcome) => {
-            checks += outcome.checks;
-            failures += outcome.failures;
-        }
-        Err(e) => {
-            println!("error checks aborted: {e}");
-            checks += 1;
-            failures += 1;
-        }
-    }
+    total.add_part(errors::run(&kernels, &device), "error checks", None);
 
     if !options.no_bench {
         println!("\n== benchmarks");
-        match bench::run(&kernels, "kernel", &device, &options) {
-            Ok(outcome) => {
-                checks += outcome.checks;
-                failures += outcome.failures;
-            }
-            Err(e) => {
-                println!("benchmarks aborted: {e}");
-                checks += 1;
-                failures += 1;
-            }
-        }
+        total.add_part(bench::run(&kernels, "kernel", &device, &options), "benchmarks", None);
     }
 
     if !options.no_bench {
         println!("\n== latency at decode and prefill shapes (host and device time per call)");
-        match latency::run(&kernels, &device) {
-            Ok(outcome) => {
-                checks += outcome.checks;
-                failures += outcome.failures;
-            }
-            Err(e) => {
-                println!("latency benchmark aborted: {e}");
-                checks += 1;
-                failures += 1;
-            }
-        }
+        total.add_part(latency::run(&kernels, &device), "latency benchmark", None);
     }
 
     println!("\n== two GPUs in one process");
-    match two_gpus::run(&device, &kernels) {
-        Ok(outcome) => {
-            checks += outcome.checks;
-            failures += outcome.failures;
-        }
-        Err(e) => {
-            println!("two-GPU case aborted: {e}");
-            result_line(
-                "two-gpus",
-                &[
-                    ("case", "run".into()),
-                    ("status", "fail".into()),
-                    ("problem", first_line(&e.to_string()).to_owned()),
-                ],
-            );
-            checks += 1;
-            failures += 1;
-        }
-    }
+    total.add_part(two_gpus::run(&device, &kernels), "two-GPU case", Some(("two-gpus", "run")));
 
     if let Some(dir) = stable_abi_dir(&options) {
         println!("\n== torch stable-ABI variant ({})", dir.display());
@@ -203,38 +144,17 @@ fn run() -> i32 {
             println!("\n== correctness of the torch stable-ABI variant on candle CUDA tensors");
             let mut outcome = correctness::run(&stable.kernels, &device, correctness::Scope::CUDA)?;
             println!("\n== torch stable-ABI checks and per-call cost");
-            let more = stable_abi::run(&stable, &kernels, &device, !options.no_bench)?;
-            outcome.checks += more.checks;
-            outcome.failures += more.failures;
+            outcome.add(stable_abi::run(&stable, &kernels, &device, !options.no_bench)?);
             if !options.no_bench {
                 println!("\n== benchmarks of the torch stable-ABI variant");
-                let more = bench::run(&stable.kernels, "stable-abi kernel", &device, &options)?;
-                outcome.checks += more.checks;
-                outcome.failures += more.failures;
+                outcome.add(bench::run(&stable.kernels, "stable-abi kernel", &device, &options)?);
             }
             Ok(outcome)
         });
-        match parts {
-            Ok(outcome) => {
-                checks += outcome.checks;
-                failures += outcome.failures;
-            }
-            Err(e) => {
-                println!("torch stable-ABI part aborted: {e}");
-                result_line(
-                    "stable-abi",
-                    &[
-                        ("case", "load".into()),
-                        ("status", "fail".into()),
-                        ("problem", first_line(&e.to_string()).to_owned()),
-                    ],
-                );
-                checks += 1;
-                failures += 1;
-            }
-        }
+        total.add_part(parts, "torch stable-ABI part", Some(("stable-abi", "load")));
     }
 
+    let Outcome { checks, failures } = total;
     println!("\n== summary: {checks} checks, {failures} failed");
     let status = if failures == 0 { "pass" } else { "fail" };
     result_line(
@@ -281,6 +201,36 @@ impl Outcome {
         self.checks += 1;
         if !passed {
             self.failures += 1;
+        }
+    }
+
+    /// Adds what another part found.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn add(&mut self, other: Outcome) {
+        self.checks += other.checks;
+        self.failures += other.failures;
+    }
+
+    /// Adds what a part found or, when it aborted, one failed check: "`what` aborted: …" is
+    /// printed and, with `line = Some((kind, case))`, a `RESULT kind case=… status=fail` line.
+    #[cfg(feature = "cuda")]
+    fn add_part(&mut self, part: candle_core::Result<Outcome>, what: &str, line: Option<(&str, &str)>) {
+        match part {
+            Ok(outcome) => self.add(outcome),
+            Err(e) => {
+                println!("{what} aborted: {e}");
+                if let Some((kind, case)) = line {
+                    result_line(
+                        kind,
+                        &[
+                            ("case", case.into()),
+                            ("status", "fail".into()),
+                            ("problem", first_line(&e.to_string()).to_owned()),
+                        ],
+                    );
+                }
+                self.record(false);
+            }
         }
     }
 }
