@@ -29,18 +29,8 @@ pub(super) fn read<R>(
     stream: &CudaStream,
     then: impl FnOnce(Locked) -> Result<R, CandleError>,
 ) -> Result<R, CandleError> {
-    let dtype = storage.dtype();
-    macro_rules! read {
-        ($($variant:ident),*) => {
-            match &storage.slice {
-                $(CudaStorageSlice::$variant(slice) => {
-                    let (ptr, _record_on_drop) = slice.device_ptr(stream);
-                    then(Locked { base: address(ptr), len: slice.len(), dtype })
-                })*
-            }
-        };
-    }
-    read!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+    let (locked, _record_on_drop) = read_held(storage, stream);
+    then(locked)
 }
 
 /// The base of `storage`, read on `stream`: `stream` waits for the slice's pending writes
@@ -105,16 +95,23 @@ pub(super) struct PendingWrite {
 
 impl Drop for PendingWrite {
     fn drop(&mut self) {
-        let Some(event) = self.event else { return };
-        let ctx = self.stream.context();
-        if !ctx.is_managing_stream_synchronization() {
-            return;
-        }
-        if ctx.bind_to_thread().is_ok() {
-            // SAFETY: the event is the write event of a live slice (the owner keeps it), made
-            // in the stream's context; recording it has no other effect.
-            let _ = unsafe { cudarc_result::event::record(event, self.stream.cu_stream()) };
-        }
+        record_write(&self.stream, self.event);
+    }
+}
+
+/// Records a slice's write `event` (from [`write_base`]) on `stream`, as cudarc's own guard
+/// would: only while the context tracks work across streams. The caller keeps the slice, and
+/// so the event, alive.
+fn record_write(stream: &CudaStream, event: Option<sys::CUevent>) {
+    let Some(event) = event else { return };
+    let ctx = stream.context();
+    if !ctx.is_managing_stream_synchronization() {
+        return;
+    }
+    if ctx.bind_to_thread().is_ok() {
+        // SAFETY: the event is the write event of a live slice (the caller keeps it), made in
+        // the stream's context; recording it has no other effect.
+        let _ = unsafe { cudarc_result::event::record(event, stream.cu_stream()) };
     }
 }
 
@@ -135,19 +132,10 @@ pub(super) fn write<R>(
     stream: &CudaStream,
     then: impl FnOnce(Locked) -> Result<R, CandleError>,
 ) -> Result<R, CandleError> {
-    let dtype = storage.dtype();
-    macro_rules! write {
-        ($($variant:ident),*) => {
-            match &mut storage.slice {
-                $(CudaStorageSlice::$variant(slice) => {
-                    let len = slice.len();
-                    let (ptr, _record_on_drop) = slice.device_ptr_mut(stream);
-                    then(Locked { base: address(ptr), len, dtype })
-                })*
-            }
-        };
-    }
-    write!(U8, U32, I16, I32, I64, BF16, F16, F32, F64, F8E4M3, F6E2M3, F6E3M2, F4, F8E8M0)
+    let (locked, event) = write_base(storage, stream);
+    let result = then(locked);
+    record_write(stream, event);
+    result
 }
 
 /// The CUDA context that was current on the thread when a kernelized call began, made current
