@@ -142,8 +142,11 @@ PY
     echo "gpu-check.sh: gpu-check exited with $status after $((SECONDS - start)) s"
 
     # The demo block on candle CUDA tensors: every kernelized layer must pick the embedded
-    # cu130 variant (strict: a fallback is an error) and match the candle forwards.
-    if [ -x "$dir/kernels-demo" ]; then
+    # cu130 variant (strict: a fallback is an error) and match the candle forwards. Not with
+    # --latency-only, which runs the latency tables (CUDA and CPU) alone.
+    local latency_only=false arg
+    for arg in "$@"; do [ "$arg" = --latency-only ] && latency_only=true; done
+    if [ -x "$dir/kernels-demo" ] && ! $latency_only; then
         local demo_status=0 cache
         cache="$(mktemp -d)"
         echo

@@ -13,6 +13,7 @@ usage: gpu-check [OPTIONS] [KERNEL_DIR]
   --warmup N        untimed runs before them (default 20)
   --bench-shape RxH rows x hidden size of the benchmarks (default 16384x8192)
   --no-bench        correctness only
+  --latency-only    the latency benchmark only (decode and prefill shapes), no other part
   --stable-abi DIR  the torch stable-ABI variant of the same kernels, checked and benchmarked
                     beside the tvm-ffi one; default: `stable-abi-cuda` next to the
                     executable, when it exists
@@ -34,6 +35,8 @@ pub struct Options {
     pub bench_shape: (usize, usize),
     /// Skip the benchmarks.
     pub no_bench: bool,
+    /// Run the latency benchmark alone.
+    pub latency_only: bool,
     /// The torch stable-ABI kernel directory, if given.
     pub stable_abi_dir: Option<PathBuf>,
     /// Print the usage and exit.
@@ -48,6 +51,7 @@ impl Default for Options {
             warmup: 20,
             bench_shape: (16384, 8192),
             no_bench: false,
+            latency_only: false,
             stable_abi_dir: None,
             help: false,
         }
@@ -67,6 +71,7 @@ impl Options {
             match text.as_deref() {
                 Some("-h" | "--help") => options.help = true,
                 Some("--no-bench") => options.no_bench = true,
+                Some("--latency-only") => options.latency_only = true,
                 Some("--iters") => options.iters = count("--iters", &value("--iters")?)?,
                 Some("--warmup") => {
                     options.warmup = value("--warmup")?.parse().map_err(|_| "--warmup needs a number")?
@@ -93,6 +98,9 @@ impl Options {
         ];
         if self.no_bench {
             args.push("--no-bench".into());
+        }
+        if self.latency_only {
+            args.push("--latency-only".into());
         }
         if let Some(dir) = &self.stable_abi_dir {
             args.push("--stable-abi".into());
@@ -141,12 +149,13 @@ mod tests {
             "--bench-shape",
             "32x64",
             "--no-bench",
+            "--latency-only",
             "--stable-abi",
             "sdir",
             "dir",
         ])
         .unwrap();
-        assert_eq!((o.iters, o.warmup, o.bench_shape, o.no_bench), (7, 0, (32, 64), true));
+        assert_eq!((o.iters, o.warmup, o.bench_shape, o.no_bench, o.latency_only), (7, 0, (32, 64), true, true));
         assert_eq!(o.stable_abi_dir, Some(PathBuf::from("sdir")));
         assert_eq!(o.kernel_dir, Some(PathBuf::from("dir")));
         assert_eq!(Options::parse(o.to_args()).unwrap(), o);

@@ -21,8 +21,8 @@
 
 use std::time::Instant;
 
-use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, result as cudarc_result};
 use candle_core::{DType, Device, Result, Tensor};
 use kernels_runtime::candle::{self as kc, CandleArg, output, output_like};
 use kernels_runtime::dispatch::{self, Choice, KernelArg, KernelOutput, Mode, Target};
@@ -112,7 +112,13 @@ fn raw<'a>(f: &'a KernelFunction, args: &'a [CandleArg<'a>]) -> Run<'a> {
 /// - `our-output`: a `#[kernelize]` output made, lent to a kernel and its write recorded, then
 ///   dropped (no kernel);
 /// - `our-input`: a `#[kernelize]` input held for a call and released (its storage locked, the
-///   stream's wait and the read recorded).
+///   stream's wait and the read recorded);
+/// - `ctx-current`: one `cuCtxGetCurrent` (a kernelized call makes two, to leave the caller's
+///   context current; cudarc makes one per context bind);
+/// - `describe`: `output_like(x)`, the description of a `#[kernelize]` output (no allocation
+///   of its size);
+/// - `input-lock`: a `CandleInput` made and dropped (the storage lock, the view, the stream's
+///   wait and record), without the context keeper and the shared handle of `our-input`.
 fn pieces<'a>(
     x: &'a Tensor,
     out: &'a Tensor,
@@ -160,12 +166,33 @@ fn pieces<'a>(
         }
         Ok(())
     });
+    let ctx_current: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            std::hint::black_box(cudarc_result::ctx::get_current().map_err(cuda_err)?);
+        }
+        Ok(())
+    });
+    let describe: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            drop(std::hint::black_box(output_like(x)?));
+        }
+        Ok(())
+    });
+    let input_lock: Run<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            drop(std::hint::black_box(kc::CandleInput::new(x).map_err(candle_core::Error::from)?));
+        }
+        Ok(())
+    });
     Ok(vec![
         ("piece", "event", event),
         ("piece", "wait+record", access),
         ("piece", "candle-alloc", candle_alloc),
         ("piece", "our-output", our_output),
         ("piece", "our-input", our_input),
+        ("piece", "ctx-current", ctx_current),
+        ("piece", "describe", describe),
+        ("piece", "input-lock", input_lock),
     ])
 }
 

@@ -118,6 +118,14 @@ fn run() -> i32 {
     };
     println!("candle CUDA device 0 on its own stream");
 
+    if options.latency_only {
+        if options.no_bench {
+            println!("gpu-check-cuda: --latency-only and --no-bench exclude each other");
+            return EXIT_CANNOT_RUN;
+        }
+        return finish(run_latency(&kernels, &device, Outcome::default()));
+    }
+
     let mut total = Outcome::default();
     println!("\n== correctness on candle CUDA tensors (reference: candle ops in f32)");
     total.add_part(correctness::run(&kernels, &device, correctness::Scope::CUDA), "correctness suite", None);
@@ -131,8 +139,7 @@ fn run() -> i32 {
     }
 
     if !options.no_bench {
-        println!("\n== latency at decode and prefill shapes (host and device time per call)");
-        total.add_part(latency::run(&kernels, &device), "latency benchmark", None);
+        total = run_latency(&kernels, &device, total);
     }
 
     println!("\n== two GPUs in one process");
@@ -154,6 +161,20 @@ fn run() -> i32 {
         total.add_part(parts, "torch stable-ABI part", Some(("stable-abi", "load")));
     }
 
+    finish(total)
+}
+
+/// The latency benchmark, added to `total`.
+#[cfg(feature = "cuda")]
+fn run_latency(kernels: &Kernels, device: &Device, mut total: Outcome) -> Outcome {
+    println!("\n== latency at decode and prefill shapes (host and device time per call)");
+    total.add_part(latency::run(kernels, device), "latency benchmark", None);
+    total
+}
+
+/// Prints the summary of `total`; the exit status.
+#[cfg(feature = "cuda")]
+fn finish(total: Outcome) -> i32 {
     let Outcome { checks, failures } = total;
     println!("\n== summary: {checks} checks, {failures} failed");
     let status = if failures == 0 { "pass" } else { "fail" };

@@ -36,6 +36,7 @@ pub(super) fn read<R>(
 /// The base of `storage`, read on `stream`: `stream` waits for the slice's pending writes
 /// now, and the returned guard records the read on `stream` when dropped (after the kernel was
 /// enqueued). One wait and one record per tensor and call, as candle's own ops make.
+#[inline]
 pub(super) fn read_held<'s>(storage: &'s CudaStorage, stream: &'s CudaStream) -> (Locked, SyncOnDrop<'s>) {
     let dtype = storage.dtype();
     macro_rules! read {
@@ -60,6 +61,7 @@ pub(super) fn write_unrecorded(storage: &mut CudaStorage, stream: &CudaStream) -
 
 /// The base of `storage` for a write on `stream` (which waits for the slice's pending reads
 /// and writes now), and the handle of the slice's write event, which nothing records yet.
+#[inline]
 fn write_base(storage: &mut CudaStorage, stream: &CudaStream) -> (Locked, Option<sys::CUevent>) {
     let dtype = storage.dtype();
     macro_rules! write {
@@ -93,6 +95,13 @@ pub(super) struct PendingWrite {
     event: Option<sys::CUevent>,
 }
 
+impl PendingWrite {
+    /// The stream the write is recorded on.
+    pub(super) fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+}
+
 impl Drop for PendingWrite {
     fn drop(&mut self) {
         record_write(&self.stream, self.event);
@@ -119,9 +128,10 @@ fn record_write(stream: &CudaStream, event: Option<sys::CUevent>) {
 /// the slice's pending work now (none, for a fresh allocation), and the returned
 /// [`PendingWrite`] records the write when dropped, after the kernel was enqueued. The caller
 /// keeps the storage alive at least as long as the `PendingWrite`.
-pub(super) fn write_pending(storage: &mut CudaStorage, stream: &std::sync::Arc<CudaStream>) -> (Locked, PendingWrite) {
-    let (locked, event) = write_base(storage, stream);
-    (locked, PendingWrite { stream: stream.clone(), event })
+#[inline]
+pub(super) fn write_pending(storage: &mut CudaStorage, stream: std::sync::Arc<CudaStream>) -> (Locked, PendingWrite) {
+    let (locked, event) = write_base(storage, &stream);
+    (locked, PendingWrite { stream, event })
 }
 
 /// Runs `then` with the base of `storage`, written on `stream`: `stream` first waits for
@@ -142,41 +152,58 @@ pub(super) fn write<R>(
 /// again once the call's last CUDA value is let go. Candle binds a tensor's context to allocate,
 /// wait on events and record them, and a kernel may make its device current: without this, the
 /// code after the call (the CUDA runtime API, another library's kernels) would run on whichever
-/// device the call's tensors live on. All values of one call on a thread share one keeper.
+/// device the call's tensors live on. All keepers alive at once on a thread (the values of one
+/// call) share the context noted by the first; the last one dropped restores it.
 pub(super) struct KeepContext {
-    /// The context found current (null: none).
-    found: sys::CUcontext,
+    /// Bound to the thread whose count it holds (`!Send`).
+    _thread: core::marker::PhantomData<*const ()>,
+}
+
+/// The keepers alive on this thread, and the context the first of them found current (null:
+/// none).
+struct CallContext {
+    keepers: core::cell::Cell<usize>,
+    found: core::cell::Cell<sys::CUcontext>,
 }
 
 thread_local! {
-    /// The keeper of the call in progress on this thread, while one of its values lives.
-    static CALL_CONTEXT: core::cell::RefCell<std::rc::Weak<KeepContext>> =
-        const { core::cell::RefCell::new(std::rc::Weak::new()) };
+    static CALL_CONTEXT: CallContext = const {
+        CallContext { keepers: core::cell::Cell::new(0), found: core::cell::Cell::new(core::ptr::null_mut()) }
+    };
 }
 
-/// The keeper of the call in progress on this thread, made now (noting the current context)
-/// if none lives. Call it before anything binds a context for the call. `None` if the driver
-/// cannot say which context is current (then nothing is restored).
-pub(super) fn keep_context() -> Option<std::rc::Rc<KeepContext>> {
-    CALL_CONTEXT.with(|slot| {
-        if let Some(keeper) = slot.borrow().upgrade() {
-            return Some(keeper);
+/// A keeper of the caller's context for a call on this thread: the first alive notes the
+/// current context now, the others share it. Make one before anything binds a context for
+/// the call. `None` if the driver cannot say which context is current (then nothing is
+/// restored). It allocates nothing.
+pub(super) fn keep_context() -> Option<KeepContext> {
+    CALL_CONTEXT.with(|call| {
+        let keepers = call.keepers.get();
+        if keepers == 0 {
+            call.found.set(cudarc_result::ctx::get_current().ok()?.unwrap_or(core::ptr::null_mut()));
         }
-        let found = cudarc_result::ctx::get_current().ok()?.unwrap_or(core::ptr::null_mut());
-        let keeper = std::rc::Rc::new(KeepContext { found });
-        *slot.borrow_mut() = std::rc::Rc::downgrade(&keeper);
-        Some(keeper)
+        call.keepers.set(keepers + 1);
+        Some(KeepContext { _thread: core::marker::PhantomData })
     })
 }
 
 impl Drop for KeepContext {
     fn drop(&mut self) {
-        let now = cudarc_result::ctx::get_current().ok().flatten().unwrap_or(core::ptr::null_mut());
-        if now != self.found {
-            // SAFETY: the context was current on this thread when the call began, and the
-            // call's values (which keep their contexts' devices in use) are gone; setting a
-            // null context only unbinds the thread. An error leaves the thread as it is.
-            let _ = unsafe { cudarc_result::ctx::set_current(self.found) };
-        }
+        // `try_with`: a keeper dropped while the thread's locals are torn down restores nothing.
+        let _ = CALL_CONTEXT.try_with(|call| {
+            let keepers = call.keepers.get().saturating_sub(1);
+            call.keepers.set(keepers);
+            if keepers > 0 {
+                return;
+            }
+            let found = call.found.get();
+            let now = cudarc_result::ctx::get_current().ok().flatten().unwrap_or(core::ptr::null_mut());
+            if now != found {
+                // SAFETY: the context was current on this thread when the call began, and the
+                // call's values (which keep their contexts' devices in use) are gone; setting a
+                // null context only unbinds the thread. An error leaves the thread as it is.
+                let _ = unsafe { cudarc_result::ctx::set_current(found) };
+            }
+        });
     }
 }

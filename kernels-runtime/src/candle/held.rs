@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Layout, Shape, Storage, StorageRef, Tensor};
 use crate::ffi::{DLDevice, Stream, TensorView};
 
 use super::CandleError;
-use super::lock::{Locked, cpu_read, cpu_write, view_of};
+use super::lock::{Locked, contiguous_view, cpu_read, cpu_write, view_of};
 use super::mapping::{check_device, check_tensor, dl_dtype};
 
 /// A tensor a kernel reads, its storage read-locked while this value lives.
@@ -44,6 +44,7 @@ pub struct CandleInput {
 
 impl CandleInput {
     /// Read-locks `tensor`'s storage and views it; the tensor must be contiguous.
+    #[inline]
     pub fn new(tensor: &Tensor) -> Result<Self, CandleError> {
         Self::lock(tensor.clone(), false)
     }
@@ -54,6 +55,7 @@ impl CandleInput {
         Self::lock(tensor.clone(), true)
     }
 
+    #[inline]
     fn lock(tensor: Tensor, strided: bool) -> Result<Self, CandleError> {
         let device = check_tensor(None, &tensor)?;
         #[cfg(feature = "candle-cuda")]
@@ -61,8 +63,7 @@ impl CandleInput {
             Device::Cuda(cuda) => Some(cuda.cuda_stream()),
             _ => None,
         };
-        let (storage, layout) = tensor.storage_and_layout();
-        let layout = layout.clone();
+        let (storage, _) = tensor.storage_and_layout();
         // SAFETY: only the lifetime changes. The guard refers to the lock inside candle's
         // shared storage allocation (the `Arc<RwLock<Storage>>` of the tensor), not to the
         // `Tensor` handle it was borrowed through; `_tensor` owns a clone of that `Arc` and is
@@ -93,7 +94,7 @@ impl CandleInput {
             }
         };
         // Valid while `storage` holds the lock: lent out only borrowed from `self`.
-        let view = view_of(device, None, &layout, strided, &locked)?;
+        let view = view_of(device, None, tensor.layout(), strided, &locked)?;
         Ok(Self {
             #[cfg(feature = "candle-cuda")]
             _record: record,
@@ -151,25 +152,14 @@ pub struct CandleOutput {
 impl CandleOutput {
     /// An output of `shape` and `dtype` on `device` (see the type's docs for its contents).
     pub fn new(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Self, CandleError> {
-        Self::make(shape.into(), dtype, device, true)
+        Self::make(shape.into(), dtype, device)
     }
 
-    /// Like [`new`](Self::new), with CPU memory not filled either.
-    ///
-    /// # Safety
-    /// Nothing reads the tensor made of it before a kernel has written every element (the
-    /// contract of a `#[kernelize]` call's outputs): the memory is uninitialised.
-    pub(super) unsafe fn new_unfilled(shape: Shape, dtype: DType, device: &Device) -> Result<Self, CandleError> {
-        Self::make(shape, dtype, device, false)
-    }
-
-    fn make(shape: Shape, dtype: DType, device: &Device, zero_cpu: bool) -> Result<Self, CandleError> {
+    fn make(shape: Shape, dtype: DType, device: &Device) -> Result<Self, CandleError> {
         dl_dtype(dtype)?;
         let dl = check_device(None, device)?;
         let storage = match device {
-            Device::Cpu if zero_cpu => Storage::Cpu(CpuDevice.zeros_impl(&shape, dtype)?),
-            // SAFETY: the caller of `new_unfilled` writes every element before anything reads it.
-            Device::Cpu => Storage::Cpu(unsafe { CpuDevice.alloc_uninit(&shape, dtype)? }),
+            Device::Cpu => Storage::Cpu(CpuDevice.zeros_impl(&shape, dtype)?),
             // SAFETY: device memory holds no Rust values, so reading it unwritten is not
             // undefined behaviour, only garbage; the kernel's contract is to write all of it.
             #[cfg(feature = "candle-cuda")]
@@ -242,32 +232,6 @@ impl CandleOutput {
         None
     }
 
-    /// The output as a tensor now, with the view a kernel writes it through; the write is
-    /// not recorded on a CUDA stream (the caller records it after the kernel was enqueued).
-    ///
-    /// # Safety
-    /// The view points into the tensor's storage (a `Vec`'s heap buffer or device memory,
-    /// which moving the storage into the tensor does not move): the caller uses it only while
-    /// the tensor lives and while nothing else reaches that tensor.
-    pub(super) unsafe fn into_tensor_and_view(mut self) -> Result<(Tensor, TensorView<'static>, Pending), CandleError> {
-        // The view's memory is the storage's, not `self`'s: valid as long as the caller says.
-        let (locked, pending) = self.lock_pending()?;
-        let view = view_of(self.device, None, &self.layout, false, &locked)?;
-        let tensor = Tensor::from_storage(self.storage, self.layout.shape().clone(), BackpropOp::none(), false);
-        Ok((tensor, view, pending))
-    }
-
-    /// The base for the kernel's write, and the record of that write to make once it is
-    /// enqueued (on CUDA).
-    fn lock_pending(&mut self) -> Result<(Locked, Pending), CandleError> {
-        #[cfg(feature = "candle-cuda")]
-        if let (Storage::Cuda(gpu), Some(stream)) = (&mut self.storage, &self.stream) {
-            let (locked, write) = super::cuda::write_pending(gpu, stream);
-            return Ok((locked, Pending { _write: Some(write) }));
-        }
-        Ok((self.lock_mut()?, Pending::NONE))
-    }
-
     /// The output as a candle tensor (after the kernel call).
     pub fn into_tensor(self) -> Tensor {
         #[cfg(feature = "candle-cuda")]
@@ -283,9 +247,58 @@ impl CandleOutput {
     }
 }
 
-/// The write of an output made by [`CandleOutput::into_tensor_and_view`], recorded on its CUDA
-/// stream when dropped (nothing on the CPU): drop it once the kernel is enqueued, before the
-/// tensor.
+/// A `#[kernelize]` call's output: a new tensor of `shape` and `dtype` on `device`, its memory
+/// not filled (on any device); a writable view of it; the write to record once the kernel is
+/// enqueued (on CUDA); and the stream the kernel runs on (candle's, on CUDA). Built directly,
+/// with one allocation of the shape and no layout beside the tensor's own.
+///
+/// # Safety
+/// The view points into the tensor's storage (a `Vec`'s heap buffer or device memory, which
+/// moving the storage into the tensor does not move): the caller uses it only while the tensor
+/// lives and while nothing else reaches that tensor, and a kernel writes every element before
+/// anything reads the tensor (the memory is uninitialised).
+#[inline]
+pub(super) unsafe fn fresh_output(
+    shape: &Shape,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, TensorView<'static>, Pending, Option<Stream>), CandleError> {
+    dl_dtype(dtype)?;
+    let dl = check_device(None, device)?;
+    let (storage, locked, pending, stream) = match device {
+        Device::Cpu => {
+            // SAFETY: the caller's kernel writes every element before anything reads it.
+            let mut cpu = unsafe { CpuDevice.alloc_uninit(shape, dtype)? };
+            let locked = cpu_write(&mut cpu);
+            (Storage::Cpu(cpu), locked, Pending::NONE, None)
+        }
+        #[cfg(feature = "candle-cuda")]
+        Device::Cuda(cuda) => {
+            // SAFETY: device memory holds no Rust values, so reading it unwritten is not
+            // undefined behaviour, only garbage; the kernel's contract is to write all of it.
+            let mut gpu = unsafe { cuda.alloc_uninit(shape, dtype)? };
+            let (locked, write) = super::cuda::write_pending(&mut gpu, cuda.cuda_stream());
+            // SAFETY: candle's stream of the output's device, kept alive by `write` and by the
+            // tensor's storage.
+            let stream = unsafe { Stream::from_raw(dl, write.cu_stream().cast()) };
+            (Storage::Cuda(gpu), locked, Pending { _write: Some(write) }, Some(stream))
+        }
+        _ => {
+            return Err(CandleError::UnsupportedDevice {
+                index: None,
+                device: format!("{:?}", device.location()),
+                reason: "not supported by this build",
+            });
+        }
+    };
+    // The view's memory is the storage's, not a local's: valid as long as the caller says.
+    let view = contiguous_view(dl, shape.dims(), &locked)?;
+    let tensor = Tensor::from_storage(storage, shape.clone(), BackpropOp::none(), false);
+    Ok((tensor, view, pending, stream))
+}
+
+/// The write of an output made by [`fresh_output`], recorded on its CUDA stream when dropped
+/// (nothing on the CPU): drop it once the kernel is enqueued, before the tensor.
 pub(super) struct Pending {
     /// Held for its `Drop`, which records the write.
     #[cfg(feature = "candle-cuda")]

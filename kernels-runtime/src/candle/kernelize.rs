@@ -56,7 +56,7 @@
 //!   one storage twice in a call can deadlock against a waiting writer; use
 //!   [`call`](super::call) for such calls.
 //! - **Outputs**: the `output = …` tensor only describes the result ([`output_like`],
-//!   [`output`]); the call replaces it by a new [`CandleOutput`] of that shape, dtype and
+//!   [`output`]); the call replaces it by a new tensor of that shape, dtype and
 //!   device, which the kernel must write in full (it is not filled before, on any device). On CUDA the
 //!   kernel's write is recorded on candle's stream once it is enqueued.
 //! - **Errors**: `From<DispatchError> for candle_core::Error` wraps the error
@@ -67,7 +67,6 @@
 
 use core::fmt;
 use std::rc::Rc;
-use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
 
@@ -80,7 +79,7 @@ use crate::registry::Tolerance;
 
 use super::held::Pending;
 use super::mapping::{dl_device, dl_dtype};
-use super::{CandleError, CandleInput, CandleOutput};
+use super::{CandleError, CandleInput};
 
 impl From<DispatchError> for candle_core::Error {
     fn from(error: DispatchError) -> Self {
@@ -91,31 +90,63 @@ impl From<DispatchError> for candle_core::Error {
 /// The description of a `#[kernelize]` output shaped, typed and placed like `like`: see
 /// [`output`].
 pub fn output_like(like: &Tensor) -> candle_core::Result<Tensor> {
-    output(like.shape().clone(), like.dtype(), like.device())
+    describe(like.dims(), like.dtype(), like.device())
 }
 
 /// The description of a `#[kernelize]` output of `shape` and `dtype` on `device`: one element,
 /// broadcast. The call replaces it by a new tensor the kernel writes. The element is made once
-/// per dtype and device and shared, so describing allocates nothing; no kernel call reads or
-/// writes it.
+/// per dtype and device and shared, and the last descriptions made on a thread are handed out
+/// again, so describing allocates nothing of the output's size (and, for a shape described
+/// before, nothing at all); no kernel call reads or writes it.
 pub fn output(shape: impl Into<Shape>, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-    one_element(dtype, device)?.broadcast_as(shape)
+    describe(shape.into().dims(), dtype, device)
 }
 
-/// A zero of `dtype` on `device`, shared.
-fn one_element(dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-    /// At most this many (dtype, device) pairs are kept; others get a fresh element.
-    const KEEP: usize = 64;
-    static ELEMENTS: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
-    let mut elements = ELEMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = elements.iter().find(|t| t.dtype() == dtype && Tensor::device(t).same_device(device)) {
-        return Ok(t.clone());
+/// What [`describe`] keeps on a thread: shared zeros, one per dtype and device, and the last
+/// descriptions made.
+#[derive(Default)]
+struct Described {
+    elements: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+    /// The description the next new one replaces, once `outputs` is full.
+    next: usize,
+}
+
+/// A shared zero of `dtype` on `device`, broadcast to `dims`.
+fn describe(dims: &[usize], dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    /// At most this many (dtype, device) pairs are kept per thread; others get a fresh element.
+    const ELEMENTS: usize = 64;
+    /// The descriptions kept per thread: a model's layers each describe a few shapes.
+    const OUTPUTS: usize = 16;
+    thread_local! {
+        static DESCRIBED: core::cell::RefCell<Described> = core::cell::RefCell::new(Described::default());
     }
-    let t = Tensor::zeros((), dtype, device)?;
-    if elements.len() < KEEP {
-        elements.push(t.clone());
-    }
-    Ok(t)
+    let same = |t: &Tensor| t.dtype() == dtype && Tensor::device(t).same_device(device);
+    DESCRIBED.with(|described| {
+        let mut described = described.borrow_mut();
+        if let Some(t) = described.outputs.iter().find(|t| t.dims() == dims && same(t)) {
+            return Ok(t.clone());
+        }
+        let element = match described.elements.iter().find(|t| same(t)) {
+            Some(t) => t.clone(),
+            None => {
+                let t = Tensor::zeros((), dtype, device)?;
+                if described.elements.len() < ELEMENTS {
+                    described.elements.push(t.clone());
+                }
+                t
+            }
+        };
+        let output = element.broadcast_as(dims)?;
+        if described.outputs.len() < OUTPUTS {
+            described.outputs.push(output.clone());
+        } else {
+            let next = described.next;
+            described.outputs[next] = output.clone();
+            described.next = (next + 1) % OUTPUTS;
+        }
+        Ok(output)
+    })
 }
 
 fn adapter_error(error: CandleError) -> ArgError {
@@ -134,6 +165,7 @@ impl HeldTensor for CandleInput {
 
 impl KernelArg for Tensor {
     /// The tensor's storage, read-locked until the value (and every clone of it) is dropped.
+    #[inline]
     fn kernel_arg(&self) -> KernelValue<'_> {
         #[cfg(feature = "candle-cuda")]
         if Tensor::device(self).is_cuda() {
@@ -152,20 +184,20 @@ impl KernelArg for Tensor {
 }
 
 impl KernelOutput for Tensor {
-    /// Replaces `self` by a new [`CandleOutput`] of its shape, dtype and device (made a tensor
-    /// at once), and lends the kernel a writable view of it.
+    /// Replaces `self` by a new tensor of its shape, dtype and device (its memory not filled),
+    /// and lends the kernel a writable view of it.
+    #[inline]
     fn kernel_output(&mut self) -> KernelValue<'_> {
         // Noted before candle binds the device's context to allocate.
         #[cfg(feature = "candle-cuda")]
         let context = if Tensor::device(self).is_cuda() { super::cuda::keep_context() } else { None };
-        // SAFETY: a `#[kernelize]` call's kernel writes its outputs in full before anything
-        // reads them (the call's contract); a failed call drops them unread.
-        let output = unsafe { CandleOutput::new_unfilled(self.shape().clone(), self.dtype(), Tensor::device(self)) }
-            .map_err(adapter_error)?;
-        let stream = output.stream();
         // SAFETY: the tensor becomes `*self`, its only handle, which the returned value
-        // borrows mutably: the view is used while the tensor lives and nothing else reaches it.
-        let (tensor, view, pending) = unsafe { output.into_tensor_and_view() }.map_err(adapter_error)?;
+        // borrows mutably: the view is used while the tensor lives and nothing else reaches it;
+        // a `#[kernelize]` call's kernel writes its outputs in full before anything reads them
+        // (the call's contract), and a failed call drops them unread.
+        let (tensor, view, pending, stream) =
+            unsafe { super::held::fresh_output(self.shape(), self.dtype(), Tensor::device(self)) }
+                .map_err(adapter_error)?;
         *self = tensor;
         Ok(Value::Tensor(match stream {
             None => KernelTensor::Made(view),
@@ -218,7 +250,7 @@ struct HeldOutput {
     /// Makes the caller's CUDA context current again once the call's last value is gone
     /// (after the record above, which binds the tensor's).
     #[cfg(feature = "candle-cuda")]
-    _context: Option<Rc<super::cuda::KeepContext>>,
+    _context: Option<super::cuda::KeepContext>,
 }
 
 /// A CUDA input during the call: the read-locked tensor, and the keeper of the caller's
@@ -226,7 +258,7 @@ struct HeldOutput {
 #[cfg(feature = "candle-cuda")]
 struct HeldInput {
     input: CandleInput,
-    _context: Option<Rc<super::cuda::KeepContext>>,
+    _context: Option<super::cuda::KeepContext>,
 }
 
 #[cfg(feature = "candle-cuda")]
@@ -260,5 +292,49 @@ impl HeldTensor for HeldOutput {
 impl fmt::Debug for HeldOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeldOutput").field("view", &self.view).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Storage, Tensor};
+
+    use super::{output, output_like};
+
+    /// The address of a tensor's storage, to tell shared storages apart.
+    fn storage_of(t: &Tensor) -> usize {
+        let (storage, _) = t.storage_and_layout();
+        core::ptr::from_ref::<Storage>(&storage).addr()
+    }
+
+    #[test]
+    fn descriptions_are_handed_out_again_and_never_confused() {
+        let cpu = Device::Cpu;
+        let first = output((2, 3), DType::F32, &cpu).unwrap();
+        // The same description again is the one kept, not a new tensor.
+        assert_eq!(output((2, 3), DType::F32, &cpu).unwrap().id(), first.id());
+        assert_eq!(output_like(&Tensor::ones((2, 3), DType::F32, &cpu).unwrap()).unwrap().id(), first.id());
+        // Another dtype or shape is another description, of its own dtype and shape.
+        let bf16 = output((2, 3), DType::BF16, &cpu).unwrap();
+        assert_eq!((bf16.dtype(), bf16.dims()), (DType::BF16, [2, 3].as_slice()));
+        assert_ne!(bf16.id(), first.id());
+        let other = output((3, 2), DType::F32, &cpu).unwrap();
+        assert_eq!((other.dtype(), other.dims()), (DType::F32, [3, 2].as_slice()));
+        assert_ne!(other.id(), first.id());
+        // More shapes than are kept: each is still right, and all of one dtype share one element.
+        let f16 = output(1, DType::F16, &cpu).unwrap();
+        for n in 1..=40 {
+            for dtype in [DType::F32, DType::F16] {
+                let d = output((n, 7), dtype, &cpu).unwrap();
+                assert_eq!((d.dtype(), d.dims(), d.stride()), (dtype, [n, 7].as_slice(), [0, 0].as_slice()));
+                let same_dtype = if dtype == DType::F32 { &first } else { &f16 };
+                assert_eq!(storage_of(&d), storage_of(same_dtype));
+            }
+        }
+        let after = output((2, 3), DType::F32, &cpu).unwrap();
+        assert_eq!((after.dims(), storage_of(&after)), ([2, 3].as_slice(), storage_of(&first)));
+        // Another thread keeps descriptions of its own.
+        let elsewhere = std::thread::spawn(|| output((2, 3), DType::F32, &Device::Cpu).unwrap().id()).join().unwrap();
+        assert_ne!(elsewhere, first.id());
     }
 }

@@ -235,6 +235,7 @@ pub(super) fn lock_from(
 
 /// The view of a tensor with `layout` (argument `index`) into its locked storage. The view's
 /// lifetime is the caller's to bound: it is valid while the storage stays locked or owned.
+#[inline]
 pub(super) fn view_of<'v>(
     device: DLDevice,
     index: Option<usize>,
@@ -243,12 +244,37 @@ pub(super) fn view_of<'v>(
     locked: &Locked,
 ) -> Result<TensorView<'v>, CandleError> {
     let dims = layout.dims();
+    if !strided && !layout.is_contiguous() {
+        return Err(CandleError::NonContiguous { index, shape: dims.to_vec(), strides: layout.stride().to_vec() });
+    }
+    view_from(device, index, dims, strided.then(|| layout.stride()), layout.start_offset(), locked)
+}
+
+/// The view of a whole, contiguous storage of `dims` (a fresh output), as [`view_of`] makes it
+/// for a contiguous layout of them, with no layout built.
+#[inline]
+pub(super) fn contiguous_view<'v>(
+    device: DLDevice,
+    dims: &[usize],
+    locked: &Locked,
+) -> Result<TensorView<'v>, CandleError> {
+    view_from(device, None, dims, None, 0, locked)
+}
+
+/// The view of `dims` elements from `start` into a locked storage, with candle's `strides`
+/// (`None`: contiguous), checked against the storage.
+#[inline]
+fn view_from<'v>(
+    device: DLDevice,
+    index: Option<usize>,
+    dims: &[usize],
+    strides: Option<&[usize]>,
+    start: usize,
+    locked: &Locked,
+) -> Result<TensorView<'v>, CandleError> {
     let dtype = dl_dtype(locked.dtype)?;
     if dims.len() > MAX_NDIM {
         return Err(TensorError::TooManyDims { ndim: dims.len() }.into());
-    }
-    if !strided && !layout.is_contiguous() {
-        return Err(CandleError::NonContiguous { index, shape: dims.to_vec(), strides: layout.stride().to_vec() });
     }
     let overflow = || TensorError::Overflow { shape: dims.to_vec() };
     let to_i64 = |v: usize| i64::try_from(v).map_err(|_| overflow());
@@ -258,28 +284,28 @@ pub(super) fn view_of<'v>(
     }
     let shape = &shape[..dims.len()];
     // One past the last element addressed, checked against the storage.
-    let start = layout.start_offset();
     let numel: usize = dims.iter().product();
-    let end = if numel == 0 {
-        start
-    } else if strided {
-        let last =
-            dims.iter().zip(layout.stride()).try_fold(start, |acc, (&d, &s)| (d - 1).checked_mul(s)?.checked_add(acc));
-        last.and_then(|l| l.checked_add(1)).ok_or_else(overflow)?
-    } else {
-        start.checked_add(numel).ok_or_else(overflow)?
+    let end = match strides {
+        _ if numel == 0 => start,
+        Some(strides) => {
+            let last =
+                dims.iter().zip(strides).try_fold(start, |acc, (&d, &s)| (d - 1).checked_mul(s)?.checked_add(acc));
+            last.and_then(|l| l.checked_add(1)).ok_or_else(overflow)?
+        }
+        None => start.checked_add(numel).ok_or_else(overflow)?,
     };
     if end > locked.len {
         return Err(CandleError::OutOfBounds { index, end, len: locked.len });
     }
-    let mut strides = [0i64; MAX_NDIM];
-    let strides = if strided {
-        for (slot, &s) in strides.iter_mut().zip(layout.stride()) {
-            *slot = to_i64(s)?;
+    let mut view_strides = [0i64; MAX_NDIM];
+    let view_strides = match strides {
+        Some(strides) => {
+            for (slot, &s) in view_strides.iter_mut().zip(strides) {
+                *slot = to_i64(s)?;
+            }
+            Some(&view_strides[..dims.len()])
         }
-        Some(&strides[..dims.len()])
-    } else {
-        None
+        None => None,
     };
     // `start` is within the storage (checked above), so this stays inside its allocation.
     let data = locked.base.cast::<u8>().wrapping_add(start * locked.dtype.size_in_bytes()).cast::<c_void>();
@@ -287,5 +313,5 @@ pub(super) fn view_of<'v>(
     // holding `dtype` elements; the shape and strides address only elements of the storage
     // (checked). The caller keeps the memory locked (or owned) while the view is used, and
     // outputs come from write-locked or owned storages.
-    Ok(unsafe { TensorView::from_raw_parts(data, device, dtype, shape, strides, 0)? })
+    Ok(unsafe { TensorView::from_raw_parts(data, device, dtype, shape, view_strides, 0)? })
 }

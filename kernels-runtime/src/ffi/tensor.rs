@@ -145,6 +145,7 @@ impl<'a> TensorView<'a> {
     /// For `'a`, `data + byte_offset` must point to memory on `device` that holds every element
     /// the shape and strides address, with `dtype` elements, valid for the accesses the kernel
     /// makes, and not otherwise accessed while the kernel writes to it.
+    #[inline]
     pub unsafe fn from_raw_parts(
         data: *mut c_void,
         device: DLDevice,
