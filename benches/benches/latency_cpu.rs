@@ -19,7 +19,7 @@
 //!
 //! `cargo bench -p kernels-benches --bench latency_cpu` (options: `--rounds N`,
 //! `--kernel-dir DIR`: a Hub layout of the example kernel made beforehand, e.g. on a machine
-//! without cargo).
+//! without cargo; `--shape RxH`: that shape alone, e.g. a tiny one to profile the host path).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -166,6 +166,16 @@ fn raw<'a>(f: &'a KernelFunction, out: &'a Tensor, inputs: &'a [&'a Tensor], sca
 
 fn run() -> Result<()> {
     let rounds: usize = arg("--rounds").and_then(|r| r.parse().ok()).unwrap_or(31);
+    let shapes = match arg("--shape") {
+        None => SHAPES.to_vec(),
+        Some(text) => {
+            let parsed = text.split_once('x').and_then(|(r, h)| Some((r.parse().ok()?, h.parse().ok()?)));
+            match parsed {
+                Some((rows, hidden)) if rows > 0 && hidden > 0 && hidden % 2 == 0 => vec![(rows, hidden)],
+                _ => return Err(format!("--shape takes RxH (hidden size even), got `{text}`").into()),
+            }
+        }
+    };
     let layout = match arg("--kernel-dir") {
         Some(dir) => PathBuf::from(dir),
         None => package_example_kernel()?,
@@ -182,7 +192,7 @@ fn run() -> Result<()> {
     println!("| shape | dtype | op | kernelized | adapter | raw | candle |");
     println!("|---|---|---|---:|---:|---:|---:|");
     let device = Device::Cpu;
-    for (rows, hidden) in SHAPES {
+    for (rows, hidden) in shapes {
         for dtype in [DType::BF16, DType::F32] {
             let x = Tensor::randn(0f32, 1.0, (rows, hidden), &device)?.to_dtype(dtype)?;
             let w = Tensor::rand(0.5f32, 1.5, hidden, &device)?.to_dtype(dtype)?;
