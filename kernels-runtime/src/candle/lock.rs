@@ -277,14 +277,8 @@ fn view_from<'v>(
         return Err(TensorError::TooManyDims { ndim: dims.len() }.into());
     }
     let overflow = || TensorError::Overflow { shape: dims.to_vec() };
-    let to_i64 = |v: usize| i64::try_from(v).map_err(|_| overflow());
-    let mut shape = [0i64; MAX_NDIM];
-    for (slot, &d) in shape.iter_mut().zip(dims) {
-        *slot = to_i64(d)?;
-    }
-    let shape = &shape[..dims.len()];
     // One past the last element addressed, checked against the storage.
-    let numel: usize = dims.iter().product();
+    let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(overflow)?;
     let end = match strides {
         _ if numel == 0 => start,
         Some(strides) => {
@@ -297,21 +291,11 @@ fn view_from<'v>(
     if end > locked.len {
         return Err(CandleError::OutOfBounds { index, end, len: locked.len });
     }
-    let mut view_strides = [0i64; MAX_NDIM];
-    let view_strides = match strides {
-        Some(strides) => {
-            for (slot, &s) in view_strides.iter_mut().zip(strides) {
-                *slot = to_i64(s)?;
-            }
-            Some(&view_strides[..dims.len()])
-        }
-        None => None,
-    };
     // `start` is within the storage (checked above), so this stays inside its allocation.
     let data = locked.base.cast::<u8>().wrapping_add(start * locked.dtype.size_in_bytes()).cast::<c_void>();
     // SAFETY: `data` is the tensor's first element inside its locked storage, on `device`,
     // holding `dtype` elements; the shape and strides address only elements of the storage
     // (checked). The caller keeps the memory locked (or owned) while the view is used, and
     // outputs come from write-locked or owned storages.
-    Ok(unsafe { TensorView::from_raw_parts(data, device, dtype, shape, view_strides, 0)? })
+    Ok(unsafe { TensorView::from_dims(data, device, dtype, dims, strides)? })
 }

@@ -186,6 +186,55 @@ impl<'a> TensorView<'a> {
         })
     }
 
+    /// A view of `dims` (extents) at `data` with `strides` (in elements; `None`: compact
+    /// row-major), converted and laid out in one pass: what tensor adapters build from their
+    /// tensors' layouts.
+    ///
+    /// # Safety
+    /// As for [`from_raw_parts`](Self::from_raw_parts).
+    #[inline]
+    #[cfg_attr(not(feature = "candle"), allow(dead_code))]
+    pub(crate) unsafe fn from_dims(
+        data: *mut c_void,
+        device: DLDevice,
+        dtype: DLDataType,
+        dims: &[usize],
+        strides: Option<&[usize]>,
+    ) -> Result<Self, TensorError> {
+        if dims.len() > MAX_NDIM {
+            return Err(TensorError::TooManyDims { ndim: dims.len() });
+        }
+        let overflow = || TensorError::Overflow { shape: dims.to_vec() };
+        let mut shape = [0i64; MAX_NDIM];
+        for (slot, &d) in shape.iter_mut().zip(dims) {
+            *slot = i64::try_from(d).map_err(|_| overflow())?;
+        }
+        let strides = match strides {
+            Some(s) if s.len() != dims.len() => {
+                return Err(TensorError::StridesMismatch { ndim: dims.len(), strides: s.len() });
+            }
+            Some(s) => {
+                let mut out = [0i64; MAX_NDIM];
+                for (slot, &v) in out.iter_mut().zip(s) {
+                    *slot = i64::try_from(v).map_err(|_| overflow())?;
+                }
+                out
+            }
+            None => compact_strides(&shape, dims.len()),
+        };
+        Ok(Self {
+            data,
+            device,
+            dtype,
+            ndim: dims.len() as u8,
+            shape,
+            strides,
+            byte_offset: 0,
+            writable: true,
+            _borrow: PhantomData,
+        })
+    }
+
     /// The data pointer (without `byte_offset`).
     pub fn data_ptr(&self) -> *mut c_void {
         self.data
