@@ -118,9 +118,12 @@ fn raw<'a>(f: &'a KernelFunction, args: &'a [CandleArg<'a>]) -> Run<'a> {
 /// - `describe`: `output_like(x)`, the description of a `#[kernelize]` output (no allocation
 ///   of its size);
 /// - `input-lock`: a `CandleInput` made and dropped (the storage lock, the view, the stream's
-///   wait and record), without the context keeper and the shared handle of `our-input`.
+///   wait and record), without the context keeper and the shared handle of `our-input`;
+/// - `args`: a kernelized RMSNorm call's whole argument list (its output described and made, the
+///   input, the weight and eps converted) made and dropped, without dispatch and the kernel.
 fn pieces<'a>(
     x: &'a Tensor,
+    w: &'a Tensor,
     out: &'a Tensor,
     dtype: DType,
     device: &'a Device,
@@ -184,6 +187,15 @@ fn pieces<'a>(
         }
         Ok(())
     });
+    let args: Run<'a> = Box::new(move |n| {
+        let eps = EPS as f32;
+        for _ in 0..n {
+            let mut o = output_like(x)?;
+            let values = [o.kernel_output(), x.kernel_arg(), w.kernel_arg(), eps.kernel_arg()];
+            drop(std::hint::black_box(values));
+        }
+        Ok(())
+    });
     Ok(vec![
         ("piece", "event", event),
         ("piece", "wait+record", access),
@@ -193,6 +205,7 @@ fn pieces<'a>(
         ("piece", "ctx-current", ctx_current),
         ("piece", "describe", describe),
         ("piece", "input-lock", input_lock),
+        ("piece", "args", args),
     ])
 }
 
@@ -302,7 +315,7 @@ fn table(kernels: &Kernels, device: &Device, shapes: &[(usize, usize)], stream_n
             // depend on the shape), to tell by difference where its time goes.
             let mut cases = cases;
             if rows == 1 {
-                cases.extend(pieces(&x, &out, dtype, device)?);
+                cases.extend(pieces(&x, &w, &out, dtype, device)?);
             }
             // Enough calls per round for about a millisecond of host time at small shapes.
             let calls = if rows * hidden >= 2048 * 4096 { 20 } else { 200 };
