@@ -103,13 +103,23 @@ pub fn output(shape: impl Into<Shape>, dtype: DType, device: &Device) -> candle_
 }
 
 /// What [`describe`] keeps on a thread: shared zeros, one per dtype and device, and the last
-/// descriptions made.
+/// descriptions made. Dropped when the thread ends.
 #[derive(Default)]
 struct Described {
     elements: Vec<Tensor>,
     outputs: Vec<Tensor>,
     /// The description the next new one replaces, once `outputs` is full.
     next: usize,
+}
+
+impl Drop for Described {
+    fn drop(&mut self) {
+        // When the thread ends, these may be the last handles of a device, whose release
+        // destroys its library handles (cuBLAS, cuRAND), and those libraries panic on an error
+        // there: a panic in a thread-local destructor aborts the process, so it stops here.
+        let tensors = (core::mem::take(&mut self.outputs), core::mem::take(&mut self.elements));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(tensors)));
+    }
 }
 
 /// A shared zero of `dtype` on `device`, broadcast to `dims`.
