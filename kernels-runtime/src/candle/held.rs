@@ -19,7 +19,7 @@ use crate::ffi::{DLDevice, Stream, TensorView};
 
 use super::CandleError;
 use super::lock::{Locked, contiguous_view, cpu_read, cpu_write, view_of};
-use super::mapping::{check_device, check_tensor, dl_dtype};
+use super::mapping::{check_device, check_tensor, dl_dtype, not_in_this_build};
 
 /// A tensor a kernel reads, its storage read-locked while this value lives.
 ///
@@ -85,13 +85,7 @@ impl CandleInput {
                 record = Some(unsafe { core::mem::transmute::<SyncOnDrop<'_>, SyncOnDrop<'static>>(guard) });
                 locked
             }
-            other => {
-                return Err(CandleError::UnsupportedDevice {
-                    index: None,
-                    device: format!("{:?}", other.device().location()),
-                    reason: "not supported by this build",
-                });
-            }
+            other => return Err(not_in_this_build(other.device().location())),
         };
         // Valid while `storage` holds the lock: lent out only borrowed from `self`.
         let view = view_of(device, None, tensor.layout(), strided, &locked)?;
@@ -164,13 +158,7 @@ impl CandleOutput {
             // undefined behaviour, only garbage; the kernel's contract is to write all of it.
             #[cfg(feature = "candle-cuda")]
             Device::Cuda(cuda) => Storage::Cuda(unsafe { cuda.alloc_uninit(&shape, dtype)? }),
-            _ => {
-                return Err(CandleError::UnsupportedDevice {
-                    index: None,
-                    device: format!("{:?}", device.location()),
-                    reason: "not supported by this build",
-                });
-            }
+            _ => return Err(not_in_this_build(device.location())),
         };
         Ok(Self {
             storage,
@@ -194,17 +182,10 @@ impl CandleOutput {
         Ok(match &mut self.storage {
             Storage::Cpu(cpu) => cpu_write(cpu),
             // The stream waits for pending work on the slice now; the write is recorded in
-            // `into_tensor` (or by the caller of `into_tensor_and_view`), after the kernel was
-            // enqueued.
+            // `into_tensor`, after the kernel was enqueued.
             #[cfg(feature = "candle-cuda")]
             Storage::Cuda(gpu) => super::cuda::write_unrecorded(gpu, super::cuda::expect(self.stream.as_deref())?),
-            other => {
-                return Err(CandleError::UnsupportedDevice {
-                    index: None,
-                    device: format!("{:?}", other.device().location()),
-                    reason: "not supported by this build",
-                });
-            }
+            other => return Err(not_in_this_build(other.device().location())),
         })
     }
 
@@ -283,13 +264,7 @@ pub(super) unsafe fn fresh_output(
             let stream = unsafe { Stream::from_raw(dl, write.cu_stream().cast()) };
             (Storage::Cuda(gpu), locked, Pending { _write: Some(write) }, Some(stream))
         }
-        _ => {
-            return Err(CandleError::UnsupportedDevice {
-                index: None,
-                device: format!("{:?}", device.location()),
-                reason: "not supported by this build",
-            });
-        }
+        _ => return Err(not_in_this_build(device.location())),
     };
     // The view's memory is the storage's, not a local's: valid as long as the caller says.
     let view = contiguous_view(dl, shape.dims(), &locked)?;

@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 
 use crate::ffi::{DLDevice, MAX_ARGS, MAX_NDIM, Stream, TensorError, TensorView, Value};
 
-use super::mapping::{check_tensor, dl_dtype};
+use super::mapping::{check_tensor, dl_dtype, not_in_this_build};
 use super::{CandleArg, CandleError};
 
 /// Which storages a call touches, in lock order, and how.
@@ -224,11 +224,7 @@ pub(super) fn lock_from(
                 lock_from(plan, ctx, depth + 1, locked, body)
             }),
             // Refused in `Plan::new`.
-            other => Err(CandleError::UnsupportedDevice {
-                index: None,
-                device: format!("{:?}", other.device().location()),
-                reason: "not supported by this build",
-            }),
+            other => Err(not_in_this_build(other.device().location())),
         }
     }
 }

@@ -78,6 +78,16 @@ pub(super) fn check_tensor(index: Option<usize>, tensor: &Tensor) -> Result<DLDe
     check_device(index, tensor.device())
 }
 
+/// The error for storage on a device this build has no path for (what [`check_device`] refuses
+/// before any storage is reached).
+pub(super) fn not_in_this_build(location: DeviceLocation) -> CandleError {
+    CandleError::UnsupportedDevice {
+        index: None,
+        device: format!("{location:?}"),
+        reason: "not supported by this build",
+    }
+}
+
 pub(super) fn check_device(index: Option<usize>, device: &Device) -> Result<DLDevice, CandleError> {
     let dl = dl_device(device);
     let unsupported =

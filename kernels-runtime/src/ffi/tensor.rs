@@ -201,14 +201,7 @@ impl<'a> TensorView<'a> {
         dims: &[usize],
         strides: Option<&[usize]>,
     ) -> Result<Self, TensorError> {
-        if dims.len() > MAX_NDIM {
-            return Err(TensorError::TooManyDims { ndim: dims.len() });
-        }
-        let overflow = || TensorError::Overflow { shape: dims.to_vec() };
-        let mut shape = [0i64; MAX_NDIM];
-        for (slot, &d) in shape.iter_mut().zip(dims) {
-            *slot = i64::try_from(d).map_err(|_| overflow())?;
-        }
+        let (shape, _) = checked_shape(dims)?;
         let strides = match strides {
             Some(s) if s.len() != dims.len() => {
                 return Err(TensorError::StridesMismatch { ndim: dims.len(), strides: s.len() });
@@ -216,7 +209,7 @@ impl<'a> TensorView<'a> {
             Some(s) => {
                 let mut out = [0i64; MAX_NDIM];
                 for (slot, &v) in out.iter_mut().zip(s) {
-                    *slot = i64::try_from(v).map_err(|_| overflow())?;
+                    *slot = i64::try_from(v).map_err(|_| TensorError::Overflow { shape: dims.to_vec() })?;
                 }
                 out
             }
