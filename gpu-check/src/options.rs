@@ -83,6 +83,9 @@ impl Options {
                 _ => return Err(format!("unexpected argument {}", arg.to_string_lossy())),
             }
         }
+        if options.latency_only && options.no_bench {
+            return Err("--latency-only and --no-bench exclude each other".into());
+        }
         Ok(options)
     }
 
@@ -149,16 +152,18 @@ mod tests {
             "--bench-shape",
             "32x64",
             "--no-bench",
-            "--latency-only",
             "--stable-abi",
             "sdir",
             "dir",
         ])
         .unwrap();
-        assert_eq!((o.iters, o.warmup, o.bench_shape, o.no_bench, o.latency_only), (7, 0, (32, 64), true, true));
+        assert_eq!((o.iters, o.warmup, o.bench_shape, o.no_bench, o.latency_only), (7, 0, (32, 64), true, false));
         assert_eq!(o.stable_abi_dir, Some(PathBuf::from("sdir")));
         assert_eq!(o.kernel_dir, Some(PathBuf::from("dir")));
         assert_eq!(Options::parse(o.to_args()).unwrap(), o);
+        let latency = parse(&["--latency-only", "dir"]).unwrap();
+        assert!(latency.latency_only && !latency.no_bench);
+        assert_eq!(Options::parse(latency.to_args()).unwrap(), latency);
     }
 
     #[test]
@@ -169,5 +174,9 @@ mod tests {
         assert!(parse(&["--bench-shape", "8"]).unwrap_err().contains("RxH"));
         assert_eq!(parse(&["--frobnicate"]).unwrap_err(), "unknown option --frobnicate");
         assert!(parse(&["a", "b"]).unwrap_err().contains("unexpected argument b"));
+        assert_eq!(
+            parse(&["--no-bench", "--latency-only"]).unwrap_err(),
+            "--latency-only and --no-bench exclude each other"
+        );
     }
 }

@@ -119,10 +119,6 @@ fn run() -> i32 {
     println!("candle CUDA device 0 on its own stream");
 
     if options.latency_only {
-        if options.no_bench {
-            println!("gpu-check-cuda: --latency-only and --no-bench exclude each other");
-            return EXIT_CANNOT_RUN;
-        }
         return finish(run_latency(&kernels, &device, Outcome::default()));
     }
 
